@@ -1,0 +1,132 @@
+"""Candidate catalogs: where clusters enter the system.
+
+A candidate catalog has one row per cluster candidate with at least ``ra``, ``dec`` (degrees) and a redshift.
+Optional columns: ``id``, ``name``, ``richness`` (``lambda``), ``log10_m500_label`` and the central galaxy's
+``bcg_mag_{u,g,r,i,z}``. FITS, CSV and Parquet are read; common aliases are mapped (``z_lambda`` -> ``z``,
+``lambda`` -> ``richness``, ``model_mag_i`` -> ``bcg_mag_i``).
+
+The real redMaPPer SDSS DR8 v5.10 catalogue (Rykoff et al. 2014; 26,350 clusters) ships as package data and is
+the default candidate list of the ``dr12`` footprint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import CatalogInputError
+from .resources import data_path
+
+REDMAPPER_FILE = "redmapper_dr8_v5.10.parquet"
+SDSS_GALAXIES_FILE = "sdss_galaxies_10k.parquet"
+
+ALIASES = {
+    "z": ("z", "z_lambda", "redshift", "zphot", "z_spec"),
+    "richness": ("richness", "lambda", "lambda_chisq"),
+    "ra": ("ra", "raj2000", "ra_deg"),
+    "dec": ("dec", "dej2000", "dec_deg"),
+    "id": ("id", "mem_match_id", "objid_cluster"),
+    "name": ("name",),
+    "log10_m500_label": ("log10_m500_label", "log10_m500", "logm500"),
+}
+BANDS = ("u", "g", "r", "i", "z")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise CatalogInputError(f"candidates {str(path)!r}: no such file")
+    suffix = "".join(path.suffixes).lower()
+    try:
+        if suffix.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if suffix.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path)
+        if suffix.endswith((".fits", ".fit", ".fits.gz")):
+            from astropy.table import Table
+
+            t = Table.read(path)
+            names = [n for n in t.colnames if len(t[n].shape) <= 1]
+            return t[names].to_pandas()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CatalogInputError(f"candidates {str(path)!r}: cannot be read ({reason})") from None
+    raise CatalogInputError(f"candidates {str(path)!r}: unknown format; use .fits, .csv or .parquet")
+
+
+def normalise(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
+    """Map aliases onto the standard column names and validate every row.
+
+    Raises
+    ------
+    CatalogInputError
+        Naming the file and the first offending row for missing columns, NaN or out-of-range coordinates,
+        non-positive redshifts and duplicate ids.
+    """
+    lower = {c.lower(): c for c in df.columns}
+    out = pd.DataFrame(index=df.index)
+    for std, names in ALIASES.items():
+        for n in names:
+            if n in lower:
+                out[std] = df[lower[n]].to_numpy()
+                break
+    for b in BANDS:
+        for n in (f"bcg_mag_{b}", f"model_mag_{b}"):
+            if n in lower:
+                out[f"bcg_mag_{b}"] = df[lower[n]].to_numpy(dtype=np.float64)
+                break
+    missing = [c for c in ("ra", "dec", "z") if c not in out]
+    if missing:
+        raise CatalogInputError(
+            f"candidates {source!r}: missing column(s) {', '.join(missing)} (have: {', '.join(map(str, df.columns))})"
+        )
+    for c in ("ra", "dec", "z"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(np.float64)
+    ra, dec, z = out["ra"].to_numpy(), out["dec"].to_numpy(), out["z"].to_numpy()
+    checks = [
+        (~np.isfinite(ra) | ~np.isfinite(dec), "RA/Dec is NaN"),
+        ((ra < 0) | (ra >= 360), "RA outside [0, 360)"),
+        ((dec < -90) | (dec > 90), "Dec outside [-90, 90]"),
+        (~np.isfinite(z) | (z <= 0) | (z > 3), "redshift is missing or outside (0, 3]"),
+    ]
+    for bad, why in checks:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise CatalogInputError(f"candidates {source!r}: row {row}: {why} ({bad.sum()} row(s) in all)")
+    if "id" not in out:
+        out["id"] = np.arange(len(out), dtype=np.int64)
+    out["id"] = pd.to_numeric(out["id"], errors="coerce")
+    if out["id"].isna().any():
+        row = int(np.flatnonzero(out["id"].isna().to_numpy())[0])
+        raise CatalogInputError(f"candidates {source!r}: row {row}: id is not an integer")
+    out["id"] = out["id"].astype(np.int64)
+    dup = out["id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise CatalogInputError(
+            f"candidates {source!r}: row {row}: duplicate id {int(out['id'].iloc[row])} ({dup.sum()} duplicate(s))"
+        )
+    if "name" not in out:
+        out["name"] = [f"C{i}" for i in out["id"]]
+    out["name"] = out["name"].astype(str)
+    if "richness" in out:
+        out["richness"] = pd.to_numeric(out["richness"], errors="coerce").astype(np.float64)
+    return out.reset_index(drop=True)
+
+
+def read_candidates(path: str | Path) -> pd.DataFrame:
+    """Read and validate a user's candidate catalog (FITS, CSV or Parquet)."""
+    path = Path(path)
+    return normalise(_read_table(path), source=str(path))
+
+
+def load_redmapper() -> pd.DataFrame:
+    """The real redMaPPer SDSS DR8 v5.10 clusters shipped with the package, in standard columns."""
+    df = pd.read_parquet(data_path(REDMAPPER_FILE))
+    return normalise(df, source=REDMAPPER_FILE)
+
+
+def load_sdss_galaxies() -> pd.DataFrame:
+    """The 10,000 real SDSS galaxies (kcorrect 5.1.9 test file) with ugriz model fluxes in nanomaggies."""
+    return pd.read_parquet(data_path(SDSS_GALAXIES_FILE))
