@@ -11,9 +11,9 @@ order (:data:`DEFAULT_PARTITION_ORDER`); it is the unit of storage, of work, of 
 
 Examples
 --------
->>> fp = parse_footprint("box:150,160,0,10")
+>>> fp = parse_footprint("box:150,160,0,10")  # 99.5 deg^2; the MOC keeps the order-10 cells on its edge
 >>> round(fp.area_deg2)
-99
+101
 >>> bool(fp.contains(155.0, 5.0)[0]), bool(fp.contains(170.0, 5.0)[0])
 (True, False)
 """

@@ -52,7 +52,7 @@ PHYSICS: dict[str, object] = {
     "labels": {
         "selection": "X-ray flux limit, MCXC/REFLEX-like: L500 = 1.38e44 E(z)^(7/3) (M500/3e14)^1.64 erg/s, "
         "sigma_lnL = 0.40 (Pratt et al. 2009; Arnaud et al. 2010)",
-        "flux_limit_cgs": 3.0e-12,
+        "flux_limit_cgs": 2.0e-12,
         "label_noise_dex": 0.12,
     },
     "richness_floor": 20.0,
@@ -163,7 +163,33 @@ def mean_ln_lambda(log10_m500: np.ndarray, z: np.ndarray) -> np.ndarray:
     mi = np.clip(np.rint((np.asarray(log10_m500) - LOGM_GRID[0]) / 0.01).astype(int), 0, LOGM_GRID.size - 1)
     log10_m200m_h = np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(LITTLE_H)
     rr = PHYSICS["richness_relation"]
-    return np.log(40.0) + (log10_m200m_h - rr["log10_M200m_at_lambda40_hinv"]) / rr["slope"] * np.log(10.0)
+    pivot = rr["log10_M200m_at_lambda40_hinv"] + _richness_offset()
+    return np.log(40.0) + (log10_m200m_h - pivot) / rr["slope"] * np.log(10.0)
+
+
+@lru_cache(maxsize=1)
+def _richness_offset() -> float:
+    """Offset (dex) of the <ln lambda | M> pivot so that <log10 M200m | lambda = 40, z = 0.3> = 14.344.
+
+    Simet et al. 2017 measure the mean mass of clusters *at fixed richness*. Inverting a <lambda | M> relation
+    through the steep mass function (Eddington bias) lowers <M | lambda> by ~0.15 dex, so the pivot of
+    P(lambda | M) is shifted until the posterior reproduces their measurement.
+    """
+    import math
+
+    target = PHYSICS["richness_relation"]["log10_M200m_at_lambda40_hinv"]
+    g = grids()
+    zi = int(_zi(np.array([0.3]))[0])
+    off = 0.0
+    for _ in range(6):
+        logp = _log_posterior_raw(np.array([40.0]), np.array([0.3]), off)[0]
+        p = np.exp(logp - logp.max())
+        p /= p.sum()
+        m200m_h = LOGM_GRID + g.dlog_200m[zi] + math.log10(LITTLE_H)
+        off += target - float((p * m200m_h).sum())
+    return off
+
+
 
 
 def sigma_ln_lambda(mean_ln: np.ndarray) -> np.ndarray:
@@ -198,7 +224,7 @@ def bcg_reference_mag(z, richness) -> np.ndarray:
 
 #: (a0, a1, a2, b, rms) of :func:`bcg_reference_mag`, fitted to the real redMaPPer DR8 central galaxies by
 #: ``fit_bcg_reference`` (run ``python -m survey_mass.mock.physics`` to refit). rms is the real scatter in mag.
-BCG_FIT = (-23.126, 1.503, 1.158, -0.407, 0.419)
+BCG_FIT = (-23.496, 0.457, 3.694, -0.41, 0.467)
 
 
 def fit_bcg_reference(z: np.ndarray, richness: np.ndarray, imag: np.ndarray) -> tuple[float, ...]:
@@ -216,15 +242,10 @@ def fit_bcg_reference(z: np.ndarray, richness: np.ndarray, imag: np.ndarray) -> 
 
 def log_mass_posterior(richness, z, d_bcg=None) -> np.ndarray:
     """Unnormalised log p(log10 M500 | lambda, d_BCG, z) on :data:`LOGM_GRID`, shape (N, n_mass)."""
-    g = grids()
     richness = np.atleast_1d(np.asarray(richness, dtype=float))
     z = np.atleast_1d(np.asarray(z, dtype=float))
-    zi = _zi(z)
     logm = LOGM_GRID[None, :]
-    mu = mean_ln_lambda(np.broadcast_to(logm, (z.size, logm.size)), np.broadcast_to(z[:, None], (z.size, logm.size)))
-    sig = sigma_ln_lambda(mu)
-    lnl = np.log(richness)[:, None]
-    logp = np.log(g.dn_dlog10m[zi] + 1e-300) - 0.5 * ((lnl - mu) / sig) ** 2 - np.log(sig)
+    logp = _log_posterior_raw(richness, z, _richness_offset())
     if d_bcg is not None:
         d_bcg = np.atleast_1d(np.asarray(d_bcg, dtype=float))
         p = np.exp(logp - logp.max(axis=1, keepdims=True))
@@ -238,6 +259,19 @@ def log_mass_posterior(richness, z, d_bcg=None) -> np.ndarray:
         like = -0.5 * ((d_bcg[:, None] - slope * (logm - mean_logm)) / s_d) ** 2
         logp = logp + np.where(ok, like, 0.0)
     return logp
+
+
+def _log_posterior_raw(richness: np.ndarray, z: np.ndarray, offset: float) -> np.ndarray:
+    g = grids()
+    zi = _zi(z)
+    logm = np.broadcast_to(LOGM_GRID[None, :], (z.size, LOGM_GRID.size))
+    mi = np.broadcast_to(np.arange(LOGM_GRID.size)[None, :], logm.shape)
+    rr = PHYSICS["richness_relation"]
+    m200m_h = logm + g.dlog_200m[zi[:, None], mi] + np.log10(LITTLE_H)
+    mu = np.log(40.0) + (m200m_h - (rr["log10_M200m_at_lambda40_hinv"] + offset)) / rr["slope"] * np.log(10.0)
+    sig = sigma_ln_lambda(mu)
+    lnl = np.log(richness)[:, None]
+    return np.log(g.dn_dlog10m[zi] + 1e-300) - 0.5 * ((lnl - mu) / sig) ** 2 - np.log(sig)
 
 
 def sample_mass_given_richness(richness, z, rng: np.random.Generator, d_bcg=None) -> np.ndarray:

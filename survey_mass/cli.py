@@ -1,0 +1,203 @@
+"""The ``survey-mass`` command line. Thin: parse, call one function per command, print.
+
+Heavy libraries are imported inside the commands, so ``survey-mass --help`` answers at once. Errors a user can
+cause (:class:`~survey_mass.errors.SurveyMassError`) print one line and exit non-zero, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+EPILOG = """examples:
+  survey-mass footprint dr12 --json
+  survey-mass mock --footprint box:150,160,0,10 --out box.zarr --workers 2
+  survey-mass ingest --frames frames/ --candidates clusters.fits --out real.zarr
+"""
+
+
+def _positive_int(v: str) -> int:
+    i = int(v)
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return i
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    p = argparse.ArgumentParser(
+        prog="survey-mass",
+        description="Galaxy-cluster masses with honest uncertainties, for every cluster in a sky survey.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"survey-mass {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    f = sub.add_parser("footprint", help="describe a footprint: area, partition order and partitions")
+    f.add_argument("spec", help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX")
+    f.add_argument("--order", type=int, default=None, help="partition order (default 2)")
+    f.add_argument("--json", action="store_true", help="print {name, area_deg2, order, n_partitions, partitions}")
+    f.add_argument("--png", metavar="FILE", help="draw a Mollweide map with the redMaPPer clusters over it")
+
+    m = sub.add_parser("mock", help="render a mock SDSS survey of cluster cutouts into a Zarr store")
+    m.add_argument("--footprint", required=True, help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX")
+    m.add_argument("--out", required=True, help="output store directory (resumes if it exists)")
+    m.add_argument("--candidates", help="candidate catalog (FITS/CSV/Parquet: ra, dec, z[, richness]); default: redMaPPer DR8")
+    m.add_argument("--seed", type=int, default=2022)
+    m.add_argument("--density", type=float, help="draw clusters from the mass function at this many per deg^2")
+    m.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
+    m.add_argument("--limit", type=_positive_int, help="keep only the first N candidates (quick looks)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming")
+    m.add_argument("--no-progress", action="store_true")
+
+    i = sub.add_parser("ingest", help="cut real SDSS corrected frames into a Zarr cutout store")
+    i.add_argument("--frames", required=True, help="directory of frame-{band}-*.fits(.bz2) files")
+    i.add_argument("--candidates", required=True, help="candidate catalog (FITS/CSV/Parquet)")
+    i.add_argument("--out", required=True)
+    i.add_argument("--cutout-size", type=int, default=64)
+    i.add_argument("--pixel-scale", type=float, default=3.168, help="store pixel scale in arcsec (default 3.168)")
+    i.add_argument("--order", type=int, default=2)
+    i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("store-info", help="summarise a cutout store")
+    s.add_argument("store")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+# --- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_footprint(args) -> int:
+    from .footprint import DEFAULT_PARTITION_ORDER, parse_footprint
+
+    fp = parse_footprint(args.spec, order=args.order if args.order is not None else DEFAULT_PARTITION_ORDER)
+    d = fp.to_dict()
+    if args.json:
+        print(json.dumps(d))
+    else:
+        print(f"name:          {d['name']}")
+        print(f"area:          {d['area_deg2']:.1f} deg^2")
+        print(f"order:         {d['order']} (nested HEALPix partitions of {53.7 / 4 ** (d['order'] - 2):.2f} deg^2)")
+        print(f"partitions:    {d['n_partitions']}")
+    if args.png:
+        from .explain.figures import footprint_map
+
+        footprint_map(fp, args.png)
+        if not args.json:
+            print(f"map:           {args.png}")
+    return 0
+
+
+def cmd_mock(args) -> int:
+    from .candidates import load_redmapper, read_candidates
+    from .footprint import parse_footprint
+    from .mock.survey import MockConfig, build_mock_store
+
+    fp = parse_footprint(args.footprint)
+    cands = read_candidates(args.candidates) if args.candidates else load_redmapper()
+    name = os.path.basename(args.candidates) if args.candidates else "redmapper_dr8_v5.10"
+    if args.limit:
+        cands = cands.iloc[: args.limit]
+    cfg = MockConfig(seed=args.seed, density=args.density, candidates=name)
+    summary = build_mock_store(
+        fp, args.out, candidates=cands, config=cfg, workers=args.workers, progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"mock store {summary['store']}: {summary['clusters']} clusters in {summary['partitions']} partitions "
+        f"({summary['partitions_built']} built, {summary['partitions_skipped']} already there) from "
+        f"{summary['candidates']}; {summary['wall_s']} s, {summary['cutouts_per_s']} cutouts/s, "
+        f"{summary['store_bytes'] / 1e6:.0f} MB"
+    )
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from .store.ingest import ingest_frames
+
+    summary = ingest_frames(
+        args.frames, args.candidates, args.out, cutout_size=args.cutout_size, pixel_scale=args.pixel_scale,
+        order=args.order, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(
+        f"ingested {summary['cutouts']} cutouts from {summary['frames']} frames into {summary['store']} "
+        f"({summary['partitions']} partitions; {summary['flagged']} flagged, {summary['outside']} candidates "
+        f"outside every frame skipped)"
+    )
+    return 0
+
+
+def cmd_store_info(args) -> int:
+    import numpy as np
+
+    from .quality import describe
+    from .store import open_store
+
+    st = open_store(args.store)
+    parts = st.partitions
+    counts = {p: st.check_partition(p) for p in parts}
+    labelled = 0
+    qual: dict[str, int] = {}
+    for p in parts:
+        cols = st.columns(p)
+        if "log10_m500_label" in cols:
+            labelled += int(np.isfinite(cols["log10_m500_label"]).sum())
+        for q in cols["quality"].tolist():
+            qual[describe(q)] = qual.get(describe(q), 0) + 1
+    info = {
+        "store": str(st.path),
+        "survey": st.attrs["survey"],
+        "kind": st.attrs.get("kind"),
+        "cutouts": sum(counts.values()),
+        "partitions": len(parts),
+        "order": st.order,
+        "cutout_size": st.cutout_size,
+        "pixel_scale_arcsec": st.pixel_scale,
+        "labelled": labelled,
+        "quality": qual,
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k + ':':20s}{v}")
+    return 0
+
+
+COMMANDS = {
+    "footprint": cmd_footprint,
+    "mock": cmd_mock,
+    "ingest": cmd_ingest,
+    "store-info": cmd_store_info,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    from .errors import SurveyMassError
+
+    try:
+        return COMMANDS[args.command](args)
+    except SurveyMassError as exc:
+        print(f"survey-mass {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"survey-mass {args.command}: interrupted; finished partitions are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

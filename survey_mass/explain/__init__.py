@@ -1,0 +1,1 @@
+"""Pictures: footprint maps, cutout composites and (later) attribution and catalog reports."""

@@ -1,0 +1,380 @@
+"""The mock survey: candidates + physics + rendering -> a cutout store, one HEALPix partition at a time.
+
+Each partition is generated from (seed, order, pixel) alone, so any partition can be rebuilt by itself and
+partitions build in parallel on Dask workers, each writing its own partition atomically. A rerun skips the
+partitions already in the store.
+
+Cutouts are 64 x 64 pixels of 3.168" (SDSS's 0.396" pixels binned 8 x 8): 3.4' across, which holds the
+inner 200-600 kpc of a cluster between z = 0.1 and 0.5.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..photometry import BANDS, mag_to_nmgy
+from . import physics, populations, render
+
+SURVEY_NAME = "SDSS DR12 (mock)"
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """Parameters of a mock survey; all of them go into the store's provenance."""
+
+    seed: int = 2022
+    cutout_size: int = 64
+    pixel_scale_arcsec: float = 3.168
+    order: int = 2
+    #: clusters per deg^2 when drawing from the mass function; None = what the mass function predicts
+    density: float | None = None
+    candidates: str = "redmapper_dr8_v5.10"
+    physics: dict = field(default_factory=lambda: dict(physics.PHYSICS))
+
+    def provenance(self) -> dict:
+        d = asdict(self)
+        d["physics"] = _jsonable(d["physics"])
+        return d
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# --- clusters of one partition -------------------------------------------------------------------------------
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key] + [int(k) >> 32 & 0xFFFFFFFF for k in key])
+
+
+def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) -> pd.DataFrame:
+    """Give each real candidate a true mass, a BCG and, for a few, a label."""
+    rng = _rng(cfg.seed, cfg.order, pixel, 11)
+    out = cand.reset_index(drop=True).copy()
+    z = out["z"].to_numpy(float)
+    n = len(out)
+    if "richness" not in out or out["richness"].isna().all():
+        logm, _ = _mass_given_z(z, rng)
+        out["richness"] = physics.draw_richness(logm, z, rng)
+        known_mass = logm
+    else:
+        known_mass = None
+        lam = out["richness"].to_numpy(float)
+        if np.isnan(lam).any():
+            fill_m, _ = _mass_given_z(z, rng)
+            out.loc[np.isnan(lam), "richness"] = physics.draw_richness(fill_m, z, rng)[np.isnan(lam)]
+    lam = out["richness"].to_numpy(float)
+    real_i = out["bcg_mag_i"].to_numpy(float) if "bcg_mag_i" in out else np.full(n, np.nan)
+    real_i = np.where((real_i > 10) & (real_i < 25), real_i, np.nan)
+    if known_mass is None:
+        d_bcg = real_i - physics.bcg_reference_mag(z, lam)
+        logm = physics.sample_mass_given_richness(lam, z, rng, d_bcg=d_bcg)
+    else:
+        logm = known_mass
+    out["log10_m500_true"] = logm
+    # a BCG for candidates without a real central galaxy, drawn given the mass
+    offset = _bcg_offset_given_mass(lam, z, logm, rng)
+    out["bcg_i_model"] = np.where(np.isfinite(real_i), real_i, physics.bcg_reference_mag(z, lam) + offset)
+    _, label = physics.draw_labels(logm, z, rng)
+    if "log10_m500_label" in out and out["log10_m500_label"].notna().any():
+        out["log10_m500_label"] = out["log10_m500_label"].astype(float)
+    else:
+        out["log10_m500_label"] = label
+    return out
+
+
+def _mass_given_z(z: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Masses for candidates with a redshift only: from n(M, z) weighted by P(lambda >= 20 | M)."""
+    w, zs, ms = physics._mf_weights()
+    logm = np.empty(z.size)
+    for i, zi in enumerate(z):
+        row = w[np.clip(np.searchsorted(zs, zi), 0, zs.size - 1)]
+        cdf = np.cumsum(row) / row.sum()
+        logm[i] = ms[np.searchsorted(cdf, rng.random())]
+    return logm, z
+
+
+def _bcg_offset_given_mass(lam, z, logm, rng) -> np.ndarray:
+    logp = physics.log_mass_posterior(lam, z)
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    mean = (p * physics.LOGM_GRID[None, :]).sum(axis=1)
+    var = (p * (physics.LOGM_GRID[None, :] - mean[:, None]) ** 2).sum(axis=1).mean() if len(lam) else 0.0
+    slope = physics.PHYSICS["bcg"]["dmag_dlog10M"]
+    s_d = np.sqrt(max(physics.BCG_FIT[4] ** 2 - slope**2 * var, 0.05**2))
+    return slope * (logm - mean) + s_d * rng.standard_normal(len(lam))
+
+
+def clusters_from_mass_function(cells_o10: np.ndarray, area_deg2: float, cfg: MockConfig, pixel: int) -> pd.DataFrame:
+    """Clusters drawn from the halo mass function inside the part of a partition covered by the footprint."""
+    import healpy as hp
+
+    rng = _rng(cfg.seed, cfg.order, pixel, 13)
+    density = cfg.density if cfg.density is not None else physics.expected_density_per_deg2()
+    n = rng.poisson(density * area_deg2)
+    logm, z = physics.sample_clusters_from_mass_function(n, rng)
+    lam = np.empty(n)
+    for k in range(n):  # lambda >= 20 given M (rejection; the weights already favour such masses)
+        for _ in range(200):
+            lam[k] = physics.draw_richness(logm[k : k + 1], z[k : k + 1], rng)[0]
+            if lam[k] >= physics.PHYSICS["richness_floor"]:
+                break
+    cells = rng.choice(cells_o10, size=n) if n else np.zeros(0, dtype=np.int64)
+    sub = cells.astype(np.int64) * 4**8 + rng.integers(0, 4**8, n)
+    ra, dec = hp.pix2ang(2**18, sub, nest=True, lonlat=True)
+    ids = pixel * 1_000_000 + np.arange(n)
+    df = pd.DataFrame(
+        {"id": ids, "name": [f"MOCK{i}" for i in ids], "ra": ra, "dec": dec, "z": z, "richness": lam}
+    )
+    df["log10_m500_true"] = logm
+    df["bcg_i_model"] = physics.bcg_reference_mag(z, lam) + _bcg_offset_given_mass(lam, z, logm, rng)
+    _, df["log10_m500_label"] = physics.draw_labels(logm, z, rng)
+    return df
+
+
+# --- pixels ---------------------------------------------------------------------------------------------------
+
+
+def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
+    """Noisy (5, H, W) cutout of one cluster, from its row (z, richness, log10_m500_true, BCG mags...)."""
+    rng = _rng(cfg.seed, int(c["id"]), 17)
+    size, pix = cfg.cutout_size, cfg.pixel_scale_arcsec
+    centre = (size - 1) / 2.0
+    z, lam, logm = float(c["z"]), float(c["richness"]), float(c["log10_m500_true"])
+    kpa = float(physics.kpc_per_arcsec(z))
+    mstar = float(physics.mstar_i(z))
+    xs, ys, mags, res, ns = [], [], [], [], []
+
+    # BCG: real ugriz when the candidate has them, else red-sequence colours at the modelled i magnitude
+    i_bcg = float(c["bcg_i_model"])
+    col = populations.red_sequence_colours(z, 1, rng)[0]
+    bcg = i_bcg + col - col[3]
+    real = np.array([c.get(f"bcg_mag_{b}", np.nan) for b in BANDS], dtype=float)
+    good = np.isfinite(real) & (real > 10) & (real < 30)
+    if good[3]:
+        bcg = np.where(good, real, bcg)
+    l_bcg = 10 ** (-0.4 * (i_bcg - mstar))
+    xs.append([centre]), ys.append([centre]), mags.append(bcg[None, :])
+    res.append([12.0 * (l_bcg / 4.0) ** 0.7 / kpa]), ns.append([4])
+
+    # members: lambda above 0.2 L* inside R_lambda, and fainter ones that follow the halo's mean richness
+    r_lam = float(physics.r_lambda_arcsec(lam, z))
+    rs = float(physics.r200c_kpc(logm, z) / physics.concentration_200c(logm, z)) / kpa
+    lam_m = float(np.exp(physics.mean_ln_lambda(np.array([logm]), np.array([z]))[0]))
+    n_bright = rng.poisson(lam)
+    ratio = physics.schechter_fraction(0.05, 0.2) / physics.schechter_fraction(0.2, 10.0)
+    n_faint = rng.poisson(lam * ratio * np.sqrt(lam_m / lam))
+    nm = n_bright + n_faint
+    if nm:
+        r = physics.sample_projected_nfw(nm, rs, r_lam, rng)
+        th = rng.uniform(0, 2 * np.pi, nm)
+        x = centre + r * np.cos(th) / pix
+        y = centre + r * np.sin(th) / pix
+        imag = np.concatenate(
+            [
+                physics.schechter_draw(n_bright, mstar, 0.2, 10.0, rng),
+                physics.schechter_draw(n_faint, mstar, 0.05, 0.2, rng),
+            ]
+        )
+        vis = (x > -4) & (x < size + 3) & (y > -4) & (y < size + 3)
+        cols = populations.red_sequence_colours(z, int(vis.sum()), rng)
+        m = imag[vis, None] + cols - cols[:, [3]]
+        lum = 10 ** (-0.4 * (imag[vis] - mstar))
+        xs.append(x[vis]), ys.append(y[vis]), mags.append(m)
+        res.append(3.0 * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
+
+    # field galaxies and stars over the cutout plus a 4-pixel margin
+    side_deg = (size + 8) * pix / 3600.0
+    nf = rng.poisson(populations.field_count_per_deg2() * side_deg**2)
+    fm, fre, fn = populations.field_galaxies(nf, rng)
+    xs.append(rng.uniform(-4, size + 3, nf)), ys.append(rng.uniform(-4, size + 3, nf))
+    mags.append(fm), res.append(fre), ns.append(fn)
+    ns_star = rng.poisson(populations.star_count_per_deg2(gal_b_deg) * side_deg**2)
+    xs.append(rng.uniform(-4, size + 3, ns_star)), ys.append(rng.uniform(-4, size + 3, ns_star))
+    mags.append(populations.stars(ns_star, rng)), res.append(np.zeros(ns_star)), ns.append(np.zeros(ns_star, int))
+
+    x = np.concatenate([np.asarray(a, float) for a in xs])
+    y = np.concatenate([np.asarray(a, float) for a in ys])
+    m = np.concatenate([np.asarray(a, float).reshape(-1, 5) for a in mags])
+    re_ = np.concatenate([np.asarray(a, float) for a in res])
+    n_ = np.concatenate([np.asarray(a, int) for a in ns])
+    flux = mag_to_nmgy(np.clip(m, 5, 35))
+    img = np.stack(
+        [render.render_band(x, y, flux[:, b], re_, n_, band, size, pix) for b, band in enumerate(BANDS)]
+    )
+    return render.add_noise(img, pix, rng)
+
+
+def _galactic_latitude(ra, dec) -> np.ndarray:
+    from astropy.coordinates import SkyCoord
+
+    return SkyCoord(ra=np.asarray(ra), dec=np.asarray(dec), unit="deg").galactic.b.deg
+
+
+def make_partition(cfg: MockConfig, pixel: int, clusters: pd.DataFrame) -> tuple[np.ndarray, dict]:
+    """Images and columns of one partition from its cluster table. Pure: same inputs, same arrays."""
+    n = len(clusters)
+    images = np.empty((n, 5, cfg.cutout_size, cfg.cutout_size), dtype=np.float32)
+    b = _galactic_latitude(clusters["ra"], clusters["dec"]) if n else np.zeros(0)
+    rows = clusters.to_dict("records")
+    for k, row in enumerate(rows):
+        images[k] = render_cluster(row, cfg, float(b[k]))
+    columns = {
+        "id": clusters["id"].to_numpy(np.int64),
+        "name": clusters["name"].astype(str).to_numpy(),
+        "ra": clusters["ra"].to_numpy(np.float64),
+        "dec": clusters["dec"].to_numpy(np.float64),
+        "z": clusters["z"].to_numpy(np.float32),
+        "quality": np.zeros(n, np.int32),
+        "richness": clusters["richness"].to_numpy(np.float32),
+        "log10_m500_label": clusters["log10_m500_label"].to_numpy(np.float32),
+        "log10_m500_true": clusters["log10_m500_true"].to_numpy(np.float32),
+    }
+    return images, columns
+
+
+# --- the whole survey -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PartitionJob:
+    pixel: int
+    candidates: pd.DataFrame | None = None
+    cells_o10: np.ndarray | None = None
+    area_deg2: float = 0.0
+
+
+def partition_clusters(cfg: MockConfig, job: PartitionJob) -> pd.DataFrame:
+    if job.candidates is not None:
+        return clusters_from_candidates(job.candidates, cfg, job.pixel)
+    return clusters_from_mass_function(job.cells_o10, job.area_deg2, cfg, job.pixel)
+
+
+def build_partition(cfg: MockConfig, job: PartitionJob) -> tuple[np.ndarray, dict]:
+    """Rebuild one partition alone (what every worker runs)."""
+    return make_partition(cfg, job.pixel, partition_clusters(cfg, job))
+
+
+def _build_and_write(cfg: MockConfig, job: PartitionJob, out: str) -> tuple[int, int]:
+    from ..store import write_partition
+
+    images, columns = build_partition(cfg, job)
+    write_partition(out, job.pixel, images, columns)
+    return job.pixel, images.shape[0]
+
+
+def plan(footprint, cfg: MockConfig, candidates: pd.DataFrame | None) -> list[PartitionJob]:
+    """Partition jobs: the candidates inside the footprint, grouped by partition; or mass-function draws."""
+    from mocpy import MOC
+
+    from ..footprint import partition_of
+
+    if candidates is not None and cfg.density is None:
+        inside = candidates[footprint.contains(candidates["ra"].to_numpy(), candidates["dec"].to_numpy())]
+        if len(inside):
+            part = partition_of(inside["ra"].to_numpy(), inside["dec"].to_numpy(), cfg.order)
+            return [PartitionJob(int(p), inside[part == p]) for p in np.unique(part)]
+    jobs = []
+    for p in footprint.partitions:
+        cell = MOC.from_healpix_cells(np.array([p], np.uint64), np.array([cfg.order], np.uint8), cfg.order)
+        sub = footprint.moc.intersection(cell)
+        area = float(sub.sky_fraction * 4 * np.pi * (180 / np.pi) ** 2)
+        if area <= 0:
+            continue
+        cells = np.asarray(sub.refine_to_order(10).flatten() if hasattr(sub, "refine_to_order") else sub.flatten())
+        jobs.append(PartitionJob(int(p), None, cells.astype(np.int64), area))
+    return jobs
+
+
+def build_mock_store(
+    footprint,
+    out: str | Path,
+    *,
+    candidates: pd.DataFrame | None = None,
+    config: MockConfig | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    overwrite: bool = False,
+    client=None,
+) -> dict:
+    """Render a mock survey of ``footprint`` into the cutout store ``out``; resumes an interrupted build.
+
+    Returns a summary: clusters, partitions built and skipped, wall time, cutouts/s and store size.
+    """
+    from tqdm.auto import tqdm
+
+    from ..store import create_store, open_store
+
+    cfg = config or MockConfig()
+    t0 = time.perf_counter()
+    jobs = plan(footprint, cfg, candidates)
+    used_candidates = bool(jobs) and jobs[0].candidates is not None
+    cfg = MockConfig(**{**asdict(cfg), "candidates": cfg.candidates if used_candidates else "mass-function"})
+    create_store(
+        out,
+        cutout_size=cfg.cutout_size,
+        pixel_scale_arcsec=cfg.pixel_scale_arcsec,
+        healpix_order=cfg.order,
+        survey=SURVEY_NAME,
+        kind="mock",
+        provenance=cfg.provenance(),
+        footprint=footprint.name,
+        overwrite=overwrite,
+    )
+    done = set(open_store(out).partitions)
+    todo = [j for j in jobs if j.pixel not in done]
+    physics.grids()  # warm the tables here so a single-process build reports honest timing
+    n_new = 0
+    bar = tqdm(total=len(todo), desc="mock partitions", unit="part", disable=not progress)
+    if todo and (workers > 1 or client is not None):
+        from distributed import Client, LocalCluster, as_completed
+
+        own = client is None
+        if own:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+        try:
+            # biggest partitions first keeps the workers busy to the end
+            todo.sort(key=lambda j: -(len(j.candidates) if j.candidates is not None else j.area_deg2))
+            futures = [client.submit(_build_and_write, cfg, j, str(out), pure=False, retries=2) for j in todo]
+            for fut in as_completed(futures):
+                _, n = fut.result()
+                n_new += n
+                bar.update(1)
+        finally:
+            if own:
+                client.close()
+                cluster.close()
+    else:
+        for j in todo:
+            _, n = _build_and_write(cfg, j, str(out))
+            n_new += n
+            bar.update(1)
+    bar.close()
+    wall = time.perf_counter() - t0
+    store = open_store(out)
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    return {
+        "store": str(out),
+        "clusters": store.n_total,
+        "partitions": len(store.partitions),
+        "partitions_built": len(todo),
+        "partitions_skipped": len(jobs) - len(todo),
+        "cutouts_rendered": n_new,
+        "wall_s": round(wall, 1),
+        "cutouts_per_s": round(n_new / wall, 1) if wall > 0 else None,
+        "store_bytes": size,
+        "candidates": cfg.candidates,
+    }

@@ -1,0 +1,349 @@
+"""The cutout store: HEALPix-partitioned Zarr v3 groups of ugriz cutouts. Every later stage reads through here.
+
+Contract (``schemas/store_attributes.schema.json`` holds the root attributes):
+
+* root attribute ``survey_mass``: schema version, bands ``[u, g, r, i, z]``, cutout size, pixel scale, flux
+  unit (nanomaggy), HEALPix order, survey, orientation, provenance;
+* one group per partition, ``Norder=k/Npix=n`` (:mod:`survey_mass.paths`), holding
+
+  - ``images`` (N, 5, H, W) float32, NaN where masked; one shard per partition with inner chunks of
+    :data:`INNER_CHUNK` cutouts, zstd level 1 (noise-dominated float32 compresses only ~1.1x, so we keep
+    compression cheap);
+  - per-cutout columns ``id`` (int64), ``name`` (str), ``ra``, ``dec`` (float64), ``z`` (float32),
+    ``quality`` (int32 bitmask, :class:`~survey_mass.quality.Quality`), ``richness`` when the candidate
+    catalog has it, ``log10_m500_label`` (NaN when unlabelled) and, in a mock, ``log10_m500_true``.
+
+A partition is written under a temporary name and renamed when complete, so a reader never sees half a
+partition and an interrupted build resumes from the partitions that exist.
+
+Examples
+--------
+>>> import tempfile, numpy as np
+>>> from survey_mass.store import create_store, write_partition, open_store
+>>> path = tempfile.mkdtemp() + "/s.zarr"
+>>> _ = create_store(path, cutout_size=8, pixel_scale_arcsec=3.168, healpix_order=2, survey="doc",
+...                  kind="mock", provenance={"seed": 1})
+>>> cols = {"id": np.array([7, 8]), "name": np.array(["a", "b"]), "ra": np.array([1.0, 2.0]),
+...         "dec": np.array([0.0, 0.5]), "z": np.array([0.1, 0.2]), "quality": np.zeros(2, int)}
+>>> write_partition(path, 45, np.zeros((2, 5, 8, 8), np.float32), cols)
+>>> store = open_store(path)
+>>> store.partitions, store.n_cutouts(45)
+([45], 2)
+>>> store.read_by_id(8)[1]["name"]
+'b'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import paths, schemas
+from .._version import __version__
+from ..errors import StoreError
+from ..photometry import BANDS
+
+ATTR_KEY = "survey_mass"
+SCHEMA_VERSION = 1
+INNER_CHUNK = 8
+ORIENTATION = "north-up east-left, TAN projection centred on the candidate"
+
+#: Column name -> numpy dtype; the required ones first.
+REQUIRED_COLUMNS = {
+    "id": np.int64,
+    "name": str,
+    "ra": np.float64,
+    "dec": np.float64,
+    "z": np.float32,
+    "quality": np.int32,
+}
+OPTIONAL_COLUMNS = {
+    "richness": np.float32,
+    "log10_m500_label": np.float32,
+    "log10_m500_true": np.float32,
+}
+
+
+def _root_attrs(path: Path) -> dict:
+    import zarr
+
+    try:
+        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StoreError(f"store {str(path)!r}: not a Zarr v3 store ({reason})") from None
+    attrs = dict(root.attrs)
+    if ATTR_KEY not in attrs:
+        raise StoreError(f"store {str(path)!r}: root attribute {ATTR_KEY!r} is missing (not a survey-mass store)")
+    return attrs[ATTR_KEY]
+
+
+def create_store(
+    path: str | Path,
+    *,
+    cutout_size: int,
+    pixel_scale_arcsec: float,
+    healpix_order: int,
+    survey: str,
+    kind: str,
+    provenance: dict[str, Any],
+    footprint: str = "",
+    overwrite: bool = False,
+) -> dict:
+    """Create a store's root group, or check that an existing one matches (so a build can resume).
+
+    Returns the root attributes.
+    """
+    import zarr
+
+    path = Path(path)
+    attrs = {
+        "schema_version": SCHEMA_VERSION,
+        "bands": list(BANDS),
+        "cutout_size": int(cutout_size),
+        "pixel_scale_arcsec": float(pixel_scale_arcsec),
+        "flux_unit": "nanomaggy",
+        "healpix_order": int(healpix_order),
+        "survey": survey,
+        "orientation": ORIENTATION,
+        "footprint": footprint,
+        "kind": kind,
+        "provenance": provenance,
+        "code_version": __version__,
+    }
+    err = schemas.first_error(schemas.STORE_ATTRIBUTES, attrs)
+    if err:
+        raise StoreError(f"store {str(path)!r}: attributes do not follow the contract: {err}")
+    if path.exists() and overwrite:
+        shutil.rmtree(path)
+    if path.exists():
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"store {str(path)!r}: exists and is not a Zarr store; choose another --out")
+        old = _root_attrs(path)
+        for key in ("cutout_size", "pixel_scale_arcsec", "healpix_order", "kind", "provenance"):
+            if old.get(key) != attrs[key]:
+                raise StoreError(
+                    f"store {str(path)!r}: exists with a different {key} ({old.get(key)!r} != {attrs[key]!r}); "
+                    "use --overwrite or another --out"
+                )
+        return old
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs[ATTR_KEY] = attrs
+    root.create_group(paths.order_dir_name(healpix_order))
+    return attrs
+
+
+def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Write one partition atomically: into a temporary group, then renamed into place."""
+    import zarr
+
+    path = Path(path)
+    attrs = _root_attrs(path)
+    order, size = attrs["healpix_order"], attrs["cutout_size"]
+    n = images.shape[0]
+    if images.shape[1:] != (len(BANDS), size, size):
+        raise StoreError(f"partition {pixel}: images have shape {images.shape[1:]}, store wants (5, {size}, {size})")
+    for c in REQUIRED_COLUMNS:
+        if c not in columns:
+            raise StoreError(f"partition {pixel}: column {c!r} is missing")
+    tmp = paths.temp_partition_group_path(order, pixel)
+    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    g = root.create_group(tmp)
+    g.attrs["n_cutouts"] = int(n)
+    g.attrs["healpix_pixel"] = int(pixel)
+    try:
+        _write_arrays(g, n, size, images, columns)
+    except BaseException:
+        shutil.rmtree(path / tmp, ignore_errors=True)
+        raise
+    final = path / paths.partition_group_path(order, pixel)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(path / tmp, final)
+
+
+def _write_arrays(g, n: int, size: int, images: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    from zarr.codecs import ZstdCodec
+
+    nn = max(n, 1)
+    inner = min(INNER_CHUNK, nn)
+    arr = g.create_array(
+        "images",
+        shape=(n, len(BANDS), size, size),
+        chunks=(inner, len(BANDS), size, size),
+        shards=(-(-nn // inner) * inner, len(BANDS), size, size),
+        dtype="float32",
+        compressors=ZstdCodec(level=1),
+        fill_value=np.nan,
+    )
+    if n:
+        arr[:] = images.astype(np.float32, copy=False)
+    for name, dtype in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
+        if name not in columns:
+            continue
+        values = np.asarray(columns[name])
+        if dtype is str:
+            a = g.create_array(name, shape=(n,), chunks=(nn,), dtype=str)
+            if n:
+                a[:] = values.astype(str)
+        else:
+            a = g.create_array(name, shape=(n,), chunks=(nn,), dtype=dtype, fill_value=0)
+            if n:
+                a[:] = values.astype(dtype)
+
+
+@dataclass(frozen=True)
+class CutoutStore:
+    """Read access to a cutout store. Open it with :func:`open_store`."""
+
+    path: Path
+    attrs: dict
+
+    @property
+    def order(self) -> int:
+        return int(self.attrs["healpix_order"])
+
+    @property
+    def cutout_size(self) -> int:
+        return int(self.attrs["cutout_size"])
+
+    @property
+    def pixel_scale(self) -> float:
+        return float(self.attrs["pixel_scale_arcsec"])
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.attrs["bands"])
+
+    @property
+    def partitions(self) -> list[int]:
+        """Complete partitions, sorted."""
+        d = self.path / paths.order_dir_name(self.order)
+        if not d.is_dir():
+            return []
+        out = []
+        for entry in d.iterdir():
+            m = paths.PARTITION_RE.match(entry.name)
+            if m and entry.is_dir():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def _group(self, pixel: int):
+        import zarr
+
+        gp = paths.partition_group_path(self.order, pixel)
+        if not (self.path / gp).is_dir():
+            raise StoreError(f"store {str(self.path)!r}: partition {pixel} ({gp}) is missing")
+        try:
+            return zarr.open_group(str(self.path / gp), mode="r", zarr_format=3)
+        except Exception as exc:
+            raise StoreError(f"store {str(self.path)!r}: partition {pixel}: unreadable group ({exc})") from None
+
+    def check_partition(self, pixel: int) -> int:
+        """Validate a partition's arrays against the contract; return its number of cutouts."""
+        g = self._group(pixel)
+        names = set(g.array_keys())
+        for c in ("images", *REQUIRED_COLUMNS):
+            if c not in names:
+                raise StoreError(f"store {str(self.path)!r}: partition {pixel}: array {c!r} is missing")
+        shape = g["images"].shape
+        s = self.cutout_size
+        if len(shape) != 4 or shape[1:] != (len(BANDS), s, s):
+            raise StoreError(
+                f"store {str(self.path)!r}: partition {pixel}: images shape {shape} is not (N, 5, {s}, {s})"
+            )
+        for c in names - {"images"}:
+            if g[c].shape != (shape[0],):
+                raise StoreError(
+                    f"store {str(self.path)!r}: partition {pixel}: column {c!r} has {g[c].shape[0]} rows, "
+                    f"images have {shape[0]}"
+                )
+        return int(shape[0])
+
+    def n_cutouts(self, pixel: int) -> int:
+        return int(self._group(pixel)["images"].shape[0])
+
+    def columns(self, pixel: int) -> dict[str, np.ndarray]:
+        """All per-cutout columns of a partition (everything but the images)."""
+        g = self._group(pixel)
+        out = {}
+        for name in sorted(g.array_keys()):
+            if name == "images":
+                continue
+            try:
+                out[name] = np.asarray(g[name][:])
+            except Exception as exc:
+                raise StoreError(f"store {str(self.path)!r}: partition {pixel}: column {name!r} unreadable ({exc})") from None
+        return out
+
+    def images(self, pixel: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Images [start:stop] of a partition, (n, 5, H, W) float32."""
+        g = self._group(pixel)
+        try:
+            return np.asarray(g["images"][start:stop], dtype=np.float32)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(
+                f"store {str(self.path)!r}: partition {pixel}: images [{start}:{stop}] unreadable ({reason})"
+            ) from None
+
+    def iter_batches(self, pixel: int, batch_size: int = 64) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield (row slice, images) for consecutive batches of a partition."""
+        n = self.n_cutouts(pixel)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield slice(start, stop), self.images(pixel, start, stop)
+
+    @cached_property
+    def _id_index(self) -> dict[int, tuple[int, int]]:
+        index = {}
+        for p in self.partitions:
+            ids = np.asarray(self._group(p)["id"][:])
+            for row, i in enumerate(ids.tolist()):
+                index[int(i)] = (p, row)
+        return index
+
+    def read_by_id(self, cutout_id: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """One cutout (5, H, W) and its row of columns, by candidate id."""
+        if int(cutout_id) not in self._id_index:
+            raise StoreError(f"store {str(self.path)!r}: no cutout with id {cutout_id}")
+        pixel, row = self._id_index[int(cutout_id)]
+        cols = self.columns(pixel)
+        record = {k: (v[row].item() if hasattr(v[row], "item") else v[row]) for k, v in cols.items()}
+        record["partition"] = pixel
+        return self.images(pixel, row, row + 1)[0], record
+
+    @property
+    def n_total(self) -> int:
+        return sum(self.n_cutouts(p) for p in self.partitions)
+
+
+def open_store(path: str | Path) -> CutoutStore:
+    """Open and validate a cutout store.
+
+    Raises
+    ------
+    StoreError
+        One line naming the store and what is wrong: not a store, a wrong schema version, attributes that break
+        the contract.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"store {str(path)!r}: does not exist")
+    attrs = _root_attrs(path)
+    version = attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"store {str(path)!r}: schema_version {version!r} is not supported (this survey-mass reads {SCHEMA_VERSION})"
+        )
+    err = schemas.first_error(schemas.STORE_ATTRIBUTES, attrs)
+    if err:
+        raise StoreError(f"store {str(path)!r}: root attributes break the contract: {err}")
+    return CutoutStore(path=path, attrs=attrs)

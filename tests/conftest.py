@@ -1,0 +1,47 @@
+"""Shared fixtures. Tests may read ../shared (CI has it); the installed tool never does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_redmapper() -> pd.DataFrame:
+    p = SHARED / "redmapper_dr8_v5.10.parquet"
+    if not p.exists():
+        pytest.skip("../shared/data is not present")
+    return pd.read_parquet(p)
+
+
+@pytest.fixture(scope="session")
+def small_candidates() -> pd.DataFrame:
+    """240 real redMaPPer clusters from one small sky region (all richnesses), for quick mocks."""
+    from survey_mass.candidates import load_redmapper
+
+    cat = load_redmapper()
+    sel = cat[(cat.ra > 150) & (cat.ra < 160) & (cat.dec > 0) & (cat.dec < 12)]
+    return sel.reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory, small_candidates) -> Path:
+    """A mock store of the small region, built in-process (no Dask)."""
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.mock.survey import MockConfig, build_mock_store
+
+    out = tmp_path_factory.mktemp("store") / "small.zarr"
+    build_mock_store(parse_footprint("box:150,160,0,12"), out, candidates=small_candidates,
+                     config=MockConfig(seed=7), workers=1, progress=False)
+    return out
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from survey_mass.mock import render
+from survey_mass.photometry import BANDS, DEPTH_95
+
+PIX = 3.168
+
+
+@pytest.mark.parametrize("band", BANDS)
+def test_sky_noise_reaches_sdss_depths_within_10_percent(band):
+    rng = np.random.default_rng(1)
+    img = np.zeros((5, 256, 256), np.float32)
+    render.add_noise(img, PIX, rng)
+    measured = float(np.std(img[BANDS.index(band)]))
+    depth = render.point_source_depth(measured, band, PIX)
+    # 10% in flux is 0.11 mag
+    assert abs(10 ** (-0.4 * (depth - DEPTH_95[band])) - 1) < 0.10
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_sersic_mixture_half_light_radius(n):
+    amp, var = render.sersic_mog(n)
+    assert amp.sum() == pytest.approx(1.0)
+    r = np.linspace(0, 20, 20001)
+    # enclosed fraction of a 2-D circular Gaussian mixture
+    enc = (amp[None, :] * (1 - np.exp(-0.5 * r[:, None] ** 2 / var[None, :]))).sum(1)
+    r_half = r[np.searchsorted(enc, 0.5)]
+    # the truncated profile's own half-light radius (1.0 before truncation)
+    rp, prof = render.sersic_profile(n)
+    cum = np.cumsum(prof * rp)
+    true_half = rp[np.searchsorted(cum / cum[-1], 0.5)]
+    assert 0.85 < true_half <= 1.0
+    assert r_half == pytest.approx(true_half, rel=0.05)
+
+
+def test_render_conserves_flux_and_places_sources():
+    img = render.render_band(
+        np.array([20.0, 40.3]), np.array([30.0, 12.7]), np.array([100.0, 50.0]), np.array([0.0, 2.0]),
+        np.array([0, 4]), "r", 64, PIX,
+    )
+    assert img.sum() == pytest.approx(150.0, rel=0.03)
+    star = img[25:36, 15:26]
+    yy, xx = np.mgrid[25:36, 15:26]
+    assert (star * xx).sum() / star.sum() == pytest.approx(20.0, abs=0.05)
+    assert (star * yy).sum() / star.sum() == pytest.approx(30.0, abs=0.05)

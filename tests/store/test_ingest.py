@@ -1,0 +1,90 @@
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from survey_mass.errors import IngestError
+from survey_mass.quality import Quality
+from survey_mass.store import open_store
+from survey_mass.store.ingest import cutout_wcs, ingest_frames
+from survey_mass.testing import assert_store_valid, write_fake_sdss_frames
+
+RA0, DEC0 = 150.0, 2.0
+PIX = 3.168
+
+
+def _candidates(tmp_path, rows):
+    p = tmp_path / "cands.csv"
+    pd.DataFrame(rows, columns=["id", "ra", "dec", "z"]).to_csv(p, index=False)
+    return p
+
+
+def test_cutout_recovers_injected_source_positions(tmp_path):
+    # a candidate at the frame centre, with two point sources offset from it; one candidate sits on the seam
+    # between the two fields, so its cutout is mosaicked from both frames
+    seam_dec = DEC0
+    sources = [(RA0 + 0.004, DEC0 + 0.006, 200.0), (RA0 - 0.009, DEC0 - 0.003, 120.0),
+               (RA0 + 0.02, seam_dec + 0.0025, 150.0)]
+    write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, sources=sources, seed=1)
+    cands = _candidates(tmp_path, [(1, RA0, DEC0 + 0.004, 0.2), (2, RA0 + 0.02, seam_dec, 0.3)])
+    summary = ingest_frames(tmp_path / "frames", cands, tmp_path / "real.zarr", progress=False)
+    assert summary["cutouts"] == 2
+    assert_store_valid(tmp_path / "real.zarr")
+    st = open_store(tmp_path / "real.zarr")
+    for cid, (ra_c, dec_c) in ((1, (RA0, DEC0 + 0.004)), (2, (RA0 + 0.02, seam_dec))):
+        img, row = st.read_by_id(cid)
+        w = cutout_wcs(ra_c, dec_c, 64, PIX)
+        for ra, dec, flux in sources:
+            x, y = w.all_world2pix([[ra, dec]], 0)[0]
+            if not (4 < x < 59 and 4 < y < 59):
+                continue
+            for b in range(5):
+                ix, iy = int(round(x)), int(round(y))
+                stamp = img[b, iy - 3 : iy + 4, ix - 3 : ix + 4]
+                yy, xx = np.mgrid[iy - 3 : iy + 4, ix - 3 : ix + 4]
+                s = stamp.sum()
+                cx, cy = (stamp * xx).sum() / s, (stamp * yy).sum() / s
+                assert np.hypot(cx - x, cy - y) < 1.0, (cid, b, cx, cy, x, y)
+                assert s == pytest.approx(flux, rel=0.1)  # flux-conserving resampling
+
+
+def test_edge_candidate_is_flagged_with_nan(tmp_path):
+    write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, n_fields=1, nx=400, ny=400, rotation_deg=0)
+    edge_ra = RA0 + 200 * 0.396 / 3600  # the frame's east edge
+    cands = _candidates(tmp_path, [(1, RA0, DEC0, 0.2), (2, edge_ra, DEC0, 0.2), (3, RA0 + 5, DEC0, 0.2)])
+    s = ingest_frames(tmp_path / "frames", cands, tmp_path / "s.zarr", progress=False)
+    assert s["outside"] == 1 and s["cutouts"] == 2
+    st = open_store(tmp_path / "s.zarr")
+    img, row = st.read_by_id(2)
+    assert row["quality"] & Quality.EDGE and row["quality"] & Quality.NAN_PIXELS
+    assert np.isnan(img).any() and np.isfinite(img).any()
+
+
+def _one_frame(tmp_path, **kw):
+    write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, n_fields=1, nx=200, ny=200, **kw)
+    return tmp_path / "frames"
+
+
+def test_missing_band_is_refused(tmp_path):
+    d = _one_frame(tmp_path, bands=("g", "r", "i", "z"))
+    with pytest.raises(IngestError, match="no frame for band.* u"):
+        ingest_frames(d, _candidates(tmp_path, [(1, RA0, DEC0, 0.2)]), tmp_path / "s.zarr", progress=False)
+
+
+def test_wrong_bunit_is_refused(tmp_path):
+    d = _one_frame(tmp_path)
+    f = sorted(d.glob("frame-r-*.fits"))[0]
+    with fits.open(f, mode="update") as h:
+        h[0].header["BUNIT"] = "DN"
+    with pytest.raises(IngestError, match=f"{f.name}.*BUNIT"):
+        ingest_frames(d, _candidates(tmp_path, [(1, RA0, DEC0, 0.2)]), tmp_path / "s.zarr", progress=False)
+
+
+def test_frame_without_wcs_is_refused(tmp_path):
+    d = _one_frame(tmp_path)
+    f = sorted(d.glob("frame-g-*.fits"))[0]
+    with fits.open(f, mode="update") as h:
+        for k in ("CTYPE1", "CTYPE2"):
+            del h[0].header[k]
+    with pytest.raises(IngestError, match=f"{f.name}.*no WCS"):
+        ingest_frames(d, _candidates(tmp_path, [(1, RA0, DEC0, 0.2)]), tmp_path / "s.zarr", progress=False)
