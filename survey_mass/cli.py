@@ -41,15 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("footprint", help="describe a footprint: area, partition order and partitions")
     f.add_argument("spec", help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX")
     f.add_argument("--order", type=int, default=None, help="partition order (default 2)")
-    f.add_argument("--json", action="store_true", help="print {name, area_deg2, order, n_partitions, partitions}")
+    f.add_argument(
+        "--json", action="store_true", help="print {name, area_deg2, order, n_partitions, partitions}"
+    )
     f.add_argument("--png", metavar="FILE", help="draw a Mollweide map with the redMaPPer clusters over it")
 
     m = sub.add_parser("mock", help="render a mock SDSS survey of cluster cutouts into a Zarr store")
-    m.add_argument("--footprint", required=True, help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX")
+    m.add_argument(
+        "--footprint", required=True, help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX"
+    )
     m.add_argument("--out", required=True, help="output store directory (resumes if it exists)")
-    m.add_argument("--candidates", help="candidate catalog (FITS/CSV/Parquet: ra, dec, z[, richness]); default: redMaPPer DR8")
+    m.add_argument(
+        "--candidates",
+        help="candidate catalog (FITS/CSV/Parquet: ra, dec, z[, richness]); default: redMaPPer DR8",
+    )
     m.add_argument("--seed", type=int, default=2022)
-    m.add_argument("--density", type=float, help="draw clusters from the mass function at this many per deg^2")
+    m.add_argument(
+        "--density", type=float, help="draw clusters from the mass function at this many per deg^2"
+    )
     m.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
     m.add_argument("--limit", type=_positive_int, help="keep only the first N candidates (quick looks)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming")
@@ -60,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--candidates", required=True, help="candidate catalog (FITS/CSV/Parquet)")
     i.add_argument("--out", required=True)
     i.add_argument("--cutout-size", type=int, default=64)
-    i.add_argument("--pixel-scale", type=float, default=3.168, help="store pixel scale in arcsec (default 3.168)")
+    i.add_argument(
+        "--pixel-scale", type=float, default=3.168, help="store pixel scale in arcsec (default 3.168)"
+    )
     i.add_argument("--order", type=int, default=2)
     i.add_argument("--overwrite", action="store_true")
     i.add_argument("--no-progress", action="store_true")
@@ -84,7 +95,9 @@ def cmd_footprint(args) -> int:
     else:
         print(f"name:          {d['name']}")
         print(f"area:          {d['area_deg2']:.1f} deg^2")
-        print(f"order:         {d['order']} (nested HEALPix partitions of {53.7 / 4 ** (d['order'] - 2):.2f} deg^2)")
+        print(
+            f"order:         {d['order']} (nested HEALPix partitions of {53.7 / 4 ** (d['order'] - 2):.2f} deg^2)"
+        )
         print(f"partitions:    {d['n_partitions']}")
     if args.png:
         from .explain.figures import footprint_map
@@ -107,7 +120,12 @@ def cmd_mock(args) -> int:
         cands = cands.iloc[: args.limit]
     cfg = MockConfig(seed=args.seed, density=args.density, candidates=name)
     summary = build_mock_store(
-        fp, args.out, candidates=cands, config=cfg, workers=args.workers, progress=not args.no_progress,
+        fp,
+        args.out,
+        candidates=cands,
+        config=cfg,
+        workers=args.workers,
+        progress=not args.no_progress,
         overwrite=args.overwrite,
     )
     print(
@@ -123,8 +141,14 @@ def cmd_ingest(args) -> int:
     from .store.ingest import ingest_frames
 
     summary = ingest_frames(
-        args.frames, args.candidates, args.out, cutout_size=args.cutout_size, pixel_scale=args.pixel_scale,
-        order=args.order, overwrite=args.overwrite, progress=not args.no_progress,
+        args.frames,
+        args.candidates,
+        args.out,
+        cutout_size=args.cutout_size,
+        pixel_scale=args.pixel_scale,
+        order=args.order,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     print(
         f"ingested {summary['cutouts']} cutouts from {summary['frames']} frames into {summary['store']} "
@@ -193,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"survey-mass {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"survey-mass {args.command}: interrupted; finished partitions are kept, rerun to resume", file=sys.stderr)
+        print(
+            f"survey-mass {args.command}: interrupted; finished partitions are kept, rerun to resume",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:
         return 0

@@ -122,7 +122,9 @@ def _load_moc_file(path: Path):
     from mocpy import MOC
 
     if not path.is_file():
-        raise FootprintError(f"footprint {str(path)!r}: no such file, and not a known name ({', '.join(NAMED)})")
+        raise FootprintError(
+            f"footprint {str(path)!r}: no such file, and not a known name ({', '.join(NAMED)})"
+        )
     try:
         moc = MOC.from_fits(str(path))
     except Exception as exc:  # mocpy raises many types for bad files

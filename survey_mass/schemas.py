@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from .resources import schema_dir
@@ -13,7 +13,7 @@ CATALOG = "catalog.schema.json"
 PIPELINE = "pipeline.schema.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict[str, Any]:
     """The JSON document of a schema file."""
     return json.loads((schema_dir() / name).read_text())

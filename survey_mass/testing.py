@@ -74,8 +74,11 @@ def write_fake_sdss_frames(
             for ra, dec, flux in sources:
                 x, y = w.all_world2pix([[ra, dec]], 0)[0]
                 if -20 < x < nx + 20 and -20 < y < ny + 20:
-                    img += (flux / (2 * np.pi * sigma_pix**2) * np.exp(
-                        -0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sigma_pix**2)).astype(np.float32)
+                    img += (
+                        flux
+                        / (2 * np.pi * sigma_pix**2)
+                        * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sigma_pix**2)
+                    ).astype(np.float32)
             p = directory / f"frame-{band}-001000-3-{100 + f:04d}.fits"
             fits.PrimaryHDU(img, header=h).writeto(p, overwrite=True)
             written.append(p)
@@ -95,7 +98,11 @@ def assert_store_valid(path: str | Path) -> None:
         assert len(ids) == n, f"partition {p}: {len(ids)} ids for {n} images"
         assert not (seen & set(ids)), f"partition {p}: ids repeated across partitions"
         seen |= set(ids)
-        assert np.isfinite(cols["ra"]).all() and np.isfinite(cols["dec"]).all(), f"partition {p}: bad coordinates"
+        assert np.isfinite(cols["ra"]).all() and np.isfinite(cols["dec"]).all(), (
+            f"partition {p}: bad coordinates"
+        )
         from .footprint import partition_of
 
-        assert (partition_of(cols["ra"], cols["dec"], st.order) == p).all(), f"partition {p}: rows outside the pixel"
+        assert (partition_of(cols["ra"], cols["dec"], st.order) == p).all(), (
+            f"partition {p}: rows outside the pixel"
+        )

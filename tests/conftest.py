@@ -36,8 +36,14 @@ def small_store(tmp_path_factory, small_candidates) -> Path:
     from survey_mass.mock.survey import MockConfig, build_mock_store
 
     out = tmp_path_factory.mktemp("store") / "small.zarr"
-    build_mock_store(parse_footprint("box:150,160,0,12"), out, candidates=small_candidates,
-                     config=MockConfig(seed=7), workers=1, progress=False)
+    build_mock_store(
+        parse_footprint("box:150,160,0,12"),
+        out,
+        candidates=small_candidates,
+        config=MockConfig(seed=7),
+        workers=1,
+        progress=False,
+    )
     return out
 
 

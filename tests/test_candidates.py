@@ -41,7 +41,10 @@ def test_reads_formats_and_aliases(tmp_path, fmt):
         (pd.DataFrame({"ra": [1.0, np.nan], "dec": [0.0, 0.0], "z": [0.2, 0.2]}), "row 1: RA/Dec is NaN"),
         (pd.DataFrame({"ra": [1.0, 400.0], "dec": [0.0, 0.0], "z": [0.2, 0.2]}), "row 1: RA outside"),
         (pd.DataFrame({"ra": [1.0], "dec": [95.0], "z": [0.2]}), "row 0: Dec outside"),
-        (pd.DataFrame({"ra": [1.0, 2.0], "dec": [0.0, 0.0], "z": [0.2, 0.2], "id": [5, 5]}), "row 1: duplicate id 5"),
+        (
+            pd.DataFrame({"ra": [1.0, 2.0], "dec": [0.0, 0.0], "z": [0.2, 0.2], "id": [5, 5]}),
+            "row 1: duplicate id 5",
+        ),
         (pd.DataFrame({"ra": [1.0], "dec": [0.0], "z": [-0.1]}), "redshift"),
     ],
 )

@@ -11,8 +11,20 @@ def test_help_answers_fast():
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "survey_mass.cli", "mock", "--footprint", "atlantis", "--out",
-                        str(tmp_path / "x.zarr")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_mass.cli",
+            "mock",
+            "--footprint",
+            "atlantis",
+            "--out",
+            str(tmp_path / "x.zarr"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]

@@ -22,7 +22,12 @@ def test_dr12_holds_real_redmapper(shared_redmapper):
     fp = parse_footprint("dr12")
     inside = fp.contains(shared_redmapper["ra"], shared_redmapper["dec"])
     assert inside.mean() >= 0.99
-    north = (shared_redmapper.ra > 120) & (shared_redmapper.ra < 240) & (shared_redmapper.dec > 5) & (shared_redmapper.dec < 55)
+    north = (
+        (shared_redmapper.ra > 120)
+        & (shared_redmapper.ra < 240)
+        & (shared_redmapper.dec > 5)
+        & (shared_redmapper.dec < 55)
+    )
     s82 = ((shared_redmapper.ra > 330) | (shared_redmapper.ra < 45)) & (shared_redmapper.dec.abs() < 1.0)
     assert inside[north.to_numpy()].mean() > 0.995
     assert inside[s82.to_numpy()].all()

@@ -57,7 +57,9 @@ def rasterise(mangles, start_order: int = 6, final_order: int = 10) -> dict[int,
         # a pixel is on the boundary if any neighbour disagrees with it
         neigh = hp.get_all_neighbours(nside, pix, nest=True).T  # (n, 8)
         neigh_in = np.array([[n in inset for n in row if n >= 0] for row in neigh], dtype=object)
-        boundary = np.array([(any(r) != inside[k]) or (not all(r) and inside[k]) for k, r in enumerate(neigh_in)])
+        boundary = np.array(
+            [(any(r) != inside[k]) or (not all(r) and inside[k]) for k, r in enumerate(neigh_in)]
+        )
         if order == final_order:
             done.setdefault(order, []).append(pix[inside])
             break
@@ -133,7 +135,9 @@ def main() -> None:
     cells = rasterise(mangles, final_order=args.order)
     moc = None
     for o, p in cells.items():
-        part = MOC.from_healpix_cells(p.astype(np.uint64), np.full(p.size, o, dtype=np.uint8), max_depth=args.order)
+        part = MOC.from_healpix_cells(
+            p.astype(np.uint64), np.full(p.size, o, dtype=np.uint8), max_depth=args.order
+        )
         moc = part if moc is None else moc.union(part)
     poly_area = moc.sky_fraction * 4 * np.pi * (180 / np.pi) ** 2
     print(f"mangle polygons: {poly_area:.1f} deg^2")
@@ -147,8 +151,11 @@ def main() -> None:
     dec = np.concatenate([rm["dec"].to_numpy(), gal["dec"].to_numpy()])
     pix, table = stripe_cells(ra, dec, args.order)
     for row in table:
-        print("stripe %-5s %3d: %5d detections, lambda %8.2f .. %8.2f deg" % row)
-    stripes = MOC.from_healpix_cells(pix.astype(np.uint64), np.full(pix.size, args.order, np.uint8), args.order)
+        side, n, count, lo, hi = row
+        print(f"stripe {side:5s} {n:3d}: {count:5d} detections, lambda {lo:8.2f} .. {hi:8.2f} deg")
+    stripes = MOC.from_healpix_cells(
+        pix.astype(np.uint64), np.full(pix.size, args.order, np.uint8), args.order
+    )
     moc = moc.union(stripes)
     area = moc.sky_fraction * 4 * np.pi * (180 / np.pi) ** 2
     moc.save(str(args.out), format="fits", overwrite=True)

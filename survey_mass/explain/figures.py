@@ -16,7 +16,9 @@ def _plt():
     return plt
 
 
-def gri_composite(images: np.ndarray, *, stretch: float = 1.5, q: float = 8.0, minimum: float = -0.05) -> np.ndarray:
+def gri_composite(
+    images: np.ndarray, *, stretch: float = 1.5, q: float = 8.0, minimum: float = -0.05
+) -> np.ndarray:
     """RGB (H, W, 3) uint8 of a (5, H, W) ugriz cutout with astropy's Lupton et al. 2004 asinh stretch (i, r, g)."""
     from astropy.visualization import make_lupton_rgb
 
@@ -39,11 +41,22 @@ def footprint_map(footprint, out: str | Path, *, clusters=None) -> Path:
     if clusters is None:
         clusters = load_redmapper()
     fig = plt.figure(figsize=(10, 5.6))
-    hp.mollview(m, nest=True, fig=fig.number, cmap="Blues", min=0, max=1.6, cbar=False, coord="C",
-                title=f"{footprint.name}: {footprint.area_deg2:,.0f} deg$^2$, {len(footprint.partitions)} partitions "
-                f"(order {footprint.order}); {len(clusters):,} clusters")
+    hp.mollview(
+        m,
+        nest=True,
+        fig=fig.number,
+        cmap="Blues",
+        min=0,
+        max=1.6,
+        cbar=False,
+        coord="C",
+        title=f"{footprint.name}: {footprint.area_deg2:,.0f} deg$^2$, {len(footprint.partitions)} partitions "
+        f"(order {footprint.order}); {len(clusters):,} clusters",
+    )
     hp.graticule(dpar=30, dmer=60, alpha=0.4)
-    hp.projscatter(clusters["ra"].to_numpy(), clusters["dec"].to_numpy(), lonlat=True, s=0.3, c="crimson", alpha=0.5)
+    hp.projscatter(
+        clusters["ra"].to_numpy(), clusters["dec"].to_numpy(), lonlat=True, s=0.3, c="crimson", alpha=0.5
+    )
     out = Path(out)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -77,9 +77,7 @@ def astropy_cosmology():
 def _colossus():
     from colossus.cosmology import cosmology
 
-    return cosmology.setCosmology(
-        "survey_mass", params=dict(PHYSICS["cosmology"]), persistence=""
-    )
+    return cosmology.setCosmology("survey_mass", params=dict(PHYSICS["cosmology"]), persistence="")
 
 
 @dataclass(frozen=True)
@@ -190,8 +188,6 @@ def _richness_offset() -> float:
     return off
 
 
-
-
 def sigma_ln_lambda(mean_ln: np.ndarray) -> np.ndarray:
     s_int = PHYSICS["richness_relation"]["sigma_ln_lambda_intrinsic"]
     return np.sqrt(s_int**2 + np.exp(-np.asarray(mean_ln)))
@@ -219,7 +215,13 @@ def bcg_reference_mag(z, richness) -> np.ndarray:
     """
     a0, a1, a2, b, _ = BCG_FIT
     z = np.asarray(z, dtype=float)
-    return distance_modulus(z) + a0 + a1 * (z - 0.3) + a2 * (z - 0.3) ** 2 + b * np.log(np.asarray(richness) / 30.0)
+    return (
+        distance_modulus(z)
+        + a0
+        + a1 * (z - 0.3)
+        + a2 * (z - 0.3) ** 2
+        + b * np.log(np.asarray(richness) / 30.0)
+    )
 
 
 #: (a0, a1, a2, b, rms) of :func:`bcg_reference_mag`, fitted to the real redMaPPer DR8 central galaxies by

@@ -124,7 +124,9 @@ def render_band(
     cy = np.concatenate(ys)
     sig = np.sqrt(var)
     # drop components that cannot touch the cutout
-    keep = (cx > -6 * sig) & (cx < size - 1 + 6 * sig) & (cy > -6 * sig) & (cy < size - 1 + 6 * sig) & (amp != 0)
+    keep = (
+        (cx > -6 * sig) & (cx < size - 1 + 6 * sig) & (cy > -6 * sig) & (cy < size - 1 + 6 * sig) & (amp != 0)
+    )
     amp, var, cx, cy, sig = amp[keep], var[keep], cx[keep], cy[keep], sig[keep]
     # exact integral of each Gaussian over each pixel: the PSF is undersampled (sigma ~ 0.2 pixel), so
     # sampling at pixel centres would not conserve flux
@@ -147,7 +149,9 @@ def _pixel_integrals(c: np.ndarray, sig: np.ndarray, size: int) -> np.ndarray:
     wide = ~narrow
     if wide.any():
         edges = (np.arange(size + 1, dtype=np.float32) - 0.5)[:, None]
-        out[:, wide] = 0.5 * np.diff(erf((edges - c[wide].astype(np.float32)[None, :]) * k[None, wide]), axis=0)
+        out[:, wide] = 0.5 * np.diff(
+            erf((edges - c[wide].astype(np.float32)[None, :]) * k[None, wide]), axis=0
+        )
     if narrow.any():
         cn = c[narrow]
         first = np.floor(cn).astype(np.int64) - NARROW_HALF
@@ -169,8 +173,14 @@ def noise_equivalent_area(band: str, pixel_scale: float) -> float:
     vals = []
     for off in (0.0, 0.25, 0.5):
         img = render_band(
-            np.array([15.0 + off]), np.array([15.0 + off]), np.array([1.0]), np.array([0.0]), np.array([0]),
-            band, 32, pixel_scale,
+            np.array([15.0 + off]),
+            np.array([15.0 + off]),
+            np.array([1.0]),
+            np.array([0.0]),
+            np.array([0]),
+            band,
+            32,
+            pixel_scale,
         ).astype(np.float64)
         vals.append(1.0 / np.sum(img**2))
     return float(np.mean(vals))

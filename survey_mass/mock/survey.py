@@ -56,7 +56,9 @@ def _jsonable(x):
 
 
 def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key] + [int(k) >> 32 & 0xFFFFFFFF for k in key])
+    return np.random.default_rng(
+        [int(k) & 0xFFFFFFFF for k in key] + [int(k) >> 32 & 0xFFFFFFFF for k in key]
+    )
 
 
 def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) -> pd.DataFrame:
@@ -117,7 +119,9 @@ def _bcg_offset_given_mass(lam, z, logm, rng) -> np.ndarray:
     return slope * (logm - mean) + s_d * rng.standard_normal(len(lam))
 
 
-def clusters_from_mass_function(cells_o10: np.ndarray, area_deg2: float, cfg: MockConfig, pixel: int) -> pd.DataFrame:
+def clusters_from_mass_function(
+    cells_o10: np.ndarray, area_deg2: float, cfg: MockConfig, pixel: int
+) -> pd.DataFrame:
     """Clusters drawn from the halo mass function inside the part of a partition covered by the footprint."""
     import healpy as hp
 
@@ -203,7 +207,11 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     mags.append(fm), res.append(fre), ns.append(fn)
     ns_star = rng.poisson(populations.star_count_per_deg2(gal_b_deg) * side_deg**2)
     xs.append(rng.uniform(-4, size + 3, ns_star)), ys.append(rng.uniform(-4, size + 3, ns_star))
-    mags.append(populations.stars(ns_star, rng)), res.append(np.zeros(ns_star)), ns.append(np.zeros(ns_star, int))
+    (
+        mags.append(populations.stars(ns_star, rng)),
+        res.append(np.zeros(ns_star)),
+        ns.append(np.zeros(ns_star, int)),
+    )
 
     x = np.concatenate([np.asarray(a, float) for a in xs])
     y = np.concatenate([np.asarray(a, float) for a in ys])
@@ -293,9 +301,21 @@ def plan(footprint, cfg: MockConfig, candidates: pd.DataFrame | None) -> list[Pa
         area = float(sub.sky_fraction * 4 * np.pi * (180 / np.pi) ** 2)
         if area <= 0:
             continue
-        cells = np.asarray(sub.refine_to_order(10).flatten() if hasattr(sub, "refine_to_order") else sub.flatten())
+        cells = np.asarray(
+            sub.refine_to_order(10).flatten() if hasattr(sub, "refine_to_order") else sub.flatten()
+        )
         jobs.append(PartitionJob(int(p), None, cells.astype(np.int64), area))
     return jobs
+
+
+def _remove_stale_temporaries(out: Path, order: int) -> None:
+    """Delete half-written partitions a killed build left behind (they are never read)."""
+    import shutil
+
+    from .. import paths
+
+    for d in (out / paths.order_dir_name(order)).glob(".tmp-*"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def build_mock_store(
@@ -333,6 +353,7 @@ def build_mock_store(
         footprint=footprint.name,
         overwrite=overwrite,
     )
+    _remove_stale_temporaries(Path(out), cfg.order)
     done = set(open_store(out).partitions)
     todo = [j for j in jobs if j.pixel not in done]
     physics.grids()  # warm the tables here so a single-process build reports honest timing
@@ -343,7 +364,9 @@ def build_mock_store(
 
         own = client is None
         if own:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
             client = Client(cluster)
         try:
             # biggest partitions first keeps the workers busy to the end

@@ -81,7 +81,9 @@ def _root_attrs(path: Path) -> dict:
         raise StoreError(f"store {str(path)!r}: not a Zarr v3 store ({reason})") from None
     attrs = dict(root.attrs)
     if ATTR_KEY not in attrs:
-        raise StoreError(f"store {str(path)!r}: root attribute {ATTR_KEY!r} is missing (not a survey-mass store)")
+        raise StoreError(
+            f"store {str(path)!r}: root attribute {ATTR_KEY!r} is missing (not a survey-mass store)"
+        )
     return attrs[ATTR_KEY]
 
 
@@ -149,7 +151,9 @@ def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: d
     order, size = attrs["healpix_order"], attrs["cutout_size"]
     n = images.shape[0]
     if images.shape[1:] != (len(BANDS), size, size):
-        raise StoreError(f"partition {pixel}: images have shape {images.shape[1:]}, store wants (5, {size}, {size})")
+        raise StoreError(
+            f"partition {pixel}: images have shape {images.shape[1:]}, store wants (5, {size}, {size})"
+        )
     for c in REQUIRED_COLUMNS:
         if c not in columns:
             raise StoreError(f"partition {pixel}: column {c!r} is missing")
@@ -244,7 +248,9 @@ class CutoutStore:
         try:
             return zarr.open_group(str(self.path / gp), mode="r", zarr_format=3)
         except Exception as exc:
-            raise StoreError(f"store {str(self.path)!r}: partition {pixel}: unreadable group ({exc})") from None
+            raise StoreError(
+                f"store {str(self.path)!r}: partition {pixel}: unreadable group ({exc})"
+            ) from None
 
     def check_partition(self, pixel: int) -> int:
         """Validate a partition's arrays against the contract; return its number of cutouts."""
@@ -280,7 +286,9 @@ class CutoutStore:
             try:
                 out[name] = np.asarray(g[name][:])
             except Exception as exc:
-                raise StoreError(f"store {str(self.path)!r}: partition {pixel}: column {name!r} unreadable ({exc})") from None
+                raise StoreError(
+                    f"store {str(self.path)!r}: partition {pixel}: column {name!r} unreadable ({exc})"
+                ) from None
         return out
 
     def images(self, pixel: int, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -55,7 +55,9 @@ def read_frame_header(path: Path) -> Frame:
             hdr = hdul[0].header
             shape = hdul[0].data.shape if hdul[0].data is not None else None
     except Exception as exc:
-        raise IngestError(f"frame {str(path)!r}: not a readable FITS file ({str(exc).splitlines()[0]})") from None
+        raise IngestError(
+            f"frame {str(path)!r}: not a readable FITS file ({str(exc).splitlines()[0]})"
+        ) from None
     if shape is None or len(shape) != 2:
         raise IngestError(f"frame {str(path)!r}: primary HDU holds no 2-D image")
     m = FRAME_RE.search(path.name)
@@ -64,7 +66,9 @@ def read_frame_header(path: Path) -> Frame:
         raise IngestError(f"frame {str(path)!r}: band {band!r} (FILTER keyword) is not one of u, g, r, i, z")
     bunit = str(hdr.get("BUNIT", "")).strip().lower()
     if bunit not in ("nanomaggy", "nanomaggies", "nmgy"):
-        raise IngestError(f"frame {str(path)!r}: BUNIT is {hdr.get('BUNIT')!r}, expected 'nanomaggy' (corrected frames)")
+        raise IngestError(
+            f"frame {str(path)!r}: BUNIT is {hdr.get('BUNIT')!r}, expected 'nanomaggy' (corrected frames)"
+        )
     if "CTYPE1" not in hdr or "CTYPE2" not in hdr:
         raise IngestError(f"frame {str(path)!r}: no WCS (CTYPE1/CTYPE2 missing)")
     with warnings.catch_warnings():
@@ -76,7 +80,9 @@ def read_frame_header(path: Path) -> Frame:
     if not wcs.has_celestial:
         raise IngestError(f"frame {str(path)!r}: the WCS is not celestial")
     ny, nx = shape
-    corners = wcs.all_pix2world(np.array([[0, 0], [nx - 1, 0], [0, ny - 1], [nx - 1, ny - 1], [nx / 2, ny / 2]]), 0)
+    corners = wcs.all_pix2world(
+        np.array([[0, 0], [nx - 1, 0], [0, ny - 1], [nx - 1, ny - 1], [nx / 2, ny / 2]]), 0
+    )
     vec = _unit(corners[:, 0], corners[:, 1])
     centre = vec[4]
     radius = float(np.degrees(np.arccos(np.clip(vec[:4] @ centre, -1, 1))).max())
@@ -87,14 +93,18 @@ def scan_frames(directory: str | Path) -> list[Frame]:
     d = Path(directory)
     if not d.is_dir():
         raise IngestError(f"frames {str(d)!r}: not a directory")
-    files = sorted(p for p in d.iterdir() if p.name.lower().endswith((".fits", ".fits.bz2", ".fits.gz", ".fit")))
+    files = sorted(
+        p for p in d.iterdir() if p.name.lower().endswith((".fits", ".fits.bz2", ".fits.gz", ".fit"))
+    )
     if not files:
         raise IngestError(f"frames {str(d)!r}: no FITS frames found")
     frames = [read_frame_header(p) for p in files]
     have = {f.band for f in frames}
     missing = [b for b in BANDS if b not in have]
     if missing:
-        raise IngestError(f"frames {str(d)!r}: no frame for band(s) {', '.join(missing)}; SDSS cutouts need all of ugriz")
+        raise IngestError(
+            f"frames {str(d)!r}: no frame for band(s) {', '.join(missing)}; SDSS cutouts need all of ugriz"
+        )
     return frames
 
 
@@ -180,10 +190,18 @@ def ingest_frames(
     frames = scan_frames(frames_dir)
     cands = read_candidates(candidates)
     create_store(
-        out, cutout_size=cutout_size, pixel_scale_arcsec=pixel_scale, healpix_order=order,
-        survey="SDSS DR12 (frames)", kind="ingest", footprint="frames",
-        provenance={"frames_dir": str(Path(frames_dir).resolve()), "frames": [f.path.name for f in frames],
-                    "candidates": str(Path(candidates).resolve())},
+        out,
+        cutout_size=cutout_size,
+        pixel_scale_arcsec=pixel_scale,
+        healpix_order=order,
+        survey="SDSS DR12 (frames)",
+        kind="ingest",
+        footprint="frames",
+        provenance={
+            "frames_dir": str(Path(frames_dir).resolve()),
+            "frames": [f.path.name for f in frames],
+            "candidates": str(Path(candidates).resolve()),
+        },
         overwrite=overwrite,
     )
     by_band = {b: [f for f in frames if f.band == b] for b in BANDS}
@@ -194,7 +212,11 @@ def ingest_frames(
         ra, dec = float(cands["ra"].iloc[k]), float(cands["dec"].iloc[k])
         stack, touched = [], False
         for b in BANDS:
-            near = [f for f in by_band[b] if np.degrees(np.arccos(np.clip(pos[k] @ f.centre, -1, 1))) < f.radius_deg + reach]
+            near = [
+                f
+                for f in by_band[b]
+                if np.degrees(np.arccos(np.clip(pos[k] @ f.centre, -1, 1))) < f.radius_deg + reach
+            ]
             touched |= bool(near)
             stack.append(resample(near, ra, dec, cutout_size, pixel_scale))
         if not touched:
@@ -220,8 +242,12 @@ def ingest_frames(
         m = parts == p
         sub = sel[m]
         cols = {
-            "id": sub["id"].to_numpy(), "name": sub["name"].to_numpy(), "ra": sub["ra"].to_numpy(),
-            "dec": sub["dec"].to_numpy(), "z": sub["z"].to_numpy(), "quality": qual[m],
+            "id": sub["id"].to_numpy(),
+            "name": sub["name"].to_numpy(),
+            "ra": sub["ra"].to_numpy(),
+            "dec": sub["dec"].to_numpy(),
+            "z": sub["z"].to_numpy(),
+            "quality": qual[m],
         }
         if "richness" in sub:
             cols["richness"] = sub["richness"].to_numpy()

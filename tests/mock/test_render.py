@@ -36,8 +36,14 @@ def test_sersic_mixture_half_light_radius(n):
 
 def test_render_conserves_flux_and_places_sources():
     img = render.render_band(
-        np.array([20.0, 40.3]), np.array([30.0, 12.7]), np.array([100.0, 50.0]), np.array([0.0, 2.0]),
-        np.array([0, 4]), "r", 64, PIX,
+        np.array([20.0, 40.3]),
+        np.array([30.0, 12.7]),
+        np.array([100.0, 50.0]),
+        np.array([0.0, 2.0]),
+        np.array([0, 4]),
+        "r",
+        64,
+        PIX,
     )
     assert img.sum() == pytest.approx(150.0, rel=0.03)
     star = img[25:36, 15:26]

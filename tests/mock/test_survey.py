@@ -58,8 +58,14 @@ def test_mass_function_draws_without_candidates(tmp_path):
     from survey_mass.mock.survey import build_mock_store
 
     out = tmp_path / "mf.zarr"
-    s = build_mock_store(parse_footprint("box:20,24,-62,-58"), out, candidates=None, config=MockConfig(seed=3),
-                         workers=1, progress=False)
+    s = build_mock_store(
+        parse_footprint("box:20,24,-62,-58"),
+        out,
+        candidates=None,
+        config=MockConfig(seed=3),
+        workers=1,
+        progress=False,
+    )
     assert s["candidates"] == "mass-function"
     st = open_store(out)
     n = st.n_total
@@ -69,3 +75,50 @@ def test_mass_function_draws_without_candidates(tmp_path):
     c = st.columns(st.partitions[0])
     assert (c["richness"] >= 20).all() and (c["z"] > 0.04).all() and (c["z"] < 0.61).all()
     assert_store_valid(out)
+
+
+def test_interrupted_build_resumes_only_missing_partitions(tmp_path, small_candidates, small_store):
+    import shutil
+
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.mock.survey import build_mock_store
+
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, out)
+    st = open_store(out)
+    lost = st.partitions[-1]
+    shutil.rmtree(out / "Norder=2" / f"Npix={lost}")
+    (out / "Norder=2" / f".tmp-Npix={lost}-deadbeef").mkdir()  # what a killed writer leaves behind
+    s = build_mock_store(
+        parse_footprint("box:150,160,0,12"),
+        out,
+        candidates=small_candidates,
+        config=MockConfig(seed=7),
+        workers=1,
+        progress=False,
+    )
+    assert s["partitions_built"] == 1 and s["partitions_skipped"] == len(st.partitions) - 1
+    np.testing.assert_array_equal(open_store(out).images(lost), open_store(small_store).images(lost))
+    assert not list((out / "Norder=2").glob(".tmp-*"))
+
+
+def test_resuming_with_another_seed_is_refused(tmp_path, small_candidates, small_store):
+    import shutil
+
+    import pytest
+
+    from survey_mass.errors import StoreError
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.mock.survey import build_mock_store
+
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(small_store, out)
+    with pytest.raises(StoreError, match="different provenance"):
+        build_mock_store(
+            parse_footprint("box:150,160,0,12"),
+            out,
+            candidates=small_candidates,
+            config=MockConfig(seed=8),
+            workers=1,
+            progress=False,
+        )

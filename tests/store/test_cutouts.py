@@ -9,8 +9,12 @@ from survey_mass.store import create_store, open_store, write_partition
 
 def _cols(n, start=0):
     return {
-        "id": np.arange(start, start + n), "name": np.array([f"c{i}" for i in range(start, start + n)]),
-        "ra": np.full(n, 150.5), "dec": np.full(n, 5.0), "z": np.full(n, 0.2), "quality": np.zeros(n, int),
+        "id": np.arange(start, start + n),
+        "name": np.array([f"c{i}" for i in range(start, start + n)]),
+        "ra": np.full(n, 150.5),
+        "dec": np.full(n, 5.0),
+        "z": np.full(n, 0.2),
+        "quality": np.zeros(n, int),
         "log10_m500_label": np.full(n, np.nan),
     }
 
@@ -18,8 +22,15 @@ def _cols(n, start=0):
 @pytest.fixture
 def store(tmp_path):
     path = tmp_path / "s.zarr"
-    create_store(path, cutout_size=16, pixel_scale_arcsec=3.168, healpix_order=2, survey="t", kind="mock",
-                 provenance={"seed": 0})
+    create_store(
+        path,
+        cutout_size=16,
+        pixel_scale_arcsec=3.168,
+        healpix_order=2,
+        survey="t",
+        kind="mock",
+        provenance={"seed": 0},
+    )
     return path
 
 
@@ -48,8 +59,15 @@ def test_half_written_partition_is_invisible(store):
 
 def test_reopening_with_other_geometry_is_refused(store):
     with pytest.raises(StoreError, match="different cutout_size"):
-        create_store(store, cutout_size=32, pixel_scale_arcsec=3.168, healpix_order=2, survey="t", kind="mock",
-                     provenance={"seed": 0})
+        create_store(
+            store,
+            cutout_size=32,
+            pixel_scale_arcsec=3.168,
+            healpix_order=2,
+            survey="t",
+            kind="mock",
+            provenance={"seed": 0},
+        )
 
 
 def test_wrong_schema_version(store):

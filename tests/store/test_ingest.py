@@ -23,8 +23,11 @@ def test_cutout_recovers_injected_source_positions(tmp_path):
     # a candidate at the frame centre, with two point sources offset from it; one candidate sits on the seam
     # between the two fields, so its cutout is mosaicked from both frames
     seam_dec = DEC0
-    sources = [(RA0 + 0.004, DEC0 + 0.006, 200.0), (RA0 - 0.009, DEC0 - 0.003, 120.0),
-               (RA0 + 0.02, seam_dec + 0.0025, 150.0)]
+    sources = [
+        (RA0 + 0.004, DEC0 + 0.006, 200.0),
+        (RA0 - 0.009, DEC0 - 0.003, 120.0),
+        (RA0 + 0.02, seam_dec + 0.0025, 150.0),
+    ]
     write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, sources=sources, seed=1)
     cands = _candidates(tmp_path, [(1, RA0, DEC0 + 0.004, 0.2), (2, RA0 + 0.02, seam_dec, 0.3)])
     summary = ingest_frames(tmp_path / "frames", cands, tmp_path / "real.zarr", progress=False)
@@ -49,7 +52,9 @@ def test_cutout_recovers_injected_source_positions(tmp_path):
 
 
 def test_edge_candidate_is_flagged_with_nan(tmp_path):
-    write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, n_fields=1, nx=400, ny=400, rotation_deg=0)
+    write_fake_sdss_frames(
+        tmp_path / "frames", ra0=RA0, dec0=DEC0, n_fields=1, nx=400, ny=400, rotation_deg=0
+    )
     edge_ra = RA0 + 200 * 0.396 / 3600  # the frame's east edge
     cands = _candidates(tmp_path, [(1, RA0, DEC0, 0.2), (2, edge_ra, DEC0, 0.2), (3, RA0 + 5, DEC0, 0.2)])
     s = ingest_frames(tmp_path / "frames", cands, tmp_path / "s.zarr", progress=False)
