@@ -76,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--overwrite", action="store_true")
     i.add_argument("--no-progress", action="store_true")
 
+    t = sub.add_parser("train", help="train the two-stage CNN and the richness baseline on a store")
+    t.add_argument("--store", required=True)
+    t.add_argument("--out", required=True, help="model directory (an interrupted training resumes from it)")
+    t.add_argument("--folds", type=_positive_int, default=5)
+    t.add_argument("--seed", type=int, default=2022)
+    t.add_argument("--epochs", type=_positive_int, default=2, help="stage-1 epochs (default 2)")
+    t.add_argument(
+        "--stage1-images", type=_positive_int, default=40000, help="single-band images per stage-1 epoch"
+    )
+    t.add_argument("--variant", choices=["cpu", "gpu"], default="cpu", help="backbone width (gpu: 2x wider)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--no-progress", action="store_true")
+
     s = sub.add_parser("store-info", help="summarise a cutout store")
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
@@ -158,6 +171,33 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training.train import TrainConfig, train
+
+    if args.folds < 2:
+        from .errors import SurveyMassError
+
+        raise SurveyMassError("--folds must be at least 2")
+    cfg = TrainConfig(
+        folds=args.folds,
+        seed=args.seed,
+        stage1_epochs=args.epochs,
+        stage1_images=args.stage1_images,
+        variant=args.variant,
+        device=args.device,
+    )
+    r = train(args.store, args.out, cfg, progress=not args.no_progress)
+    s = r["summary"]
+    acc = ", ".join(f"{b} {v:.2f}" for b, v in r["band_accuracy"].items())
+    print(f"model written to {args.out} ({r['timing_s']['total'] / 60:.1f} min): band accuracy {acc}")
+    print(
+        f"out-of-fold MAE vs labels: CNN {s['mean_fold_mae_cnn']:.3f} dex, richness {s['mean_fold_mae_richness']:.3f} dex "
+        f"(ratio {s['mae_ratio_cnn_over_richness']:.2f}); 68% coverage {r['calibration']['coverage_68_after']:.2f}; "
+        f"report: {args.out}/report.md"
+    )
+    return 0
+
+
 def cmd_store_info(args) -> int:
     import numpy as np
 
@@ -199,6 +239,7 @@ COMMANDS = {
     "footprint": cmd_footprint,
     "mock": cmd_mock,
     "ingest": cmd_ingest,
+    "train": cmd_train,
     "store-info": cmd_store_info,
 }
 

@@ -29,7 +29,9 @@ def load_pipeline(name_or_path: str | Path) -> dict[str, Any]:
     if not p.suffix and not p.exists():
         p = pipeline_dir() / f"{name_or_path}.toml"
         if not p.exists():
-            raise PipelineError(f"pipeline {str(name_or_path)!r}: unknown; shipped pipelines: {', '.join(available())}")
+            raise PipelineError(
+                f"pipeline {str(name_or_path)!r}: unknown; shipped pipelines: {', '.join(available())}"
+            )
     if not p.is_file():
         raise PipelineError(f"pipeline {str(p)!r}: no such file")
     try:

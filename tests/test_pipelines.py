@@ -16,10 +16,16 @@ def test_shipped_pipelines_validate_and_name_real_footprints():
     "text, words",
     [
         ('name = "x"', "required property"),
-        ('name = "x"\n[footprint]\nspec = "dr12"\n[store]\nkind = "mock"\n[model]\n[inference]\nbatch_size = 0\n'
-         "[attribution]\n[cluster]\n", "inference.batch_size"),
-        ('name = "x"\n[footprint]\nspec = "dr12"\n[store]\nkind = "tape"\n[model]\n[inference]\n[attribution]\n'
-         "[cluster]\n", "store.kind"),
+        (
+            'name = "x"\n[footprint]\nspec = "dr12"\n[store]\nkind = "mock"\n[model]\n[inference]\nbatch_size = 0\n'
+            "[attribution]\n[cluster]\n",
+            "inference.batch_size",
+        ),
+        (
+            'name = "x"\n[footprint]\nspec = "dr12"\n[store]\nkind = "tape"\n[model]\n[inference]\n[attribution]\n'
+            "[cluster]\n",
+            "store.kind",
+        ),
         ("name = = 1", "not valid TOML"),
     ],
 )

@@ -20,8 +20,9 @@ Masses given a candidate (P(M | lambda, BCG, z))
       the marginal spread matches the real catalogue's.
 
 Things the catalogue does not give are drawn given the mass: the members' NFW scale radius (Duffy et al. 2008
-c(M)), the number of faint (0.05-0.2 L*) members, which scales with the halo's mean richness, and every
-member's luminosity and position. So a network that reads the whole image can beat richness alone through
+c(M)), the number of faint (0.05-0.2 L*) members, a Poisson draw from the halo's mean occupation <lambda | M>
+(satellite counts are close to Poisson at fixed mass; Kravtsov et al. 2004), and every member's luminosity and
+position. The catalogue's lambda carries measurement and projection noise that the faint satellites do not share. So a network that reads the whole image can beat richness alone through
 physics; no pixel encodes the mass in any other way.
 """
 
@@ -332,12 +333,12 @@ def xray_flux_cgs(log10_m500, z, rng: np.random.Generator) -> np.ndarray:
     return lx / (4 * np.pi * dl**2)
 
 
-def draw_labels(log10_m500, z, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_labels(log10_m500, z, rng: np.random.Generator, flux_limit: float | None = None):
     """X-ray-selected labelled subset: returns (selected mask, label with 0.12 dex noise, NaN elsewhere)."""
     lab = PHYSICS["labels"]
     flux = xray_flux_cgs(log10_m500, z, rng)
     noise = lab["label_noise_dex"] * rng.standard_normal(np.shape(flux))
-    sel = flux >= lab["flux_limit_cgs"]
+    sel = flux >= (lab["flux_limit_cgs"] if flux_limit is None else flux_limit)
     return sel, np.where(sel, np.asarray(log10_m500) + noise, np.nan)
 
 

@@ -34,6 +34,8 @@ class MockConfig:
     #: clusters per deg^2 when drawing from the mass function; None = what the mass function predicts
     density: float | None = None
     candidates: str = "redmapper_dr8_v5.10"
+    #: X-ray flux limit (erg/s/cm^2) of the labelled subset; None = PHYSICS default (2e-12, ~3% labelled)
+    label_flux_limit: float | None = None
     physics: dict = field(default_factory=lambda: dict(physics.PHYSICS))
 
     def provenance(self) -> dict:
@@ -89,7 +91,7 @@ def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) ->
     # a BCG for candidates without a real central galaxy, drawn given the mass
     offset = _bcg_offset_given_mass(lam, z, logm, rng)
     out["bcg_i_model"] = np.where(np.isfinite(real_i), real_i, physics.bcg_reference_mag(z, lam) + offset)
-    _, label = physics.draw_labels(logm, z, rng)
+    _, label = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit)
     if "log10_m500_label" in out and out["log10_m500_label"].notna().any():
         out["log10_m500_label"] = out["log10_m500_label"].astype(float)
     else:
@@ -144,7 +146,7 @@ def clusters_from_mass_function(
     )
     df["log10_m500_true"] = logm
     df["bcg_i_model"] = physics.bcg_reference_mag(z, lam) + _bcg_offset_given_mass(lam, z, logm, rng)
-    _, df["log10_m500_label"] = physics.draw_labels(logm, z, rng)
+    _, df["log10_m500_label"] = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit)
     return df
 
 
@@ -179,7 +181,9 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     lam_m = float(np.exp(physics.mean_ln_lambda(np.array([logm]), np.array([z]))[0]))
     n_bright = rng.poisson(lam)
     ratio = physics.schechter_fraction(0.05, 0.2) / physics.schechter_fraction(0.2, 10.0)
-    n_faint = rng.poisson(lam * ratio * np.sqrt(lam_m / lam))
+    # faint satellites are an independent Poisson draw from the halo's mean occupation (Kravtsov et al. 2004):
+    # they share neither the catalogue lambda's measurement noise nor its projection effects
+    n_faint = rng.poisson(lam_m * ratio)
     nm = n_bright + n_faint
     if nm:
         r = physics.sample_projected_nfw(nm, rs, r_lam, rng)
@@ -333,8 +337,7 @@ def build_mock_store(
 
     Returns a summary: clusters, partitions built and skipped, wall time, cutouts/s and store size.
     """
-    from tqdm.auto import tqdm
-
+    from ..progress import bar as progress_bar
     from ..store import create_store, open_store
 
     cfg = config or MockConfig()
@@ -358,7 +361,7 @@ def build_mock_store(
     todo = [j for j in jobs if j.pixel not in done]
     physics.grids()  # warm the tables here so a single-process build reports honest timing
     n_new = 0
-    bar = tqdm(total=len(todo), desc="mock partitions", unit="part", disable=not progress)
+    bar = progress_bar(len(todo), "mock partitions", enabled=progress, unit="part")
     if todo and (workers > 1 or client is not None):
         from distributed import Client, LocalCluster, as_completed
 

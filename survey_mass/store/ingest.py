@@ -180,10 +180,9 @@ def ingest_frames(
     progress: bool = True,
 ) -> dict:
     """Cut every candidate covered by the frames into the store ``out``; returns a summary."""
-    from tqdm.auto import tqdm
-
     from ..candidates import read_candidates
     from ..footprint import partition_of
+    from ..progress import bar as progress_bar
     from . import create_store, open_store, write_partition
 
     t0 = time.perf_counter()
@@ -208,7 +207,9 @@ def ingest_frames(
     pos = _unit(cands["ra"].to_numpy(), cands["dec"].to_numpy())
     reach = cutout_size * pixel_scale / 3600.0 / np.sqrt(2)
     images, keep, quality = [], [], []
-    for k in tqdm(range(len(cands)), desc="ingest", unit="cand", disable=not progress):
+    pbar = progress_bar(len(cands), "ingest", enabled=progress, unit="cand")
+    for k in range(len(cands)):
+        pbar.update(1)
         ra, dec = float(cands["ra"].iloc[k]), float(cands["dec"].iloc[k])
         stack, touched = [], False
         for b in BANDS:
@@ -230,6 +231,7 @@ def ingest_frames(
         images.append(img)
         keep.append(k)
         quality.append(q)
+    pbar.close()
     outside = len(cands) - len(keep)
     sel = cands.iloc[keep].reset_index(drop=True)
     imgs = np.stack(images) if images else np.zeros((0, 5, cutout_size, cutout_size), np.float32)

@@ -1,0 +1,1 @@
+"""The networks (:mod:`.networks`), the richness baseline (:mod:`.richness`) and model bundles (:mod:`.bundle`)."""

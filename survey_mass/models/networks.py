@@ -1,0 +1,136 @@
+"""The two networks of Lin et al. 2022, sized for CPUs (with a wider variant for GPUs).
+
+Stage 1, :class:`BandClassifier`
+    One single-band cutout (1 x H x W) in, logits over the five bands out. It is trained on every cutout with
+    no labels. Its :class:`Backbone` is the feature extractor.
+Stage 2, :class:`MassRegressor`
+    The frozen backbone features of the five bands, the redshift and the per-band noise level in; the mean and
+    the aleatoric sigma of log10 M500 out. One regressor per cross-validation fold.
+
+Inputs are normalised per band image (:func:`normalise`): the median sky is subtracted and the image is
+divided by its robust noise (MAD), then compressed with asinh. The band classifier therefore cannot win on noise
+levels alone and must learn how sources look in each band. The regressor gets the noise levels back as inputs,
+so flux information is not lost.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BANDS = ("u", "g", "r", "i", "z")
+ASINH_SOFTENING = 3.0  # in units of the image's noise
+
+
+def normalise(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) nanomaggies -> (asinh-normalised images, log10 noise per image and band (N, C)).
+
+    NaN pixels become 0 after normalisation (the sky level).
+    """
+    x = images.float()
+    finite = torch.isfinite(x)
+    filled = torch.where(finite, x, torch.zeros_like(x))
+    flat = torch.where(finite, x, torch.full_like(x, float("nan"))).flatten(2)
+    med = torch.nanmedian(flat, dim=2).values
+    med = torch.nan_to_num(med, nan=0.0)
+    mad = torch.nanmedian((flat - med[..., None]).abs(), dim=2).values
+    sigma = torch.nan_to_num(1.4826 * mad, nan=1.0).clamp_min(1e-6)
+    z = (filled - med[..., None, None]) / (ASINH_SOFTENING * sigma[..., None, None])
+    z = torch.where(finite, torch.asinh(z), torch.zeros_like(z))
+    return z, torch.log10(sigma)
+
+
+def _norm(channels: int) -> nn.Module:
+    """GroupNorm: unlike BatchNorm it behaves the same in training and at inference, whatever the batch holds."""
+    return nn.GroupNorm(num_groups=max(channels // 8, 1), num_channels=channels)
+
+
+class Backbone(nn.Module):
+    """A small CNN: a strided stem, then conv-GroupNorm-ReLU-pool blocks; returns (N, 2 * width[-1]) features.
+
+    The features concatenate a global average pool and the average over the central quarter of the last map,
+    so the regressor sees both the whole field and the cluster core.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, widths[0], 5, stride=2, padding=2, bias=False),
+            _norm(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        c = widths[0]
+        for i, w in enumerate(widths[1:]):
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), _norm(w), nn.ReLU(inplace=True)]
+            if i < len(widths) - 2:
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.out_dim = 2 * widths[-1]
+
+    @property
+    def last_conv(self) -> nn.Module:
+        """The last convolution (the layer Grad-CAM looks at)."""
+        return [m for m in self.features if isinstance(m, nn.Conv2d)][-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        h, w = f.shape[-2:]
+        core = f[..., h // 4 : h - h // 4, w // 4 : w - w // 4]
+        return torch.cat([f.mean(dim=(-2, -1)), core.mean(dim=(-2, -1))], dim=1)
+
+
+class BandClassifier(nn.Module):
+    """Stage 1: which band is this single-band cutout?"""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)):
+        super().__init__()
+        self.backbone = Backbone(widths)
+        self.head = nn.Linear(self.backbone.out_dim, len(BANDS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class MassRegressor(nn.Module):
+    """Stage 2 head: (5 bands x features, z, 5 log-noises) -> (mean, log sigma) of log10 M500."""
+
+    def __init__(self, feature_dim: int, hidden: int = 128, dropout: float = 0.2):
+        super().__init__()
+        self.in_dim = len(BANDS) * feature_dim + 1 + len(BANDS)
+        self.net = nn.Sequential(
+            nn.Linear(self.in_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden // 2, 2),
+        )
+        # targets are standardised inside the head: the network works in units of the training labels' spread
+        self.register_buffer("y_mean", torch.tensor(14.5))
+        self.register_buffer("y_scale", torch.tensor(0.3))
+
+    def set_target_scaling(self, mean: float, scale: float) -> None:
+        self.y_mean.fill_(float(mean))
+        self.y_scale.fill_(float(max(scale, 1e-3)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log sigma of log10 M500 (dex)."""
+        out = self.net(x)
+        mu = self.y_mean + self.y_scale * out[:, 0]
+        log_sigma = out[:, 1].clamp(-6.0, 1.5) + torch.log(self.y_scale)
+        return mu, log_sigma
+
+
+def band_features(backbone: Backbone, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 5, H, W) raw cutouts -> (N, 5 * F) frozen features and (N, 5) log10 noise."""
+    x, log_sigma = normalise(images)
+    n, c, h, w = x.shape
+    f = backbone(x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last))
+    return f.reshape(n, c * f.shape[1]), log_sigma
+
+
+VARIANTS = {
+    "cpu": {"widths": (16, 32, 64, 128)},
+    "gpu": {"widths": (32, 64, 128, 256)},
+}
