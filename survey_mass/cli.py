@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 EPILOG = """examples:
+  survey-mass run --footprint dr12
   survey-mass footprint dr12 --json
   survey-mass mock --footprint box:150,160,0,10 --out box.zarr --workers 2
   survey-mass ingest --frames frames/ --candidates clusters.fits --out real.zarr
@@ -37,6 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"survey-mass {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="CNN masses for every cluster of a footprint, written as a HATS catalog")
+    r.add_argument(
+        "--footprint",
+        help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX (default: the pipeline's)",
+    )
+    r.add_argument("--pipeline", help="pipeline TOML (default: the shipped dr12.toml); flags override it")
+    r.add_argument("--store", help="cutout store (default: build or reuse the embedded mock store)")
+    r.add_argument("--model", help="model directory (default: the shipped weights)")
+    r.add_argument("--out", help="catalog directory (default: ./<footprint>_masses)")
+    r.add_argument("--scheduler", help="address of a running Dask scheduler")
+    r.add_argument("--workers", type=_positive_int, help="local Dask workers (default 2)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument(
+        "--attribution",
+        choices=["all", "sample", "none"],
+        help="IG x Grad-CAM summaries for every row, a seeded sample (CPU default), or none",
+    )
+    r.add_argument("--overwrite", action="store_true", help="replace an existing catalog instead of resuming")
+    r.add_argument("--no-progress", action="store_true")
 
     f = sub.add_parser("footprint", help="describe a footprint: area, partition order and partitions")
     f.add_argument("spec", help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX")
@@ -118,6 +139,96 @@ def cmd_footprint(args) -> int:
         footprint_map(fp, args.png)
         if not args.json:
             print(f"map:           {args.png}")
+    return 0
+
+
+def _safe_name(spec: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(spec)).strip("_") or "footprint"
+
+
+def cmd_run(args) -> int:
+    from .footprint import parse_footprint
+    from .inference.run import RunOptions, run_catalog
+    from .pipelines import load_pipeline
+    from .resources import model_dir
+
+    pipe = load_pipeline(args.pipeline or "dr12")
+    spec = args.footprint or pipe["footprint"]["spec"]
+    fp = parse_footprint(spec, order=pipe["footprint"].get("partition_order", 2))
+    name = _safe_name(fp.name)
+    device = args.device or pipe["inference"].get("device", "auto")
+    if device == "auto":
+        from .inference.cluster import gpu_available
+
+        device = "cuda" if gpu_available() else "cpu"
+    mode = args.attribution or ("all" if device == "cuda" else pipe["attribution"].get("mode", "sample"))
+    store = args.store or pipe["store"].get("path") or f"{name}_store.zarr"
+    progress = not args.no_progress
+    if not args.store and not pipe["store"].get("path"):
+        from .candidates import load_redmapper
+        from .mock.survey import MockConfig, build_mock_store
+
+        mock = pipe.get("mock", {})
+        print(
+            f"store: building or reusing the embedded mock store {store} (real redMaPPer DR8 candidates)",
+            flush=True,
+        )
+        s = build_mock_store(
+            fp,
+            store,
+            candidates=load_redmapper(),
+            workers=args.workers or pipe["cluster"].get("workers", 2),
+            config=MockConfig(seed=mock.get("seed", 2022)),
+            progress=progress,
+        )
+        print(
+            f"store: {s['clusters']} clusters in {s['partitions']} partitions ({s['partitions_built']} rendered in "
+            f"{s['wall_s']} s, {s['partitions_skipped']} reused)",
+            flush=True,
+        )
+    model = args.model or pipe["model"].get("path") or str(model_dir())
+    out = args.out or f"{name}_masses"
+    att = pipe["attribution"]
+    opts = RunOptions(
+        batch_size=pipe["inference"].get("batch_size", 64),
+        device=device,
+        attribution=mode,
+        ig_steps=att.get("ig_steps", 16),
+        sample_fraction=att.get("sample_fraction", 0.05),
+    )
+    if mode == "sample":
+        print(
+            f"attribution: IG ({opts.ig_steps} steps) x Grad-CAM on a seeded {opts.sample_fraction:.1%} sample to keep "
+            "the CPU run short; other rows have null summaries and quality bit 64 (NO_ATTRIBUTION). "
+            "Use --attribution all for every row.",
+            flush=True,
+        )
+    summary = run_catalog(
+        store_path=store,
+        model_path=model,
+        catalog=out,
+        footprint=fp,
+        opts=opts,
+        scheduler=args.scheduler or pipe["cluster"].get("scheduler") or None,
+        workers=args.workers or pipe["cluster"].get("workers", 2),
+        overwrite=args.overwrite,
+        progress=progress,
+        name=f"{name}_masses",
+    )
+    print(
+        f"catalog {summary['catalog']}: {summary['rows']} rows in {summary['partitions']} partitions "
+        f"({summary['partitions_computed']} computed, {summary['partitions_skipped']} already there); "
+        f"{summary['wall_s']} s, {summary['cutouts_per_s']} cutouts/s; {summary['attributed']} rows attributed; "
+        f"model {summary['model_id']}"
+    )
+    glob = f"{summary['catalog']}/dataset/**/*.parquet"
+    print("query it, e.g. the 10 most massive clusters:")
+    print(
+        f'  python -c "import duckdb; duckdb.sql(\\"SELECT name, z, log10_m500, log10_m500_err, log10_m500_richness '
+        f"FROM read_parquet('{glob}') ORDER BY log10_m500 DESC LIMIT 10\\\").show()\""
+    )
     return 0
 
 
@@ -236,6 +347,7 @@ def cmd_store_info(args) -> int:
 
 
 COMMANDS = {
+    "run": cmd_run,
     "footprint": cmd_footprint,
     "mock": cmd_mock,
     "ingest": cmd_ingest,

@@ -89,3 +89,29 @@ def smoke_model(tmp_path_factory, labelled_store) -> tuple[Path, dict]:
     )
     report = train(labelled_store, out, cfg, progress=False)
     return out, report
+
+
+def run_small(store, out, **kw):
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.inference.run import RunOptions, run_catalog
+    from survey_mass.resources import model_dir
+
+    opts = RunOptions(
+        attribution=kw.pop("attribution", "sample"), sample_fraction=kw.pop("sample_fraction", 0.04), seed=3
+    )
+    return run_catalog(
+        store_path=str(store),
+        model_path=str(model_dir()),
+        catalog=str(out),
+        footprint=parse_footprint("box:140,170,-5,20"),
+        opts=opts,
+        progress=False,
+        workers=kw.pop("workers", 1),
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory, small_store) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("cat") / "masses"
+    return out, run_small(small_store, out)

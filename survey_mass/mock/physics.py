@@ -144,12 +144,19 @@ def interp_z(table: np.ndarray, z) -> np.ndarray:
     return np.interp(np.asarray(z, dtype=float), Z_GRID, table)
 
 
+@lru_cache(maxsize=1)
+def _distances() -> tuple[np.ndarray, np.ndarray]:
+    """(kpc per arcsec, distance modulus) on Z_GRID from astropy alone (fast; no mass function needed)."""
+    cosmo = astropy_cosmology()
+    return cosmo.kpc_proper_per_arcmin(Z_GRID).value / 60.0, cosmo.distmod(Z_GRID).value
+
+
 def kpc_per_arcsec(z) -> np.ndarray:
-    return interp_z(grids().da_kpc_per_arcsec, z)
+    return interp_z(_distances()[0], z)
 
 
 def distance_modulus(z) -> np.ndarray:
-    return interp_z(grids().dist_mod, z)
+    return interp_z(_distances()[1], z)
 
 
 # --- richness -------------------------------------------------------------------------------------------

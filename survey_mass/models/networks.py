@@ -41,12 +41,18 @@ def normalise(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _norm(channels: int) -> nn.Module:
-    """GroupNorm: unlike BatchNorm it behaves the same in training and at inference, whatever the batch holds."""
-    return nn.GroupNorm(num_groups=max(channels // 8, 1), num_channels=channels)
+    """No normalisation layer, on purpose.
+
+    BatchNorm made the eval-mode network disagree with the trained one (batch statistics). GroupNorm after a
+    bias-free convolution makes the network exactly invariant to the scale of its input: it cannot tell a bright
+    source from a faint one, and integrated gradients along a straight path from blank sky sum to zero. Plain
+    biased convolutions have neither problem, and the network is small enough to train without normalisation.
+    """
+    return nn.Identity()
 
 
 class Backbone(nn.Module):
-    """A small CNN: a strided stem, then conv-GroupNorm-ReLU-pool blocks; returns (N, 2 * width[-1]) features.
+    """A small CNN: a strided stem, then conv-ReLU-pool blocks; returns (N, 2 * width[-1]) features.
 
     The features concatenate a global average pool and the average over the central quarter of the last map,
     so the regressor sees both the whole field and the cluster core.
@@ -55,13 +61,13 @@ class Backbone(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), in_channels: int = 1):
         super().__init__()
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, widths[0], 5, stride=2, padding=2, bias=False),
+            nn.Conv2d(in_channels, widths[0], 5, stride=2, padding=2),
             _norm(widths[0]),
             nn.ReLU(inplace=True),
         ]
         c = widths[0]
         for i, w in enumerate(widths[1:]):
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), _norm(w), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, w, 3, padding=1), _norm(w), nn.ReLU(inplace=True)]
             if i < len(widths) - 2:
                 layers.append(nn.MaxPool2d(2))
             c = w

@@ -145,7 +145,7 @@ def train_stage1(store, table: StoreTable, cfg: TrainConfig, ckpt_dir: Path, dev
             opt.step()
             losses.append(float(loss.detach()))
             bar.update(len(b))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
         bar.close()
         history.append(float(np.mean(losses)))
         torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch}, ck)
@@ -313,7 +313,9 @@ def train(
     t_feat = time.perf_counter()
     feats = extract_features(backbone, store, table, labelled, device)
     f_mean, f_std = feats.mean(0), feats.std(0) + 1e-6
-    xs = ((feats - f_mean) / f_std).astype(np.float32)
+    xs = np.clip((feats - f_mean) / f_std, -10.0, 10.0).astype(
+        np.float32
+    )  # as at inference (predict.FEATURE_CLIP)
     y = table.label[labelled]
     truth = table.truth[labelled]
     z = table.z[labelled]

@@ -1,0 +1,72 @@
+"""Which Dask cluster runs the inference.
+
+1. ``--scheduler ADDRESS``: connect to a running cluster (dask-jobqueue, dask-kubernetes, ...).
+2. Otherwise, when a CUDA GPU and the ``gpu`` extra (dask-cuda) are present: ``LocalCUDACluster``, one worker
+   per GPU with one thread each.
+3. Otherwise a ``LocalCluster`` of ``workers`` processes with one thread each (torch then uses
+   cores / workers threads per worker).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class ClusterChoice:
+    client: object
+    kind: str
+    owned: object | None  # the cluster object we started (closed at the end), None for --scheduler
+    dashboard: str | None
+
+
+def gpu_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def start_cluster(
+    *, scheduler: str | None = None, workers: int | None = None, device: str = "auto"
+) -> ClusterChoice:
+    from distributed import Client
+
+    from ..errors import SurveyMassError
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except Exception as exc:
+            raise SurveyMassError(
+                f"--scheduler {scheduler}: cannot connect ({str(exc).splitlines()[0]})"
+            ) from None
+        return ClusterChoice(client, f"scheduler at {scheduler}", None, client.dashboard_link)
+    if device in ("auto", "cuda") and gpu_available():
+        try:
+            from dask_cuda import LocalCUDACluster  # lazily: the optional 'gpu' extra
+        except ImportError:
+            if device == "cuda":
+                raise SurveyMassError(
+                    "--device cuda needs the gpu extra: pip install 'survey-mass[gpu]'"
+                ) from None
+        else:
+            cluster = LocalCUDACluster(threads_per_worker=1)
+            client = Client(cluster)
+            return ClusterChoice(
+                client,
+                f"LocalCUDACluster ({len(cluster.workers)} GPU workers)",
+                cluster,
+                client.dashboard_link,
+            )
+    n = workers or min(2, os.cpu_count() or 1)
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+    )
+    client = Client(cluster)
+    return ClusterChoice(client, f"LocalCluster ({n} workers x 1 thread)", cluster, client.dashboard_link)

@@ -1,0 +1,289 @@
+"""The survey run: a cutout store and a model in, a HATS mass catalog out, one Dask task per partition.
+
+* The model bundle is loaded once per worker process and cached there (:data:`_CACHE`); only its path travels
+  in the task graph, never the weights.
+* Each task reads one partition, predicts (:func:`~survey_mass.inference.predict.predict_partition`),
+  attributes, and writes its Parquet file atomically, so a task that Dask retries after a worker died rewrites
+  the same file and never duplicates rows.
+* Finished partitions are skipped on a rerun; the metadata is written once all partitions exist.
+* A lock file in the output directory refuses a second concurrent run into the same catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SurveyMassError
+from ..quality import Quality
+
+_CACHE: dict[str, object] = {}
+
+
+@dataclass
+class RunOptions:
+    batch_size: int = 64
+    device: str = "cpu"
+    attribution: str = "sample"  # all | sample | none
+    ig_steps: int = 128
+    sample_fraction: float = 0.003
+    seed: int = 2022
+    torch_threads: int = 1
+
+
+def _bundle(model_path: str, device: str):
+    key = f"bundle:{model_path}:{device}"
+    if key not in _CACHE:
+        from ..models.bundle import load_bundle
+
+        _CACHE[key] = load_bundle(model_path).to(device)
+    return _CACHE[key]
+
+
+def _store(store_path: str):
+    key = f"store:{store_path}"
+    if key not in _CACHE:
+        from ..store import open_store
+
+        _CACHE[key] = open_store(store_path)
+    return _CACHE[key]
+
+
+def process_partition(store_path: str, model_path: str, pixel: int, catalog: str, opts: RunOptions) -> dict:
+    """Everything one task does; returns counts and timings for the progress report."""
+    import torch
+
+    from ..attribution import SUMMARY_COLUMNS, attribute
+    from ..catalog.writer import to_table, write_partition
+    from ..errors import StoreError
+    from .predict import NO_MASS, predict_partition
+
+    t0 = time.perf_counter()
+    if "threads" not in _CACHE:
+        torch.set_num_threads(max(1, opts.torch_threads))
+        _CACHE["threads"] = True
+    store = _store(store_path)
+    bundle = _bundle(model_path, opts.device)
+    cols = store.columns(pixel)
+    n = len(cols["id"])
+    try:
+        images = store.images(pixel)
+        unreadable = np.zeros(n, bool)
+    except StoreError:
+        # a corrupted shard: read what can be read, cutout by cutout, and flag the rest
+        images = np.full((n, 5, store.cutout_size, store.cutout_size), np.nan, np.float32)
+        unreadable = np.zeros(n, bool)
+        for k in range(n):
+            try:
+                images[k] = store.images(pixel, k, k + 1)[0]
+            except StoreError:
+                unreadable[k] = True
+    cols = dict(cols)
+    cols["quality"] = np.asarray(cols.get("quality", np.zeros(n)), np.int64) | np.where(
+        unreadable, int(Quality.UNREADABLE), 0
+    )
+    t_read = time.perf_counter()
+    pred = predict_partition(bundle, images, cols, batch_size=opts.batch_size, device=opts.device)
+    t_pred = time.perf_counter()
+
+    attr = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
+    eligible = np.flatnonzero((pred["quality"] & int(NO_MASS)) == 0)
+    if opts.attribution == "all":
+        chosen = eligible
+    elif opts.attribution == "sample":
+        rng = np.random.default_rng([opts.seed, int(pixel)])
+        chosen = eligible[rng.random(eligible.size) < opts.sample_fraction]
+    else:
+        chosen = eligible[:0]
+    for s in range(0, chosen.size, 32):
+        idx = chosen[s : s + 32]
+        a = attribute(
+            bundle,
+            images[idx],
+            np.asarray(cols["z"], float)[idx],
+            steps=opts.ig_steps,
+            pixel_scale=store.pixel_scale,
+        )
+        for c in SUMMARY_COLUMNS:
+            attr[c][idx] = a[c]
+    quality = pred["quality"].copy()
+    no_attr = np.ones(n, bool)
+    no_attr[chosen] = False
+    quality[no_attr] |= int(Quality.NO_ATTRIBUTION)
+    t_attr = time.perf_counter()
+
+    out = {
+        "id": cols["id"],
+        "name": cols["name"],
+        "ra": cols["ra"],
+        "dec": cols["dec"],
+        "z": cols["z"],
+        **{k: v for k, v in pred.items() if k != "quality"},
+        "quality": quality,
+        **attr,
+        "richness_catalog": cols.get("richness"),
+        "log10_m500_label": cols.get("log10_m500_label"),
+        "log10_m500_true": cols.get("log10_m500_true"),
+        "model_id": np.full(n, bundle.model_id),
+    }
+    write_partition(Path(catalog), store.order, pixel, to_table(out))
+    return {
+        "pixel": int(pixel),
+        "rows": n,
+        "attributed": int(chosen.size),
+        "read_s": t_read - t0,
+        "predict_s": t_pred - t_read,
+        "attribution_s": t_attr - t_pred,
+        "total_s": time.perf_counter() - t0,
+    }
+
+
+class RunLock:
+    """``CATALOG/.lock`` holds the pid of the run writing the catalog; a live holder makes others refuse."""
+
+    def __init__(self, catalog: Path):
+        self.path = Path(catalog) / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                    os.kill(pid, 0)
+                except (ValueError, ProcessLookupError):
+                    self.path.unlink(missing_ok=True)  # a stale lock from a run that died
+                    continue
+                except PermissionError:
+                    pass
+                raise SurveyMassError(
+                    f"output {str(self.path.parent)!r} is being written by another run (pid {pid}); wait for it or "
+                    "choose another --out"
+                ) from None
+        raise SurveyMassError(f"output {str(self.path.parent)!r}: cannot take the lock {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def run_catalog(
+    *,
+    store_path: str,
+    model_path: str,
+    catalog: str,
+    footprint,
+    opts: RunOptions,
+    scheduler: str | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+    name: str = "survey-mass",
+) -> dict:
+    """Run the model over every partition of the store inside the footprint and write the HATS catalog."""
+    from .. import __version__
+    from ..catalog.writer import check_output, finalize, partition_done, remove_temporaries
+    from ..models.bundle import load_bundle
+    from ..progress import bar as progress_bar
+    from ..store import open_store
+
+    t0 = time.perf_counter()
+    catalog_p = Path(catalog)
+    check_output(catalog_p, overwrite=overwrite)
+    store = open_store(store_path)
+    bundle = load_bundle(model_path)
+    bundle.check_store(store)
+    parts = [
+        p
+        for p in store.partitions
+        if p in set(footprint.moc.degrade_to_order(store.order).flatten().tolist())
+    ]
+    if not parts:
+        raise SurveyMassError(f"store {store_path!r} has no partition inside footprint {footprint.name!r}")
+    with RunLock(catalog_p):
+        remove_temporaries(catalog_p)
+        todo = [p for p in parts if not partition_done(catalog_p, store.order, p)]
+        results: list[dict] = []
+        dashboard, kind = None, "in-process"
+        bar = progress_bar(len(todo), "partitions", enabled=progress, unit="part")
+        if todo and (workers > 1 or scheduler):
+            from distributed import as_completed
+
+            from .cluster import start_cluster
+
+            choice = start_cluster(scheduler=scheduler, workers=workers, device=opts.device)
+            kind, dashboard = choice.kind, choice.dashboard
+            if progress:
+                print(f"dask: {kind}; dashboard {dashboard}", flush=True)
+            try:
+                n_workers = max(len(choice.client.scheduler_info().get("workers", {})), 1)
+                opts = RunOptions(
+                    **{**asdict(opts), "torch_threads": max(1, (os.cpu_count() or 1) // n_workers)}
+                )
+                sizes = {p: store.n_cutouts(p) for p in todo}
+                futures = [
+                    choice.client.submit(
+                        process_partition,
+                        str(store.path),
+                        str(Path(model_path)),
+                        p,
+                        str(catalog_p),
+                        opts,
+                        pure=False,
+                        retries=3,
+                        key=f"partition-{p}",
+                    )
+                    for p in sorted(todo, key=lambda p: -sizes[p])
+                ]
+                for fut in as_completed(futures):
+                    results.append(fut.result())
+                    bar.update(1)
+            finally:
+                choice.client.close()
+                if choice.owned is not None:
+                    choice.owned.close()
+        else:
+            opts = RunOptions(**{**asdict(opts), "torch_threads": os.cpu_count() or 1})
+            for p in todo:
+                results.append(
+                    process_partition(str(store.path), str(Path(model_path)), p, str(catalog_p), opts)
+                )
+                bar.update(1)
+        bar.close()
+        provenance = {
+            "survey_mass_version": __version__,
+            "survey_mass_model_id": bundle.model_id,
+            "survey_mass_model_card_sha256": bundle.card_sha256,
+            "survey_mass_footprint": footprint.name,
+            "survey_mass_store": str(Path(store_path).resolve()),
+            "survey_mass_attribution": f"{opts.attribution} (IG {opts.ig_steps} steps x Grad-CAM)",
+        }
+        rows = finalize(catalog_p, store.order, parts, name=name, provenance=provenance)
+    wall = time.perf_counter() - t0
+    new_rows = sum(r["rows"] for r in results)
+    summary = {
+        "catalog": str(catalog_p),
+        "rows": rows,
+        "partitions": len(parts),
+        "partitions_computed": len(todo),
+        "partitions_skipped": len(parts) - len(todo),
+        "rows_computed": new_rows,
+        "attributed": sum(r["attributed"] for r in results),
+        "wall_s": round(wall, 1),
+        "cutouts_per_s": round(new_rows / wall, 1) if wall > 0 and new_rows else None,
+        "cluster": kind,
+        "dashboard": dashboard,
+        "model_id": bundle.model_id,
+        "attribution_s": round(sum(r["attribution_s"] for r in results), 1),
+    }
+    (catalog_p / "run.json").write_text(json.dumps(summary, indent=1))
+    return summary

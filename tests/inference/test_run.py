@@ -1,0 +1,136 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from survey_mass.errors import SurveyMassError
+from survey_mass.quality import Quality
+from survey_mass.store import open_store
+
+from ..conftest import run_small
+
+
+def _read(cat):
+    return pd.read_parquet(cat / "dataset").sort_values("id").reset_index(drop=True)
+
+
+def test_catalog_is_valid_hats_and_lsdb_reads_it(small_catalog, small_store):
+    import lsdb
+    from hats.io.validation import is_valid_catalog
+
+    cat, summary = small_catalog
+    assert is_valid_catalog(str(cat), strict=True)
+    df = lsdb.open_catalog(str(cat)).compute()
+    st = open_store(small_store)
+    store_ids = sorted(np.concatenate([st.columns(p)["id"] for p in st.partitions]).tolist())
+    assert sorted(df["id"].tolist()) == store_ids == sorted(_read(cat)["id"].tolist())  # one row per cutout
+    assert summary["rows"] == len(store_ids)
+    props = (cat / "hats.properties").read_text()
+    for key in (
+        "hats_col_ra=ra",
+        "hats_col_dec=dec",
+        "survey_mass_model_card_sha256",
+        "survey_mass_footprint",
+        "survey_mass_store",
+        "survey_mass_version",
+    ):
+        assert key in props
+
+
+def test_masses_errors_and_passthrough(small_catalog, small_store):
+    cat, _ = small_catalog
+    df = _read(cat)
+    clean = (df["quality"] & ~int(Quality.NO_ATTRIBUTION | Quality.OUT_OF_DISTRIBUTION)) == 0
+    assert clean.all()
+    assert df.loc[clean, "log10_m500"].notna().all() and df["log10_m500"].between(13, 16).all()
+    parts = np.sqrt(df["log10_m500_err_aleatoric"] ** 2 + df["log10_m500_err_fold"] ** 2)
+    np.testing.assert_allclose(df["log10_m500_err"], parts, rtol=1e-5)
+    st = open_store(small_store)
+    truth = pd.concat(
+        [
+            pd.DataFrame({"id": st.columns(p)["id"], "t": st.columns(p)["log10_m500_true"]})
+            for p in st.partitions
+        ]
+    ).sort_values("id")
+    np.testing.assert_array_equal(df["log10_m500_true"].to_numpy(), truth["t"].to_numpy())
+    assert df["model_id"].nunique() == 1 and df["model_id"].iloc[0].startswith("survey-mass-cpu-")
+
+
+def test_schema_follows_the_contract(small_catalog):
+    import pyarrow.parquet as pq
+
+    from survey_mass import schemas
+
+    cat, _ = small_catalog
+    contract = schemas.load(schemas.CATALOG)["columns"]
+    f = next((cat / "dataset").rglob("Npix=*.parquet"))
+    schema = pq.read_schema(f)
+    assert schema.names == [c["name"] for c in contract]
+    types = {"int64": "int64", "int32": "int32", "float32": "float", "float64": "double", "string": "string"}
+    for c in contract:
+        field = schema.field(c["name"])
+        assert str(field.type) == types[c["type"]]
+        assert field.metadata[b"unit"].decode() == c["unit"]
+        assert field.metadata[b"description"].decode() == c["description"]
+
+
+def test_attribution_sample_is_flagged_and_complete(small_catalog):
+    cat, summary = small_catalog
+    df = _read(cat)
+    done = df["ig_delta"].notna()
+    assert 0 < done.sum() == summary["attributed"] < len(df)
+    assert ((df.loc[~done, "quality"] & int(Quality.NO_ATTRIBUTION)) > 0).all()
+    assert ((df.loc[done, "quality"] & int(Quality.NO_ATTRIBUTION)) == 0).all()
+    # IG completeness: convergence delta within 1% of the attributed change for >= 99% of attributed rows
+    assert (df.loc[done, "ig_delta"] <= 0.01).mean() >= 0.99
+    fr = df.loc[done, [f"attr_frac_{b}" for b in "ugriz"]].sum(axis=1)
+    np.testing.assert_allclose(fr, 1.0, atol=1e-4)
+    assert df.loc[done, "attr_radius_arcmin"].between(0, 2.5).all()
+
+
+def test_interrupted_run_resumes_to_the_same_catalog(small_catalog, small_store, tmp_path):
+    cat, _ = small_catalog
+    copy = tmp_path / "masses"
+    shutil.copytree(cat, copy)
+    files = sorted((copy / "dataset").rglob("Npix=*.parquet"))
+    files[0].unlink()  # a partition that never finished
+    (files[1].parent / f".tmp-{files[1].name}-dead").write_bytes(b"half a file")  # a killed writer's leftover
+    for f in ("hats.properties", "partition_info.csv"):
+        (copy / f).unlink(missing_ok=True)
+    s = run_small(small_store, copy)
+    assert s["partitions_computed"] == 1 and s["partitions_skipped"] == len(files) - 1
+    assert not list((copy / "dataset").rglob(".tmp-*"))
+    pd.testing.assert_frame_equal(_read(copy), _read(cat))
+
+
+def test_a_second_concurrent_run_is_refused(small_store, tmp_path):
+    import os
+
+    out = tmp_path / "masses"
+    out.mkdir()
+    (out / ".lock").write_text(str(os.getpid()))  # a live run holds it
+    with pytest.raises(SurveyMassError, match="being written by another run"):
+        run_small(small_store, out, attribution="none")
+    (out / ".lock").write_text("999999999")  # a dead run's stale lock is taken over
+    assert run_small(small_store, out, attribution="none")["rows"] > 0
+
+
+def test_output_that_is_not_a_catalog_is_refused(small_store, tmp_path):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("precious")
+    with pytest.raises(SurveyMassError, match="not a survey-mass catalog"):
+        run_small(small_store, out, attribution="none")
+    assert (out / "chapter1.tex").read_text() == "precious"
+
+
+def test_dask_workers_give_the_same_catalog(small_catalog, small_store, tmp_path):
+    cat, _ = small_catalog
+    s = run_small(small_store, tmp_path / "dask", workers=2, attribution="none")
+    assert s["cluster"].startswith("LocalCluster (2 workers")
+    a, b = _read(cat), _read(tmp_path / "dask")
+    for c in ("log10_m500", "log10_m500_err", "log10_m500_richness", "richness"):
+        np.testing.assert_allclose(a[c], b[c], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "dask" / "run.json").read_text())["rows"] == len(a)
