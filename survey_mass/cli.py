@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="model directory (default: the shipped weights)")
     r.add_argument("--out", help="catalog directory (default: ./<footprint>_masses)")
     r.add_argument("--scheduler", help="address of a running Dask scheduler")
-    r.add_argument("--workers", type=_positive_int, help="local Dask workers (default 2)")
+    r.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="local inference workers (default: the pipeline's; 1 = in-process, >1 = a Dask LocalCluster)",
+    )
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
     r.add_argument(
         "--attribution",
@@ -179,7 +183,7 @@ def cmd_run(args) -> int:
             fp,
             store,
             candidates=load_redmapper(),
-            workers=args.workers or pipe["cluster"].get("workers", 2),
+            workers=max(args.workers or 0, os.cpu_count() or 1),  # rendering fans out over every core
             config=MockConfig(seed=mock.get("seed", 2022)),
             progress=progress,
         )
