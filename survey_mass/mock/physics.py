@@ -86,8 +86,6 @@ class _Grids:
     dn_dlog10m: np.ndarray  # (nz, nm) comoving number density per dex, Mpc^-3
     dv_dz_deg2: np.ndarray  # (nz,) comoving volume per unit z per deg^2, Mpc^3
     dlog_200m: np.ndarray  # (nz, nm) log10(M200m / M500c)
-    da_kpc_per_arcsec: np.ndarray  # (nz,)
-    dist_mod: np.ndarray  # (nz,)
     ez: np.ndarray  # (nz,)
     dl_cm: np.ndarray  # (nz,)
 
@@ -123,13 +121,10 @@ def grids() -> _Grids:
     zz, mm = np.meshgrid(Z_GRID, np.log10(m_h), indexing="ij")
     dlog = interp(np.stack([zz.ravel(), mm.ravel()], axis=1)).reshape(zz.shape)
     dv = cosmo.differential_comoving_volume(Z_GRID).to(u.Mpc**3 / u.deg**2).value
-    da = cosmo.kpc_proper_per_arcmin(Z_GRID).value / 60.0
     return _Grids(
         dn_dlog10m=dn,
         dv_dz_deg2=dv,
         dlog_200m=dlog,
-        da_kpc_per_arcsec=da,
-        dist_mod=cosmo.distmod(Z_GRID).value,
         ez=cosmo.efunc(Z_GRID),
         dl_cm=cosmo.luminosity_distance(Z_GRID).to(u.cm).value,
     )
