@@ -114,6 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--no-progress", action="store_true")
 
+    q = sub.add_parser(
+        "query",
+        help="SQL (DuckDB) over a mass catalog; the table is called 'catalog'",
+        description="Run SQL over a mass catalog with DuckDB. The table is called 'catalog'. "
+        "A cone search opens only the partitions it touches. Queries never write to the catalog.",
+        epilog="""examples:
+  survey-mass query dr12_masses "SELECT id, z, log10_m500, log10_m500_err FROM catalog ORDER BY log10_m500 DESC LIMIT 20"
+  survey-mass query dr12_masses --cone 180.0 30.0 60 --columns id ra dec log10_m500
+  survey-mass query dr12_masses --where "quality = 0 AND z < 0.2" --format csv --out nearby.csv""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("catalog", help="catalog directory written by survey-mass run")
+    q.add_argument(
+        "sql", nargs="?", help="one SELECT statement over the table 'catalog' (default: all columns)"
+    )
+    q.add_argument(
+        "--cone",
+        nargs=3,
+        type=float,
+        metavar=("RA", "DEC", "RADIUS_ARCMIN"),
+        help="cone search (deg, arcmin)",
+    )
+    q.add_argument("--where", help='extra SQL condition on catalog, e.g. "quality = 0"')
+    q.add_argument("--columns", nargs="+", metavar="COLUMN", help="columns to return (without SQL)")
+    q.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    q.add_argument("--out", help="write the result to this file (not inside the catalog)")
+    q.add_argument(
+        "--max-rows", type=_positive_int, default=50, help="rows shown by --format table (default 50)"
+    )
+
     s = sub.add_parser("store-info", help="summarise a cutout store")
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
@@ -313,6 +343,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_query(args) -> int:
+    from .catalog.query import Cone, query, write_result
+
+    cone = Cone(ra=args.cone[0], dec=args.cone[1], radius_arcmin=args.cone[2]) if args.cone else None
+    res = query(args.catalog, args.sql, cone=cone, where=args.where, columns=args.columns)
+    write_result(res.table, args.format, args.out, catalog=args.catalog, max_rows=args.max_rows)
+    print(
+        f"{res.table.num_rows} rows from {len(res.files)} of {res.n_partitions} partition files"
+        + (f" -> {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_store_info(args) -> int:
     import numpy as np
 
@@ -357,6 +401,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "train": cmd_train,
     "store-info": cmd_store_info,
+    "query": cmd_query,
 }
 
 

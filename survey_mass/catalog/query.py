@@ -1,0 +1,272 @@
+"""Querying mass catalogs: DuckDB SQL over the catalog's partition files, with a cone search that opens only
+the partitions the cone touches.
+
+The SQL sees one table, ``catalog``. It is built from the primary catalog's partition files
+(``dataset/Norder=k/Dir=d/Npix=n.parquet``) only, so a margin cache or the other members of a HATS collection
+are never counted twice. The connection is in memory, and only a single ``SELECT`` (or ``WITH ... SELECT``)
+statement is accepted: a query never writes anything, least of all into the catalog.
+
+Examples
+--------
+>>> from survey_mass.catalog.query import check_sql
+>>> check_sql("SELECT id FROM catalog ORDER BY log10_m500 DESC LIMIT 20")
+'SELECT id FROM catalog ORDER BY log10_m500 DESC LIMIT 20'
+>>> check_sql("COPY catalog TO 'x.csv'")
+Traceback (most recent call last):
+...
+survey_mass.catalog.writer.CatalogError: query: only a single SELECT statement is allowed (got COPY)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from .. import paths
+from .writer import CatalogError
+
+#: what a user gets when they give no SQL and no --columns: everything but the spatial index
+DEFAULT_SQL = "SELECT * EXCLUDE (_healpix_29) FROM catalog"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cone:
+    """A cone on the sky: centre (deg) and radius (arcmin)."""
+
+    ra: float
+    dec: float
+    radius_arcmin: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ra) and 0.0 <= self.ra < 360.0 + 1e-9):
+            raise CatalogError(f"--cone: RA {self.ra} is outside [0, 360) deg")
+        if not (math.isfinite(self.dec) and -90.0 <= self.dec <= 90.0):
+            raise CatalogError(f"--cone: Dec {self.dec} is outside [-90, 90] deg")
+        if not (math.isfinite(self.radius_arcmin) and 0.0 < self.radius_arcmin <= 180.0 * 60.0):
+            raise CatalogError(f"--cone: radius {self.radius_arcmin} arcmin must be in (0, 10800]")
+
+    def sql(self) -> str:
+        """A WHERE condition: haversine separation from the centre at most the radius."""
+        r0, d0 = math.radians(self.ra), math.radians(self.dec)
+        hav = (
+            f"pow(sin((radians(dec) - {d0!r}) / 2), 2) + "
+            f"cos(radians(dec)) * {math.cos(d0)!r} * pow(sin((radians(ra) - {r0!r}) / 2), 2)"
+        )
+        return f"2 * asin(sqrt(least(1.0, {hav}))) <= {math.radians(self.radius_arcmin / 60.0)!r}"
+
+
+@dataclass
+class QueryResult:
+    """A query's rows and what it read."""
+
+    table: pa.Table
+    #: the partition files the query opened
+    files: list[Path] = field(default_factory=list)
+    #: partitions in the catalog
+    n_partitions: int = 0
+
+
+def open_catalog(catalog: str | Path):
+    """(hats catalog object, its root directory) for a catalog or a collection's primary catalog."""
+    import hats
+
+    root = Path(catalog)
+    if not root.is_dir():
+        raise CatalogError(f"catalog {str(root)!r}: no such directory")
+    if not ((root / "hats.properties").is_file() or (root / "collection.properties").is_file()):
+        raise CatalogError(f"catalog {str(root)!r}: not a HATS catalog (no hats.properties)")
+    try:
+        cat = hats.read_hats(root)
+    except Exception as exc:  # hats raises several kinds for unreadable metadata
+        raise CatalogError(
+            f"catalog {str(root)!r}: cannot be read by hats ({str(exc).splitlines()[0]})"
+        ) from None
+    main = getattr(cat, "main_catalog", None)
+    if main is not None:  # a collection: the primary catalog only (never its margin)
+        cat = main
+        root = Path(str(cat.catalog_path))
+    if getattr(cat.catalog_info, "catalog_type", "object") not in ("object", "source"):
+        raise CatalogError(
+            f"catalog {str(root)!r}: is a {cat.catalog_info.catalog_type} catalog, not an object catalog"
+        )
+    return cat, root
+
+
+def partition_files(catalog: str | Path, *, cone: Cone | None = None) -> tuple[list[Path], int]:
+    """Partition files to read (all, or those whose HEALPix cell meets ``cone``) and the number of partitions."""
+    cat, root = open_catalog(catalog)
+    pixels = cat.get_healpix_pixels()
+    if cone is not None:
+        try:
+            pixels = cat.filter_by_cone(cone.ra, cone.dec, cone.radius_arcmin * 60.0).get_healpix_pixels()
+        except ValueError:  # hats: no partition in the cone
+            pixels = []
+    files = [paths.catalog_partition_file(root, p.order, p.pixel) for p in pixels]
+    for f in files:
+        if not f.is_file():
+            raise CatalogError(f"catalog {str(root)!r}: partition file {str(f)!r} is missing")
+    return files, len(cat.get_healpix_pixels())
+
+
+def check_sql(sql: str) -> str:
+    """Return ``sql`` if it is exactly one SELECT statement; raise a one-line CatalogError otherwise."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise CatalogError(f"query: SQL does not parse ({str(exc).splitlines()[0]})") from None
+    if len(statements) != 1:
+        raise CatalogError(f"query: give exactly one SQL statement (got {len(statements)})")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise CatalogError(f"query: only a single SELECT statement is allowed (got {kind.name})")
+    return sql
+
+
+def query(
+    catalog: str | Path,
+    sql: str | None = None,
+    *,
+    cone: Cone | None = None,
+    where: str | None = None,
+    columns: list[str] | None = None,
+) -> QueryResult:
+    """Run SQL over a mass catalog (the table is ``catalog``) and return the rows as Arrow.
+
+    Parameters
+    ----------
+    catalog
+        A catalog written by ``survey-mass run`` (or any HATS object catalog).
+    sql
+        One SELECT statement over ``catalog``. Default: every column, or ``columns``.
+    cone
+        Restrict ``catalog`` to a cone; only partitions that meet it are opened.
+    where
+        An extra SQL condition on ``catalog`` (e.g. ``"quality = 0 AND z < 0.3"``).
+    columns
+        Columns to return when no ``sql`` is given.
+
+    Examples
+    --------
+    >>> from survey_mass.catalog.query import query, Cone
+    >>> r = query(catalog_path, cone=Cone(ra=155.0, dec=5.0, radius_arcmin=60), columns=["id", "ra"])  # doctest: +SKIP
+    """
+    import duckdb
+
+    if sql is not None and columns:
+        raise CatalogError("query: give SQL or --columns, not both")
+    if sql is None:
+        sql = f"SELECT {', '.join(_ident(c) for c in columns)} FROM catalog" if columns else DEFAULT_SQL
+    check_sql(sql)
+    files, n_parts = partition_files(catalog, cone=cone)
+    from .writer import arrow_schema
+
+    con = duckdb.connect(":memory:")
+    try:
+        if files:
+            src = (
+                "read_parquet(["
+                + ", ".join(_literal(str(f)) for f in files)
+                + "], hive_partitioning = false)"
+            )
+        else:  # nothing in the cone: an empty table with the catalog's columns
+            con.register("_empty", arrow_schema().empty_table())
+            src = "_empty"
+        conds = [c for c in (cone.sql() if cone else None, f"({where})" if where else None) if c]
+        view = f"SELECT * FROM {src}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
+        try:
+            # the SQL may read the catalog's own files and nothing else, and cannot change that setting
+            if files:
+                con.execute(f"SET allowed_directories = [{_literal(str(Path(files[0]).parents[3]) + '/')}]")
+            con.execute(f"CREATE TEMP VIEW catalog AS {view}")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            table = _arrow(con.sql(sql))
+        except duckdb.Error as exc:
+            raise CatalogError(f"query on {str(catalog)!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    return QueryResult(table=table, files=files, n_partitions=n_parts)
+
+
+def _arrow(result) -> pa.Table:
+    """A DuckDB result as an Arrow table (the method's name changed across DuckDB versions)."""
+    for name in ("to_arrow_table", "fetch_arrow_table"):
+        if hasattr(result, name):
+            return getattr(result, name)()
+    out = result.arrow()
+    return out.read_all() if hasattr(out, "read_all") else out
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def write_result(
+    table: pa.Table, fmt: str, out: str | Path | None, *, catalog: str | Path, max_rows: int = 50
+):
+    """Print or save a result: table (pretty, first ``max_rows``), csv, json (records) or parquet (needs ``out``).
+
+    ``out`` may not lie inside the catalog: a query never writes there.
+    """
+    import sys
+
+    if out is not None:
+        o = Path(out).resolve()
+        c = Path(catalog).resolve()
+        if o == c or c in o.parents:
+            raise CatalogError(
+                f"--out {str(out)!r}: is inside the catalog {str(catalog)!r}; queries never write there"
+            )
+        if o.is_dir():
+            raise CatalogError(f"--out {str(out)!r}: is a directory")
+        if not o.parent.is_dir():
+            raise CatalogError(f"--out {str(out)!r}: directory {str(o.parent)!r} does not exist")
+    if fmt == "parquet":
+        if out is None:
+            raise CatalogError("--format parquet needs --out FILE")
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, str(out))
+        return
+    if fmt == "table":
+        import pandas as pd
+
+        df = table.slice(0, max_rows).to_pandas()
+        with pd.option_context("display.max_columns", 40, "display.width", 200, "display.precision", 4):
+            text = df.to_string(index=False) if len(df) else "(no rows)"
+        if table.num_rows > max_rows:
+            text += f"\n... {table.num_rows - max_rows} more rows ({table.num_rows} in all; use --format csv or --out)"
+    elif fmt == "csv":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        text = buf.getvalue().decode()
+    elif fmt == "json":
+        import json
+
+        import numpy as np
+
+        def _clean(v):
+            if isinstance(v, float) and not np.isfinite(v):
+                return None
+            return v
+
+        text = json.dumps([{k: _clean(v) for k, v in r.items()} for r in table.to_pylist()])
+    else:
+        raise CatalogError(f"--format {fmt!r}: use table, csv, json or parquet")
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
