@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EPILOG = """examples:
   survey-mass run --footprint dr12
@@ -143,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--max-rows", type=_positive_int, default=50, help="rows shown by --format table (default 50)"
     )
+
+    e = sub.add_parser("explain", help="recompute one cluster's attribution maps and draw them into a PNG")
+    e.add_argument("catalog", help="catalog directory written by survey-mass run")
+    e.add_argument("--id", required=True, type=int, help="the cluster's id")
+    e.add_argument("--png", required=True, help="output PNG")
+    e.add_argument("--store", help="cutout store (default: the one the catalog records)")
+    e.add_argument("--model", help="model directory (default: the shipped weights, if they made the catalog)")
+    e.add_argument(
+        "--steps", type=_positive_int, default=256, help="integrated-gradients steps (default 256)"
+    )
+
+    rp = sub.add_parser("report", help="sky map, mass-redshift, errors and calibration pictures of a catalog")
+    rp.add_argument("catalog", help="catalog directory written by survey-mass run")
+    rp.add_argument("--out", required=True, help="directory for the PNGs, report.md and report.json")
 
     s = sub.add_parser("store-info", help="summarise a cutout store")
     s.add_argument("store")
@@ -357,6 +372,36 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain.cluster import explain_cluster
+
+    r = explain_cluster(args.catalog, args.id, args.png, store=args.store, model=args.model, steps=args.steps)
+    fr = ", ".join(f"{b} {r[f'attr_frac_{b}']:.2f}" for b in "ugriz")
+    print(
+        f"cluster {r['id']}: attribution per band {fr}; mean radius {r['attr_radius_arcmin']:.2f} arcmin; "
+        f"IG delta {r['ig_delta']:.2%} -> {r['png']}"
+    )
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .explain.report import catalog_report
+
+    s = catalog_report(args.catalog, args.out)
+    print(
+        f"report of {s['rows']:,} rows written to {args.out}: "
+        + ", ".join(Path(f).name for f in s["files"].values())
+    )
+    for ref, v in s["reference"].items():
+        c, r = v["cnn"], v["richness"]
+        if c.get("n"):
+            print(
+                f"  vs {ref}: CNN MAE {c['mae']:.3f} dex (68% coverage {c['coverage_68']:.2f}), "
+                f"richness MAE {r['mae']:.3f} dex, n={c['n']:,}"
+            )
+    return 0
+
+
 def cmd_store_info(args) -> int:
     import numpy as np
 
@@ -402,6 +447,8 @@ COMMANDS = {
     "train": cmd_train,
     "store-info": cmd_store_info,
     "query": cmd_query,
+    "explain": cmd_explain,
+    "report": cmd_report,
 }
 
 
