@@ -159,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("catalog", help="catalog directory written by survey-mass run")
     rp.add_argument("--out", required=True, help="directory for the PNGs, report.md and report.json")
 
+    bn = sub.add_parser(
+        "bench",
+        help="throughput: bare model, store I/O, the pipeline with 1..N workers, attribution, and the naive way",
+    )
+    bn.add_argument("--json", action="store_true", help="print one JSON object of figures")
+    bn.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bn.add_argument("--store", help="benchmark on this store (default: a mock of --footprint, made once)")
+    bn.add_argument("--footprint", default="box:140,170,-5,20", help="footprint of the benchmark store")
+    bn.add_argument(
+        "--max-workers", type=_positive_int, help="pipeline workers to try, 1..N (default: cores/GPUs)"
+    )
+    bn.add_argument("--workdir", help="keep the benchmark store and files here (default: a temporary folder)")
+    bn.add_argument("--no-progress", action="store_true")
+
     s = sub.add_parser("store-info", help="summarise a cutout store")
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
@@ -402,6 +416,52 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .resources import benchmarks_module
+
+    bm = benchmarks_module()
+    r = bm.run_benchmarks(
+        store=args.store,
+        footprint=args.footprint,
+        device=args.device,
+        max_workers=args.max_workers,
+        workdir=args.workdir,
+        progress=not args.no_progress and not args.json,
+    )
+    r["projection"] = {
+        k: bm.projection(r, n) for k, n in (("dr12_redmapper", 26350), ("lsst_like", 1_000_000))
+    }
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(
+        f"{r['cutouts']} cutouts in {r['partitions']} partitions on {r['device']} ({r['torch_threads']} threads)"
+    )
+    print(
+        f"  (a) model (CNN folds + richness)  {r['model_cutouts_per_s']:8.1f} cutouts/s   CNN alone {r['cnn_cutouts_per_s']:.1f}"
+    )
+    print(f"  (b) store read + decode (no-op)   {r['io_cutouts_per_s']:8.1f} cutouts/s")
+    by_w = ", ".join(f"{w}: {v:.1f}" for w, v in r["pipeline_cutouts_per_s_by_workers"].items())
+    print(
+        f"  (c) pipeline end to end           {r['pipeline_cutouts_per_s']:8.1f} cutouts/s   by workers {by_w}"
+    )
+    print(
+        f"  (d) attribution                   {r['attribution_s_per_cutout']:8.3f} s/cutout ({r['attribution_ig_steps']} IG steps)"
+    )
+    print(
+        f"  (e) naive FITS + DataLoader       {r['naive_cutouts_per_s']:8.1f} cutouts/s   (reading alone {r['naive_io_cutouts_per_s']:.1f})"
+    )
+    print(
+        f"  pipeline / model {r['pipeline_over_model']:.2f}; pipeline / naive {r['pipeline_over_naive']:.2f}"
+    )
+    for name, p in r["projection"].items():
+        print(
+            f"  projection {name}: {p['clusters']:,} clusters in {p['hours_masses']:.2f} h "
+            f"({p['hours_with_attribution_all']:.1f} h with attribution on every row)"
+        )
+    return 0
+
+
 def cmd_store_info(args) -> int:
     import numpy as np
 
@@ -449,6 +509,7 @@ COMMANDS = {
     "query": cmd_query,
     "explain": cmd_explain,
     "report": cmd_report,
+    "bench": cmd_bench,
 }
 
 

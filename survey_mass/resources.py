@@ -36,6 +36,17 @@ def pipeline_dir() -> Path:
     return _first_existing(_PKG / "_pipelines", _REPO / "pipelines")
 
 
+def benchmarks_module():
+    """The ``benchmarks/throughput.py`` module (shipped as ``survey_mass/_benchmarks``), imported by path."""
+    import importlib.util
+
+    path = _first_existing(_PKG / "_benchmarks", _REPO / "benchmarks") / "throughput.py"
+    spec = importlib.util.spec_from_file_location("survey_mass_benchmarks_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def model_dir() -> Path:
     """Folder holding the shipped model bundle (weights and model card)."""
     return _PKG / "data" / "model"

@@ -367,9 +367,12 @@ def build_mock_store(
 
         own = client is None
         if own:
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
+            from ..inference.cluster import worker_environment
+
+            with worker_environment():
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
             client = Client(cluster)
         try:
             # biggest partitions first keeps the workers busy to the end

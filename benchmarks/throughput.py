@@ -1,0 +1,249 @@
+"""Throughput benchmarks behind ``survey-mass bench``. One run measures, on the same cutouts and device:
+
+(a) ``model``        the model bundle alone on in-memory arrays: the k-fold CNN ensemble plus the richness
+                     baseline (source detection), i.e. everything the model computes for a catalog row;
+                     ``cnn_cutouts_per_s`` is the CNN ensemble alone;
+(b) ``io``           the store read and decoded, partition by partition, into a no-op model (torchgeo style):
+                     reading timed apart from compute;
+(c) ``pipeline``     ``survey-mass run`` end to end (store -> model -> HATS Parquet), attribution off, with
+                     1..N workers (1 = in-process, >1 = a Dask LocalCluster);
+(d) ``attribution``  IG x Grad-CAM seconds per cutout at the run's default IG steps;
+(e) ``naive``        what a user would write without this tool: one FITS file per band per cutout, as SDSS
+                     cutout services deliver them, opened with astropy in a torch ``Dataset`` and batched by a
+                     ``DataLoader`` (batch 64, the default single process), then the same model.
+
+The naive files and the benchmark store are made before any timing starts; making them is not timed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_FOOTPRINT = "box:140,170,-5,20"
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_store(workdir: Path, footprint: str, progress: bool) -> Path:
+    """A mock store of ``footprint`` (real redMaPPer positions), made once and reused from ``workdir``."""
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.mock.survey import MockConfig, build_mock_store
+
+    out = workdir / f"bench-{footprint.replace(':', '_').replace(',', '_')}.zarr"
+    build_mock_store(
+        parse_footprint(footprint),
+        out,
+        config=MockConfig(seed=11),
+        workers=min(2, os.cpu_count() or 1),
+        progress=progress,
+    )
+    return out
+
+
+def write_naive_fits(images: np.ndarray, ids: np.ndarray, folder: Path) -> list[list[Path]]:
+    """One FITS file per band per cutout (``<id>-<band>.fits``), as a cutout service would deliver them."""
+    from astropy.io import fits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for img, i in zip(images, ids, strict=True):
+        row = []
+        for b, band in enumerate("ugriz"):
+            f = folder / f"{int(i)}-{band}.fits"
+            hdu = fits.PrimaryHDU(img[b])
+            hdu.header["BUNIT"] = "nanomaggy"
+            hdu.header["FILTER"] = band
+            hdu.writeto(f, overwrite=True)
+            row.append(f)
+        files.append(row)
+    return files
+
+
+class NaiveFitsDataset:
+    """A torch-style Dataset: item k opens the five FITS files of cutout k with astropy and stacks them."""
+
+    def __init__(self, files: list[list[Path]], z: np.ndarray):
+        self.files = files
+        self.z = z
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, k: int):
+        from astropy.io import fits
+
+        bands = []
+        for f in self.files[k]:
+            with fits.open(f, memmap=False) as hdul:
+                bands.append(np.asarray(hdul[0].data, dtype=np.float32))
+        return np.stack(bands), np.float32(self.z[k])
+
+
+def run_benchmarks(
+    *,
+    store: str | Path | None = None,
+    footprint: str = DEFAULT_FOOTPRINT,
+    device: str = "cpu",
+    max_workers: int | None = None,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+    ig_steps: int | None = None,
+) -> dict:
+    """Run (a)-(e) and return one flat dict of figures (see the module docstring)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from survey_mass.attribution import attribute
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.inference.predict import cnn_masses, predict_partition, richness_masses
+    from survey_mass.inference.run import RunOptions, run_catalog
+    from survey_mass.models.bundle import load_bundle
+    from survey_mass.pipelines import load_pipeline
+    from survey_mass.resources import model_dir
+    from survey_mass.store import open_store
+    from survey_mass.training.train import resolve_device
+
+    dev = resolve_device(device)
+    ncpu = os.cpu_count() or 1
+    max_workers = max_workers or (torch.cuda.device_count() if dev.type == "cuda" else ncpu) or 1
+    own_tmp = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="survey-mass-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        store_path = Path(store) if store else bench_store(work, footprint, progress)
+        st = open_store(store_path)
+        bundle = load_bundle(model_dir()).to(dev)
+        bundle.check_store(st)
+        torch.set_num_threads(ncpu)
+        parts = st.partitions
+        # the same cutouts for every leg: the whole store
+        images = np.concatenate([st.images(p) for p in parts])
+        cols = [st.columns(p) for p in parts]
+        z = np.concatenate([c["z"] for c in cols]).astype(float)
+        ids = np.concatenate([c["id"] for c in cols])
+        n = images.shape[0]
+        batch = 64
+
+        # (a) the model alone, in memory
+        def model_all():
+            for s in range(0, n, batch):
+                cnn_masses(bundle, images[s : s + batch], z[s : s + batch], batch_size=batch, device=dev)
+                richness_masses(bundle, images[s : s + batch], z[s : s + batch])
+
+        def cnn_all():
+            cnn_masses(bundle, images, z, batch_size=batch, device=dev)
+
+        cnn_all()  # warm-up
+        t_cnn = _timed(cnn_all, 2)
+        t_model = _timed(model_all, 2)
+
+        # (b) read + decode only, no-op model
+        def io_all():
+            total = 0.0
+            for p in parts:
+                imgs = st.images(p)
+                st.columns(p)
+                total += float(imgs[:, :, 0, 0].sum())  # the no-op model touches the data
+            return total
+
+        t_io = _timed(io_all, 2)
+
+        # (c) the pipeline, 1..N workers
+        pipeline = {}
+        fp = parse_footprint(footprint)
+        for w in range(1, max_workers + 1):
+            out = work / f"catalog-w{w}"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            run_catalog(
+                store_path=str(store_path),
+                model_path=str(model_dir()),
+                catalog=str(out),
+                footprint=fp,
+                opts=RunOptions(attribution="none", device=str(dev)),
+                workers=w,
+                progress=False,
+                name="bench",
+            )
+            pipeline[w] = n / (time.perf_counter() - t0)
+            shutil.rmtree(out, ignore_errors=True)
+
+        # (d) attribution
+        steps = ig_steps or int(load_pipeline("dr12")["attribution"]["ig_steps"])
+        k = min(16, n)
+        t_attr = _timed(lambda: attribute(bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale))
+
+        # (e) the naive way: FITS per band per cutout -> astropy -> DataLoader -> the same model
+        files = write_naive_fits(images, ids, work / "naive_fits")
+        loader = DataLoader(NaiveFitsDataset(files, z), batch_size=batch, shuffle=False)
+
+        def naive_all():
+            for xb, zb in loader:
+                xb_np, zb_np = xb.numpy(), zb.numpy().astype(float)
+                cnn_masses(bundle, xb_np, zb_np, batch_size=batch, device=dev)
+                richness_masses(bundle, xb_np, zb_np)
+
+        def naive_read_only():
+            for xb, _ in loader:
+                float(xb[:, :, 0, 0].sum())
+
+        t_naive = _timed(naive_all)
+        t_naive_io = _timed(naive_read_only)
+
+        # the pipeline's own per-partition compute, for the overhead breakdown
+        def predict_only():
+            for p, c in zip(parts, cols, strict=True):
+                predict_partition(bundle, st.images(p), c, batch_size=batch, device=dev)
+
+        t_pred = _timed(predict_only)
+        best_w = max(pipeline, key=pipeline.get)
+        result = {
+            "device": str(dev),
+            "cpu_count": ncpu,
+            "torch_threads": torch.get_num_threads(),
+            "cutouts": int(n),
+            "partitions": len(parts),
+            "store": str(store_path),
+            "model_id": bundle.model_id,
+            "model_cutouts_per_s": n / t_model,
+            "cnn_cutouts_per_s": n / t_cnn,
+            "io_cutouts_per_s": n / t_io,
+            "predict_partition_cutouts_per_s": n / t_pred,
+            "pipeline_cutouts_per_s": pipeline[best_w],
+            "pipeline_best_workers": best_w,
+            "pipeline_cutouts_per_s_by_workers": {str(k): v for k, v in pipeline.items()},
+            "naive_cutouts_per_s": n / t_naive,
+            "naive_io_cutouts_per_s": n / t_naive_io,
+            "attribution_s_per_cutout": t_attr / k,
+            "attribution_ig_steps": steps,
+        }
+        result["pipeline_over_model"] = result["pipeline_cutouts_per_s"] / result["model_cutouts_per_s"]
+        result["pipeline_over_naive"] = result["pipeline_cutouts_per_s"] / result["naive_cutouts_per_s"]
+        return result
+    finally:
+        if own_tmp:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def projection(result: dict, n_clusters: int) -> dict:
+    """Hours to run ``n_clusters`` at the measured pipeline rate, with and without attribution on every row."""
+    rate = result["pipeline_cutouts_per_s"]
+    return {
+        "clusters": n_clusters,
+        "hours_masses": n_clusters / rate / 3600,
+        "hours_with_attribution_all": (n_clusters / rate + n_clusters * result["attribution_s_per_cutout"])
+        / 3600,
+    }
