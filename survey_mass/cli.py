@@ -289,9 +289,10 @@ def cmd_run(args) -> int:
     glob = f"{summary['catalog']}/dataset/**/*.parquet"
     print("query it, e.g. the 10 most massive clusters:")
     print(
-        f'  python -c "import duckdb; duckdb.sql(\\"SELECT name, z, log10_m500, log10_m500_err, log10_m500_richness '
-        f"FROM read_parquet('{glob}') ORDER BY log10_m500 DESC LIMIT 10\\\").show()\""
+        f'  survey-mass query {out} "SELECT name, z, log10_m500, log10_m500_err, log10_m500_richness '
+        f'FROM catalog ORDER BY log10_m500 DESC LIMIT 10"'
     )
+    print(f"  (or DuckDB directly: read_parquet('{glob}', hive_partitioning = false))")
     return 0
 
 
@@ -519,8 +520,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    import signal
+
     from .errors import SurveyMassError
 
+    def _terminated(signum, frame):  # SIGTERM (a batch system's stop) behaves like Ctrl-C
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        pass
     try:
         return COMMANDS[args.command](args)
     except SurveyMassError as exc:
@@ -536,5 +546,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> None:
+    """Console-script entry point.
+
+    After an interrupt, finished partitions are on disk and every temporary is gone; exit at once so that
+    background threads (Zarr's event loop, Dask's) cannot print shutdown noise after the one-line message.
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

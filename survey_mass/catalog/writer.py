@@ -92,6 +92,8 @@ def check_output(catalog: Path, *, overwrite: bool = False) -> None:
         "skymap.fits",
         "point_map.fits",
         "data_thumbnail.parquet",
+        "run_config.json",
+        ".dask-scratch",
     }
     if entries and not entries <= ours:
         raise CatalogError(
@@ -121,6 +123,9 @@ def write_partition(catalog: Path, order: int, pixel: int, table: pa.Table) -> P
         raise CatalogError(
             f"catalog {str(catalog)!r}: partition {pixel} could not be written ({exc.strerror or exc})"
         ) from None
+    except BaseException:  # interrupted mid-write: leave nothing half-written behind
+        tmp.unlink(missing_ok=True)
+        raise
     return final
 
 

@@ -47,8 +47,13 @@ def gpu_available() -> bool:
 
 
 def start_cluster(
-    *, scheduler: str | None = None, workers: int | None = None, device: str = "auto"
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    local_directory: str | None = None,
 ) -> ClusterChoice:
+    """Connect to ``scheduler`` or start a local cluster whose workers keep scratch files in ``local_directory``."""
     from distributed import Client
 
     from ..errors import SurveyMassError
@@ -71,7 +76,7 @@ def start_cluster(
                 ) from None
         else:
             with worker_environment():
-                cluster = LocalCUDACluster(threads_per_worker=1)
+                cluster = LocalCUDACluster(threads_per_worker=1, local_directory=local_directory)
             client = Client(cluster)
             return ClusterChoice(
                 client,
@@ -84,7 +89,12 @@ def start_cluster(
 
     with worker_environment():
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=50,
+            local_directory=local_directory,
         )
     client = Client(cluster)
     return ClusterChoice(client, f"LocalCluster ({n} workers x 1 thread)", cluster, client.dashboard_link)

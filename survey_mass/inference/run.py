@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,6 +144,34 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
     }
 
 
+def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: RunOptions) -> None:
+    """A resumed run must be the same run: same store, model, footprint and attribution settings.
+
+    Otherwise the catalog would mix rows made two ways. The first run records them in ``run_config.json``.
+    """
+    cfg = {
+        "store": str(Path(store_path).resolve()),
+        "model_id": bundle.model_id,
+        "footprint": footprint.name,
+        "attribution": opts.attribution,
+        "ig_steps": opts.ig_steps if opts.attribution != "none" else None,
+        "sample_fraction": opts.sample_fraction if opts.attribution == "sample" else None,
+        "seed": opts.seed,
+    }
+    f = Path(catalog) / "run_config.json"
+    if f.exists():
+        old = json.loads(f.read_text())
+        diff = [k for k in cfg if old.get(k) != cfg[k]]
+        if diff:
+            raise SurveyMassError(
+                f"output {str(catalog)!r} holds a run made with other settings ({', '.join(diff)} differ: "
+                f"{old.get(diff[0])!r} then, {cfg[diff[0]]!r} now); rerun with the same settings to resume, or "
+                "use --overwrite or another --out"
+            )
+    else:
+        f.write_text(json.dumps(cfg, indent=1))
+
+
 class RunLock:
     """``CATALOG/.lock`` holds the pid of the run writing the catalog; a live holder makes others refuse."""
 
@@ -207,10 +236,22 @@ def run_catalog(
         for p in store.partitions
         if p in set(footprint.moc.degrade_to_order(store.order).flatten().tolist())
     ]
+    in_fp = set(footprint.moc.degrade_to_order(store.order).flatten().tolist())
+    gone = [p for p in store.missing_partitions() if p in in_fp]
+    if gone:
+        from ..errors import StoreError
+        from ..paths import partition_group_path
+
+        raise StoreError(
+            f"store {store_path!r}: partition {gone[0]} ({partition_group_path(store.order, gone[0])}) is listed in "
+            f"the store's manifest but missing{f' (and {len(gone) - 1} more)' if len(gone) > 1 else ''}; restore it "
+            "or rebuild the store (survey-mass mock resumes)"
+        )
     if not parts:
         raise SurveyMassError(f"store {store_path!r} has no partition inside footprint {footprint.name!r}")
     with RunLock(catalog_p):
         remove_temporaries(catalog_p)
+        _check_run_config(catalog_p, store_path, bundle, footprint, opts)
         todo = [p for p in parts if not partition_done(catalog_p, store.order, p)]
         results: list[dict] = []
         dashboard, kind = None, "in-process"
@@ -220,7 +261,11 @@ def run_catalog(
 
             from .cluster import start_cluster
 
-            choice = start_cluster(scheduler=scheduler, workers=workers, device=opts.device)
+            # worker scratch space stays inside the output (nothing is written outside --out)
+            scratch = catalog_p / ".dask-scratch"
+            choice = start_cluster(
+                scheduler=scheduler, workers=workers, device=opts.device, local_directory=str(scratch)
+            )
             kind, dashboard = choice.kind, choice.dashboard
             if progress:
                 print(f"dask: {kind}; dashboard {dashboard}", flush=True)
@@ -251,6 +296,9 @@ def run_catalog(
                 choice.client.close()
                 if choice.owned is not None:
                     choice.owned.close()
+                # workers stopped mid-write leave temporaries; finished partitions are complete files
+                remove_temporaries(catalog_p)
+                shutil.rmtree(scratch, ignore_errors=True)
         else:
             opts = RunOptions(**{**asdict(opts), "torch_threads": os.cpu_count() or 1})
             for p in todo:

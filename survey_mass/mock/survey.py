@@ -392,6 +392,9 @@ def build_mock_store(
             n_new += n
             bar.update(1)
     bar.close()
+    from ..store.cutouts import write_manifest
+
+    write_manifest(out)
     wall = time.perf_counter() - t0
     store = open_store(out)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())

@@ -173,6 +173,23 @@ def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: d
     os.replace(path / tmp, final)
 
 
+def write_manifest(path: str | Path) -> dict[str, int]:
+    """Record the complete partitions and their cutout counts in the root attribute ``partitions``.
+
+    Builders call this once every partition is written. Readers then notice a partition group that has gone
+    missing since (:meth:`CutoutStore.missing_partitions`) instead of silently producing fewer rows.
+    """
+    import zarr
+
+    store = open_store(path)
+    manifest = {str(p): store.n_cutouts(p) for p in store.partitions}
+    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    attrs = dict(root.attrs[ATTR_KEY])
+    attrs["partitions"] = manifest
+    root.attrs[ATTR_KEY] = attrs
+    return manifest
+
+
 def _write_arrays(g, n: int, size: int, images: np.ndarray, columns: dict[str, np.ndarray]) -> None:
     from zarr.codecs import ZstdCodec
 
@@ -184,7 +201,7 @@ def _write_arrays(g, n: int, size: int, images: np.ndarray, columns: dict[str, n
         chunks=(inner, len(BANDS), size, size),
         shards=(-(-nn // inner) * inner, len(BANDS), size, size),
         dtype="float32",
-        compressors=ZstdCodec(level=1),
+        compressors=ZstdCodec(level=1, checksum=True),  # a corrupted chunk fails loudly
         fill_value=np.nan,
     )
     if n:
@@ -196,7 +213,7 @@ def _write_arrays(g, n: int, size: int, images: np.ndarray, columns: dict[str, n
         if dtype is str:
             a = g.create_array(name, shape=(n,), chunks=(nn,), dtype=str)
             if n:
-                a[:] = values.astype(str)
+                a[:] = np.asarray(values, dtype=object).astype(str)  # numpy StringDType too
         else:
             a = g.create_array(name, shape=(n,), chunks=(nn,), dtype=dtype, fill_value=0)
             if n:
@@ -238,6 +255,11 @@ class CutoutStore:
             if m and entry.is_dir():
                 out.append(int(m.group(1)))
         return sorted(out)
+
+    def missing_partitions(self) -> list[int]:
+        """Partitions the store's manifest lists whose group is gone (empty without a manifest)."""
+        listed = {int(p) for p in self.attrs.get("partitions", {})}
+        return sorted(listed - set(self.partitions))
 
     def _group(self, pixel: int):
         import zarr

@@ -257,6 +257,9 @@ def ingest_frames(
             sub["log10_m500_label"].to_numpy(float) if "log10_m500_label" in sub else np.full(m.sum(), np.nan)
         )
         write_partition(out, int(p), imgs[m], cols)
+    from .cutouts import write_manifest
+
+    write_manifest(out)
     return {
         "store": str(out),
         "frames": len(frames),
