@@ -18,6 +18,10 @@ EPILOG = """examples:
   survey-mass footprint dr12 --json
   survey-mass mock --footprint box:150,160,0,10 --out box.zarr --workers 2
   survey-mass ingest --frames frames/ --candidates clusters.fits --out real.zarr
+  survey-mass query dr12_masses "SELECT name, z, log10_m500 FROM catalog ORDER BY log10_m500 DESC LIMIT 20"
+  survey-mass explain dr12_masses --id 3 --png cluster3.png
+  survey-mass report dr12_masses --out dr12_report
+  survey-mass bench --json
 """
 
 
@@ -166,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bn.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     bn.add_argument("--store", help="benchmark on this store (default: a mock of --footprint, made once)")
-    bn.add_argument("--footprint", default="box:140,170,-5,20", help="footprint of the benchmark store")
+    bn.add_argument(
+        "--footprint",
+        default="box:120,200,-5,40",
+        help="footprint of the benchmark store (default: 15,577 mock clusters, 26 partitions)",
+    )
     bn.add_argument(
         "--max-workers", type=_positive_int, help="pipeline workers to try, 1..N (default: cores/GPUs)"
     )
@@ -379,6 +387,7 @@ def cmd_query(args) -> int:
     cone = Cone(ra=args.cone[0], dec=args.cone[1], radius_arcmin=args.cone[2]) if args.cone else None
     res = query(args.catalog, args.sql, cone=cone, where=args.where, columns=args.columns)
     write_result(res.table, args.format, args.out, catalog=args.catalog, max_rows=args.max_rows)
+    sys.stdout.flush()
     print(
         f"{res.table.num_rows} rows from {len(res.files)} of {res.n_partitions} partition files"
         + (f" -> {args.out}" if args.out else ""),

@@ -11,6 +11,7 @@ inner 200-600 kpc of a cluster between z = 0.1 and 0.5.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -305,9 +306,11 @@ def plan(footprint, cfg: MockConfig, candidates: pd.DataFrame | None) -> list[Pa
         area = float(sub.sky_fraction * 4 * np.pi * (180 / np.pi) ** 2)
         if area <= 0:
             continue
-        cells = np.asarray(
-            sub.refine_to_order(10).flatten() if hasattr(sub, "refine_to_order") else sub.flatten()
-        )
+        with warnings.catch_warnings():  # mocpy warns when the MOC is already finer than order 10
+            warnings.simplefilter("ignore", UserWarning)
+            cells = np.asarray(
+                sub.refine_to_order(10).flatten() if hasattr(sub, "refine_to_order") else sub.flatten()
+            )
         jobs.append(PartitionJob(int(p), None, cells.astype(np.int64), area))
     return jobs
 
