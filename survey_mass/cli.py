@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", help="cutout store (default: the one the catalog records)")
     e.add_argument("--model", help="model directory (default: the shipped weights, if they made the catalog)")
     e.add_argument(
-        "--steps", type=_positive_int, default=256, help="integrated-gradients steps (default 256)"
+        "--steps", type=_positive_int, default=1024, help="integrated-gradients steps (default 1024)"
     )
 
     rp = sub.add_parser("report", help="sky map, mass-redshift, errors and calibration pictures of a catalog")
@@ -266,12 +266,12 @@ def cmd_run(args) -> int:
         batch_size=pipe["inference"].get("batch_size", 64),
         device=device,
         attribution=mode,
-        ig_steps=att.get("ig_steps", 16),
+        ig_steps=att.get("ig_steps", RunOptions.ig_steps),
         sample_fraction=att.get("sample_fraction", 0.05),
     )
     if mode == "sample":
         print(
-            f"attribution: IG ({opts.ig_steps} steps) x Grad-CAM on a seeded {opts.sample_fraction:.1%} sample to keep "
+            f"attribution: IG ({opts.ig_steps} steps) x Grad-CAM on a seeded {opts.sample_fraction:.2%} sample to keep "
             "the CPU run short; other rows have null summaries and quality bit 64 (NO_ATTRIBUTION). "
             "Use --attribution all for every row.",
             flush=True,

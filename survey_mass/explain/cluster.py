@@ -49,7 +49,7 @@ def explain_cluster(
     *,
     store: str | Path | None = None,
     model: str | Path | None = None,
-    steps: int = 256,
+    steps: int = 1024,
 ) -> dict:
     """Recompute one row's attribution maps and draw them into ``png``. Returns the recomputed summaries.
 

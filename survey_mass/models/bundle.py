@@ -87,6 +87,7 @@ def save_bundle(
         "feature_mean": [float(v) for v in feature_mean],
         "feature_std": [float(v) for v in feature_std],
         "calibration_scale": calibration_scale,
+        "label_selection": report.get("label_selection"),
         "richness_baseline": baseline.to_dict(),
         "metrics": {
             "band_accuracy": report["band_accuracy"],

@@ -8,8 +8,9 @@
 3. **Count inside R = min(R_lambda, 30 pixels) and subtract the background.** The background is the density of
    sources passing the same cuts in cutouts of clusters at other redshifts (|dz| > 0.15), whose members have
    other colours. It is measured on the training store (:class:`RichnessBaseline`.fit).
-4. **Calibrate on the same folds as the CNN.** Least squares fits log10 M = a + b log10(lambda_hat) + c z on each
-   training fold.
+4. **Calibrate on the same folds as the CNN.** log10 M = a + b log10(lambda_hat) + c z with scatter sigma, fitted
+   on each training fold with the selection-aware likelihood of :mod:`survey_mass.selection` when the labels'
+   selection is known (least squares otherwise).
 """
 
 from __future__ import annotations
@@ -135,10 +136,40 @@ class RichnessBaseline:
             dens.append(float(np.mean(counts)) / full_area)
         self.background = dens
 
-    def fit_fold(self, lam_hat: np.ndarray, z: np.ndarray, log_m: np.ndarray) -> list[float]:
+    def fit_fold(
+        self, lam_hat: np.ndarray, z: np.ndarray, log_m: np.ndarray, *, selection=None
+    ) -> list[float]:
+        """(a, b, c, sigma) of log M = a + b log10(lambda_hat) + c z, with scatter sigma.
+
+        With ``selection`` (:class:`survey_mass.selection.XraySelection`) the fit maximises the selection-aware
+        likelihood, so that it describes every cluster and not only the selected ones; otherwise least squares.
+        """
         a = np.stack([np.ones_like(z), np.log10(lam_hat), z], axis=1)
         coef, *_ = np.linalg.lstsq(a, log_m, rcond=None)
-        return [float(c) for c in coef]
+        sigma = float(np.std(log_m - a @ coef))
+        if selection is None:
+            return [float(c) for c in coef] + [sigma]
+        from scipy.optimize import minimize
+
+        from ..selection import truncated_nll
+
+        m_lim = selection.m_lim(z)
+
+        def nll(p):
+            return float(
+                np.sum(
+                    truncated_nll(
+                        a @ p[:3], np.exp(p[3]), log_m, m_lim, selection.s, selection.label_noise_dex
+                    )
+                )
+            )
+
+        start = np.array([*coef, np.log(max(sigma, 0.05))])
+        res = minimize(
+            nll, start, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-6, "fatol": 1e-7}
+        )
+        p = res.x
+        return [float(p[0]), float(p[1]), float(p[2]), float(np.exp(p[3]))]
 
     @staticmethod
     def predict(coef: list[float], lam_hat: np.ndarray, z: np.ndarray) -> np.ndarray:

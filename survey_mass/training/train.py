@@ -42,6 +42,8 @@ class TrainConfig:
     stage2_weight_decay: float = 1e-3
     #: cutouts used to measure the richness baseline's background
     background_cutouts: int = 3000
+    #: fit the labels with the selection-aware likelihood when the store says how they were selected
+    selection_aware: bool = True
     threads: int | None = None
 
 
@@ -196,15 +198,34 @@ def assign_folds(ids: np.ndarray, k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def train_head(xtr, ytr, xva, yva, cfg: TrainConfig, seed: int, device) -> tuple[MassRegressor, dict]:
+def train_head(
+    xtr, ytr, xva, yva, cfg: TrainConfig, seed: int, device, *, selection=None, mlim_tr=None, mlim_va=None
+) -> tuple[MassRegressor, dict]:
+    """One fold's regressor. With ``selection`` the loss is the selection-aware likelihood
+    (:func:`survey_mass.selection.truncated_nll`), so the head learns the population's mass, not the selected
+    clusters'; otherwise the Gaussian NLL."""
     torch.manual_seed(seed)
     head = MassRegressor(feature_dim=(xtr.shape[1] - 6) // 5)
     head.set_target_scaling(float(np.mean(ytr)), float(np.std(ytr)))
     head = head.to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
-    nll = nn.GaussianNLLLoss(full=False, eps=1e-6)
+    gauss = nn.GaussianNLLLoss(full=False, eps=1e-6)
     xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr.astype(np.float32)).to(device)
     xva_t, yva_t = torch.from_numpy(xva).to(device), torch.from_numpy(yva.astype(np.float32)).to(device)
+    if selection is not None:
+        from ..selection import truncated_nll
+
+        lim_tr = torch.from_numpy(np.asarray(mlim_tr, np.float32)).to(device)
+        lim_va = torch.from_numpy(np.asarray(mlim_va, np.float32)).to(device)
+
+    def nll(mu, y, var, rows=None, lim=None):
+        if selection is None:
+            return gauss(mu, y, var)
+        m = lim if rows is None else lim[rows]
+        return truncated_nll(
+            mu, torch.sqrt(var), y, m, selection.s, selection.label_noise_dex, xp=torch
+        ).mean()
+
     rng = np.random.default_rng(seed)
     best, best_state, best_epoch, wait = np.inf, None, 0, 0
     curve = []
@@ -214,16 +235,18 @@ def train_head(xtr, ytr, xva, yva, cfg: TrainConfig, seed: int, device) -> tuple
         for s in range(0, len(perm), cfg.stage2_batch):
             b = torch.from_numpy(perm[s : s + cfg.stage2_batch]).to(device)
             mu, log_s = head(xtr_t[b])
-            loss = nll(mu, ytr_t[b], torch.exp(2 * log_s))
+            loss = nll(mu, ytr_t[b], torch.exp(2 * log_s), b, lim_tr if selection is not None else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         head.eval()
         with torch.no_grad():
             mu, log_s = head(xva_t)
-            v = float(nll(mu, yva_t, torch.exp(2 * log_s)))
+            v = float(nll(mu, yva_t, torch.exp(2 * log_s), None, lim_va if selection is not None else None))
             tr_mu, tr_ls = head(xtr_t)
-            t = float(nll(tr_mu, ytr_t, torch.exp(2 * tr_ls)))
+            t = float(
+                nll(tr_mu, ytr_t, torch.exp(2 * tr_ls), None, lim_tr if selection is not None else None)
+            )
         curve.append((t, v))
         if v < best - 1e-4:
             best, best_epoch, wait = v, epoch, 0
@@ -320,6 +343,10 @@ def train(
     truth = table.truth[labelled]
     z = table.z[labelled]
     feat_time = time.perf_counter() - t_feat
+    from ..selection import selected_moments, selection_for_store
+
+    selection = selection_for_store(store) if cfg.selection_aware else None
+    m_lim = selection.m_lim(z) if selection is not None else None
 
     # richness baseline: detections on the labelled cutouts and a background sample
     t_rich = time.perf_counter()
@@ -341,6 +368,7 @@ def train(
     oof_mu = np.full(y.size, np.nan)
     oof_sig = np.full(y.size, np.nan)
     oof_rich = np.full(y.size, np.nan)
+    oof_rich_sig = np.full(y.size, np.nan)
     heads, fold_info = [], []
     t_s2 = time.perf_counter()
     bar = _bar(cfg.folds, "stage 2 folds", progress)
@@ -357,24 +385,55 @@ def train(
             head.load_state_dict(state["model"])
             info = json.loads(bytes(state["info"].numpy().tobytes()).decode())
         else:
-            head, info = train_head(xs[tr], y[tr], xs[va], y[va], cfg, cfg.seed + k, device)
+            head, info = train_head(
+                xs[tr],
+                y[tr],
+                xs[va],
+                y[va],
+                cfg,
+                cfg.seed + k,
+                device,
+                selection=selection,
+                mlim_tr=None if m_lim is None else m_lim[tr],
+                mlim_va=None if m_lim is None else m_lim[va],
+            )
             blob = torch.frombuffer(bytearray(json.dumps(info).encode()), dtype=torch.uint8)
             torch.save({"model": head.state_dict(), "info": blob}, ck)
         oof_mu[test], oof_sig[test] = predict_head(head, xs[test], device)
-        coef = baseline.fit_fold(lam_hat[train_idx], z[train_idx], y[train_idx])
+        coef = baseline.fit_fold(lam_hat[train_idx], z[train_idx], y[train_idx], selection=selection)
         baseline.folds.append(coef)
         oof_rich[test] = baseline.predict(coef, lam_hat[test], z[test])
+        oof_rich_sig[test] = coef[3]
         heads.append(head)
         fold_info.append(info)
         bar.update(1)
     bar.close()
     s2_time = time.perf_counter() - t_s2
 
-    # calibration: one scale on out-of-fold z-scores so that 68% intervals hold 68%
-    zscore = np.abs(y - oof_mu) / oof_sig
-    scale = float(np.quantile(zscore, 0.6827))
-    coverage_before = float(np.mean(zscore < 1))
-    coverage_after = float(np.mean(zscore < scale))
+    # The heads predict the population's mass. Against the labels, which only selected clusters have, both the
+    # CNN and the baseline are scored by what they imply for a *selected* cluster (selection.selected_moments).
+    pop_mu, pop_rich = oof_mu.copy(), oof_rich.copy()
+    if selection is not None:
+        sn = selection.label_noise_dex
+        oof_mu, sd_sel = selected_moments(pop_mu, oof_sig, m_lim, selection.s, sn)
+        oof_rich, _ = selected_moments(pop_rich, oof_rich_sig, m_lim, selection.s, sn)
+
+        def coverage(k):
+            mean, sd = selected_moments(pop_mu, k * oof_sig, m_lim, selection.s, sn)
+            return float(np.mean(np.abs(y - mean) < sd))
+
+        # calibration: one scale on sigma so that 68% of out-of-fold labels fall within the selected 68% interval
+        grid = np.linspace(0.3, 4.0, 371)
+        covs = np.array([coverage(k) for k in grid])
+        scale = float(grid[np.argmin(np.abs(covs - 0.6827))])
+        coverage_before = coverage(1.0)
+        coverage_after = coverage(scale)
+    else:
+        # calibration: one scale on out-of-fold z-scores so that 68% intervals hold 68%
+        zscore = np.abs(y - oof_mu) / oof_sig
+        scale = float(np.quantile(zscore, 0.6827))
+        coverage_before = float(np.mean(zscore < 1))
+        coverage_after = float(np.mean(zscore < scale))
 
     per_fold = []
     for k in range(cfg.folds):
@@ -414,6 +473,7 @@ def train(
         "stage2_curves": [f["curve"] for f in fold_info],
         "per_fold": per_fold,
         "summary": summary,
+        "label_selection": selection.to_dict() if selection is not None else None,
         "calibration": {
             "scale": scale,
             "coverage_68_before": coverage_before,
@@ -441,6 +501,8 @@ def train(
             "cnn": oof_mu.tolist(),
             "sigma": oof_sig.tolist(),
             "richness": oof_rich.tolist(),
+            "cnn_population": pop_mu.tolist(),
+            "richness_population": pop_rich.tolist(),
             "lambda_hat": lam_hat.tolist(),
         },
     }

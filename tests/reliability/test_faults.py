@@ -28,8 +28,10 @@ def slow_pipeline(tmp_path_factory) -> Path:
     from survey_mass.resources import pipeline_dir
 
     text = (pipeline_dir() / "smoke.toml").read_text()
-    text = text.replace('mode = "sample"', 'mode = "all"').replace("ig_steps = 128", "ig_steps = 8")
-    assert 'mode = "all"' in text and "workers = 1" in text
+    import re
+
+    text = re.sub(r"ig_steps = \d+", "ig_steps = 8", text.replace('mode = "sample"', 'mode = "all"'))
+    assert 'mode = "all"' in text and "ig_steps = 8" in text and "workers = 1" in text
     p = tmp_path_factory.mktemp("pipe") / "slow.toml"
     p.write_text(text)
     return p
