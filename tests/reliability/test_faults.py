@@ -50,6 +50,16 @@ def clean_catalog(small_store, slow_pipeline, tmp_path_factory) -> pd.DataFrame:
     return _read(out)
 
 
+def _start_run(store, out, pipeline) -> subprocess.Popen:
+    """``survey-mass run`` in a real subprocess, so that signals reach it as they would from a shell."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "survey_mass.cli", *map(str, _argv(store, out, pipeline))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _read(catalog: Path) -> pd.DataFrame:
     files = sorted((catalog / "dataset").rglob("Npix=*.parquet"))
     return pq.ParquetDataset(files).read().to_pandas().sort_values("id").reset_index(drop=True)
@@ -83,12 +93,7 @@ def test_interrupted_run_resumes_with_no_duplicate_and_no_lost_row(
     sig, small_store, slow_pipeline, clean_catalog, tmp_path, capsys
 ):
     out = tmp_path / "cat"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "survey_mass.cli", *map(str, _argv(small_store, out, slow_pipeline))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_run(small_store, out, slow_pipeline)
     _wait_for(lambda: any((out / "dataset").rglob("Npix=*.parquet")), what="the first partition")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -202,12 +207,7 @@ def test_failed_write_gives_a_clear_message_and_no_partial_file(tiny_store, tmp_
 
 def test_second_run_into_the_same_output_is_refused(small_store, slow_pipeline, tmp_path, capsys):
     out = tmp_path / "cat"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "survey_mass.cli", *map(str, _argv(small_store, out, slow_pipeline))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_run(small_store, out, slow_pipeline)
     try:
         _wait_for(lambda: (out / ".lock").exists(), what="the first run's lock")
         code, _, err = cli(_argv(small_store, out, slow_pipeline), capsys)
