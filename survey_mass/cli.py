@@ -378,6 +378,13 @@ def cmd_train(args) -> int:
         f"(ratio {s['mae_ratio_cnn_over_richness']:.2f}); 68% coverage {r['calibration']['coverage_68_after']:.2f}; "
         f"report: {args.out}/report.md"
     )
+    pop = s.get("population")
+    if pop:
+        print(
+            f"out-of-fold MAE vs true mass, {pop['n']} unlabelled clusters: CNN {pop['cnn_vs_truth']['mae']:.3f} dex, "
+            f"richness {pop['richness_vs_truth']['mae']:.3f} dex (ratio {pop['mae_ratio_cnn_over_richness']:.2f}); "
+            f"CNN 68% coverage {pop['cnn_coverage_68']:.2f}"
+        )
     return 0
 
 

@@ -82,8 +82,6 @@ def smoke_model(tmp_path_factory, labelled_store) -> tuple[Path, dict]:
         folds=3,
         stage1_images=2800,
         stage1_epochs=4,
-        stage2_epochs=80,
-        stage2_patience=15,
         background_cutouts=300,
         seed=1,
     )

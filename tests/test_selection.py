@@ -27,7 +27,11 @@ def test_selection_aware_fit_recovers_the_population():
     assert 300 < chosen.sum() < 0.5 * chosen.size  # a small, biased labelled subset
     b = RichnessBaseline()
     plain = b.fit_fold(lam[chosen], z[chosen], y[chosen])
-    aware = b.fit_fold(lam[chosen], z[chosen], y[chosen], selection=sel)
+    # the survey's likelihood: labelled clusters as selected, the others as non-detections
+    aware = b.fit_fold(lam, z, np.where(chosen, y, np.nan), selection=sel)
+    # the labels alone, given their selection, recover it too (less precisely)
+    truncated = b.fit_fold(lam[chosen], z[chosen], y[chosen], selection=sel)
+    assert abs(truncated[1] - 0.8) < 0.2
     err_plain = np.mean(np.abs(b.predict(plain, lam, z) - m))
     err_aware = np.mean(np.abs(b.predict(aware, lam, z) - m))
     bias_aware = np.mean(b.predict(aware, lam, z) - m)

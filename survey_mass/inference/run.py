@@ -31,7 +31,7 @@ class RunOptions:
     batch_size: int = 64
     device: str = "cpu"
     attribution: str = "sample"  # all | sample | none
-    ig_steps: int = 768
+    ig_steps: int = 384
     sample_fraction: float = 0.003
     seed: int = 2022
     torch_threads: int = 1

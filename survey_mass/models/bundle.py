@@ -65,7 +65,10 @@ def save_bundle(
         "card_version": CARD_VERSION,
         "model_id": "",
         "code_version": __version__,
-        "method": "Lin et al. 2022 two-stage CNN: band-classifier features (frozen) -> k-fold Gaussian regressors",
+        "method": (
+            "Lin et al. 2022 two-stage CNN: band-classifier features (frozen) -> k-fold linear Gaussian heads, "
+            "fitted with the survey's likelihood (labels as X-ray-selected, the other clusters as non-detections)"
+        ),
         "variant": variant,
         "widths": list(VARIANTS[variant]["widths"]),
         "bands": list(store.bands),

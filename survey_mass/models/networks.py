@@ -5,7 +5,7 @@ Stage 1, :class:`BandClassifier`
     no labels. Its :class:`Backbone` is the feature extractor.
 Stage 2, :class:`MassRegressor`
     The frozen backbone features of the five bands, the redshift and the per-band noise level in; the mean and
-    the aleatoric sigma of log10 M500 out. One regressor per cross-validation fold.
+    the aleatoric sigma of log10 M500 out. One linear regressor per cross-validation fold (see its docstring).
 
 Inputs are normalised per band image (:func:`normalise`): the median sky is subtracted and the image is
 divided by its robust noise (MAD), then compressed with asinh. The band classifier therefore cannot win on noise
@@ -99,33 +99,41 @@ class BandClassifier(nn.Module):
 
 
 class MassRegressor(nn.Module):
-    """Stage 2 head: (5 bands x features, z, 5 log-noises) -> (mean, log sigma) of log10 M500."""
+    """Stage 2 head: (5 bands x features, z, 5 log-noises) -> (mean, log sigma) of log10 M500.
 
-    def __init__(self, feature_dim: int, hidden: int = 128, dropout: float = 0.2):
+    The head is linear in the standardised features (plus z squared), with one aleatoric sigma per fold. It is
+    linear on purpose. Labels exist only for X-ray-selected clusters, so training also uses every unlabelled
+    cluster as a non-detection (:mod:`survey_mass.selection`). A flexible head can satisfy the non-detections
+    by pushing their masses arbitrarily low; a linear one cannot, and it extrapolates from the few hundred
+    massive labelled clusters to the population the way a scaling relation does. Training fits it on the leading
+    principal components with a ridge penalty chosen on each fold's validation split, then folds the projection
+    into this one layer (:meth:`set_from_components`).
+    """
+
+    def __init__(self, feature_dim: int):
         super().__init__()
         self.in_dim = len(BANDS) * feature_dim + 1 + len(BANDS)
-        self.net = nn.Sequential(
-            nn.Linear(self.in_dim, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden // 2),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden // 2, 2),
-        )
-        # targets are standardised inside the head: the network works in units of the training labels' spread
-        self.register_buffer("y_mean", torch.tensor(14.5))
-        self.register_buffer("y_scale", torch.tensor(0.3))
+        self.z_index = len(BANDS) * feature_dim  # the standardised redshift column
+        self.linear = nn.Linear(self.in_dim + 1, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.constant_(self.linear.bias, 14.2)
+        self.log_sigma = nn.Parameter(torch.tensor(-1.4))
 
-    def set_target_scaling(self, mean: float, scale: float) -> None:
-        self.y_mean.fill_(float(mean))
-        self.y_scale.fill_(float(max(scale, 1e-3)))
+    def design(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's inputs: the features and the square of the standardised redshift."""
+        return torch.cat([x, x[:, self.z_index : self.z_index + 1] ** 2], dim=1)
+
+    def set_from_components(self, weight: torch.Tensor, bias: float, log_sigma: float) -> None:
+        """Load a fitted linear map of :meth:`design` (weight of length ``in_dim + 1``)."""
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.reshape(1, -1).to(self.linear.weight))
+            self.linear.bias.fill_(float(bias))
+            self.log_sigma.fill_(float(log_sigma))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log sigma of log10 M500 (dex)."""
-        out = self.net(x)
-        mu = self.y_mean + self.y_scale * out[:, 0]
-        log_sigma = out[:, 1].clamp(-6.0, 1.5) + torch.log(self.y_scale)
-        return mu, log_sigma
+        mu = self.linear(self.design(x))[:, 0]
+        return mu, self.log_sigma + torch.zeros_like(mu)
 
 
 def band_features(backbone: Backbone, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

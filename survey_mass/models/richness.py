@@ -9,8 +9,8 @@
    sources passing the same cuts in cutouts of clusters at other redshifts (|dz| > 0.15), whose members have
    other colours. It is measured on the training store (:class:`RichnessBaseline`.fit).
 4. **Calibrate on the same folds as the CNN.** log10 M = a + b log10(lambda_hat) + c z with scatter sigma, fitted
-   on each training fold with the selection-aware likelihood of :mod:`survey_mass.selection` when the labels'
-   selection is known (least squares otherwise).
+   on each training fold with the survey's likelihood when the labels' selection is known (labelled clusters
+   as selected, the others as non-detections; :mod:`survey_mass.selection`), least squares otherwise.
 """
 
 from __future__ import annotations
@@ -137,36 +137,48 @@ class RichnessBaseline:
         self.background = dens
 
     def fit_fold(
-        self, lam_hat: np.ndarray, z: np.ndarray, log_m: np.ndarray, *, selection=None
+        self,
+        lam_hat: np.ndarray,
+        z: np.ndarray,
+        log_m: np.ndarray,
+        *,
+        selection=None,
+        m_lim: np.ndarray | None = None,
     ) -> list[float]:
         """(a, b, c, sigma) of log M = a + b log10(lambda_hat) + c z, with scatter sigma.
 
-        With ``selection`` (:class:`survey_mass.selection.XraySelection`) the fit maximises the selection-aware
-        likelihood, so that it describes every cluster and not only the selected ones; otherwise least squares.
+        ``log_m`` is NaN for clusters without a label. With ``selection``
+        (:class:`survey_mass.selection.XraySelection`) the fit maximises the survey's likelihood, the same one the
+        CNN heads use (:func:`survey_mass.training.train.head_nll`): labelled clusters as selected, unlabelled ones
+        as non-detections (or, when every row is labelled, the labels given their selection). So the relation
+        describes every cluster, not only the selected ones. Without it, least squares on the labelled clusters.
         """
         a = np.stack([np.ones_like(z), np.log10(lam_hat), z], axis=1)
-        coef, *_ = np.linalg.lstsq(a, log_m, rcond=None)
-        sigma = float(np.std(log_m - a @ coef))
+        lab = np.isfinite(log_m)
+        coef, *_ = np.linalg.lstsq(a[lab], log_m[lab], rcond=None)
+        sigma = float(np.std(log_m[lab] - a[lab] @ coef))
         if selection is None:
             return [float(c) for c in coef] + [sigma]
         from scipy.optimize import minimize
+        from scipy.special import log_ndtr
 
         from ..selection import truncated_nll
 
-        m_lim = selection.m_lim(z)
+        m_lim = selection.m_lim(z) if m_lim is None else m_lim
+        y0 = np.nan_to_num(log_m)
 
         def nll(p):
-            return float(
-                np.sum(
-                    truncated_nll(
-                        a @ p[:3], np.exp(p[3]), log_m, m_lim, selection.s, selection.label_noise_dex
-                    )
-                )
-            )
+            mu, sg = a @ p[:3], np.exp(p[3])
+            k = (mu - m_lim) / np.sqrt(sg**2 + selection.s**2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lab_nll = truncated_nll(mu, sg, y0, m_lim, selection.s, selection.label_noise_dex)
+            if lab.all():  # no non-detections to hand: the labels given their selection
+                return float(np.sum(lab_nll))
+            return float(np.sum(np.where(lab, lab_nll - log_ndtr(k), -log_ndtr(-k))))
 
         start = np.array([*coef, np.log(max(sigma, 0.05))])
         res = minimize(
-            nll, start, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-6, "fatol": 1e-7}
+            nll, start, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-6, "fatol": 1e-6}
         )
         p = res.x
         return [float(p[0]), float(p[1]), float(p[2]), float(np.exp(p[3]))]

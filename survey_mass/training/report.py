@@ -113,6 +113,19 @@ def write_report(out: Path, report: dict) -> None:
         f"{_fmt(s['label_vs_truth']['scatter'])} scatter.",
         "- Lin et al. 2022 (real SDSS): CNN 0.232 mean over folds, 0.214 best fold; redMaPPer richness 0.192.",
         "",
+    ]
+    pop = s.get("population")
+    if pop:
+        lines += [
+            "## The population: clusters without a label (out-of-fold, against the mock's true masses)",
+            "",
+            f"{pop['n']} clusters. CNN MAE **{_fmt(pop['cnn_vs_truth']['mae'])}** (bias "
+            f"{_fmt(pop['cnn_vs_truth']['bias'])}), richness MAE **{_fmt(pop['richness_vs_truth']['mae'])}** (bias "
+            f"{_fmt(pop['richness_vs_truth']['bias'])}): ratio {pop['mae_ratio_cnn_over_richness']:.2f}. "
+            f"68% coverage: CNN {pop['cnn_coverage_68']:.3f}, richness {pop['richness_coverage_68']:.3f}.",
+            "",
+        ]
+    lines += [
         "## Calibration",
         "",
         f"One scale s = {cal['scale']:.3f} multiplies the combined sigma. Out-of-fold 68% coverage: "

@@ -34,12 +34,11 @@ class TrainConfig:
     stage1_epochs: int = 2
     stage1_batch: int = 128
     stage1_lr: float = 2e-3
-    #: stage 2: max epochs, early-stopping patience (epochs), batch, learning rate, weight decay
-    stage2_epochs: int = 300
-    stage2_patience: int = 30
-    stage2_batch: int = 64
-    stage2_lr: float = 1e-3
-    stage2_weight_decay: float = 1e-3
+    #: stage 2: principal components of the frozen features the linear head is fitted on, and the ridge
+    #: strengths tried, per cluster of the pool (strongest first); each fold keeps the one with the best
+    #: validation likelihood
+    stage2_components: int = 128
+    stage2_ridge: tuple[float, ...] = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
     #: cutouts used to measure the richness baseline's background
     background_cutouts: int = 3000
     #: fit the labels with the selection-aware likelihood when the store says how they were selected
@@ -172,17 +171,23 @@ def train_stage1(store, table: StoreTable, cfg: TrainConfig, ckpt_dir: Path, dev
 
 
 @torch.no_grad()
-def extract_features(backbone, store, table: StoreTable, index: np.ndarray, device, batch: int = 64):
+@torch.no_grad()
+def extract_features(
+    backbone, store, table: StoreTable, index: np.ndarray, device, batch: int = 64, *, progress: bool = False
+):
     """Frozen stage-1 features of the five bands, z and log noise for table rows ``index``: (n, D) float32."""
     backbone.eval()
     feats = []
+    bar = _bar(index.size, "stage 2 features", progress)
     for s in range(0, index.size, 512):
         imgs = torch.from_numpy(read_cutouts(store, table, index[s : s + 512]))
         for t in range(0, imgs.shape[0], batch):
             f, log_sigma = band_features(backbone, imgs[t : t + batch].to(device))
             feats.append(torch.cat([f.cpu(), log_sigma.cpu()], dim=1).numpy())
+        bar.update(imgs.shape[0])
+    bar.close()
     f = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-    z = table.z[index][:, None].astype(np.float32)
+    z = np.nan_to_num(table.z[index][:, None].astype(np.float32))  # as at inference
     return np.concatenate([f[:, : f.shape[1] - 5], z, f[:, -5:]], axis=1).astype(np.float32)
 
 
@@ -198,65 +203,117 @@ def assign_folds(ids: np.ndarray, k: int, seed: int) -> np.ndarray:
     return folds
 
 
+def head_nll(mu, sigma, y, labelled, m_lim, selection, *, joint: bool = True):
+    """Per-row negative log-likelihood of the stage-2 data under a population prediction (mu, sigma).
+
+    Without a selection, only labelled rows exist: the Gaussian NLL (label noise inside sigma). With one, the
+    likelihood is the survey's: a labelled cluster contributes -log p(y, selected | x) and an unlabelled one,
+    which the X-ray survey did not detect, -log P(not selected | x) (a non-detection, as in survival analysis).
+    With ``joint=False`` (no unlabelled clusters to hand) labelled rows contribute -log p(y | x, selected).
+    """
+    if selection is None:
+        return 0.5 * (y - mu) ** 2 / sigma**2 + torch.log(sigma)
+    from ..selection import truncated_nll
+
+    k = (mu - m_lim) / torch.sqrt(sigma**2 + selection.s**2)
+    y0 = torch.nan_to_num(y, nan=0.0)
+    lab = truncated_nll(mu, sigma, y0, m_lim, selection.s, selection.label_noise_dex, xp=torch)
+    if not joint:
+        return lab
+    return torch.where(labelled, lab - torch.special.log_ndtr(k), -torch.special.log_ndtr(-k))
+
+
+def _fit_ridge(design, y, labelled, m_lim, selection, ridge: float, n_free: int, joint: bool):
+    """Maximum penalised likelihood of (w, b, log sigma); a penalty of ``ridge`` per row falls on the first
+    ``n_free`` weights (the principal components), not on the redshift terms."""
+    w = torch.zeros(design.shape[1], dtype=torch.float64)
+    lab_y = y[labelled]
+    b = torch.tensor(float(lab_y.mean()) if lab_y.numel() else 14.2, dtype=torch.float64)
+    ls = torch.tensor(np.log(0.25), dtype=torch.float64)
+    params = [w.requires_grad_(), b.requires_grad_(), ls.requires_grad_()]
+    opt = torch.optim.LBFGS(params, lr=0.5, max_iter=400, history_size=20, line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        mu = design @ w + b
+        loss = head_nll(mu, torch.exp(ls).expand_as(mu), y, labelled, m_lim, selection, joint=joint).sum()
+        loss = loss + ridge * design.shape[0] * (w[:n_free] ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(objective)
+    return w.detach(), float(b.detach()), float(ls.detach())
+
+
 def train_head(
-    xtr, ytr, xva, yva, cfg: TrainConfig, seed: int, device, *, selection=None, mlim_tr=None, mlim_va=None
+    x_pool: np.ndarray,
+    y_pool: np.ndarray,
+    m_lim_pool: np.ndarray | None,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    selection=None,
+    z_index: int,
 ) -> tuple[MassRegressor, dict]:
-    """One fold's regressor. With ``selection`` the loss is the selection-aware likelihood
-    (:func:`survey_mass.selection.truncated_nll`), so the head learns the population's mass, not the selected
-    clusters'; otherwise the Gaussian NLL."""
+    """One fold's linear head from its training pool (labels NaN for unlabelled clusters).
+
+    The pool's features are projected on their leading principal components (whitened), the head is fitted
+    with a ridge penalty for each strength in ``cfg.stage2_ridge`` on 85% of the pool, and the strength with the
+    best likelihood on the other 15% (the fold's validation split) is kept: the linear model's form of early
+    stopping. The projection is then folded into one linear layer, so inference sees a plain linear head.
+    """
     torch.manual_seed(seed)
-    head = MassRegressor(feature_dim=(xtr.shape[1] - 6) // 5)
-    head.set_target_scaling(float(np.mean(ytr)), float(np.std(ytr)))
-    head = head.to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.stage2_lr, weight_decay=cfg.stage2_weight_decay)
-    gauss = nn.GaussianNLLLoss(full=False, eps=1e-6)
-    xtr_t, ytr_t = torch.from_numpy(xtr).to(device), torch.from_numpy(ytr.astype(np.float32)).to(device)
-    xva_t, yva_t = torch.from_numpy(xva).to(device), torch.from_numpy(yva.astype(np.float32)).to(device)
-    if selection is not None:
-        from ..selection import truncated_nll
-
-        lim_tr = torch.from_numpy(np.asarray(mlim_tr, np.float32)).to(device)
-        lim_va = torch.from_numpy(np.asarray(mlim_va, np.float32)).to(device)
-
-    def nll(mu, y, var, rows=None, lim=None):
-        if selection is None:
-            return gauss(mu, y, var)
-        m = lim if rows is None else lim[rows]
-        return truncated_nll(
-            mu, torch.sqrt(var), y, m, selection.s, selection.label_noise_dex, xp=torch
-        ).mean()
-
+    x = torch.from_numpy(np.asarray(x_pool, np.float64))
+    y = torch.from_numpy(np.asarray(y_pool, np.float64))
+    labelled = torch.isfinite(y)
+    joint = bool((~labelled).any())
+    m_lim = None if m_lim_pool is None else torch.from_numpy(np.asarray(m_lim_pool, np.float64))
+    centre = x.mean(dim=0)
+    _, sv, vt = torch.linalg.svd(x - centre, full_matrices=False)
+    k = min(cfg.stage2_components, vt.shape[0])
+    proj = vt[:k].T / sv[:k] * np.sqrt(x.shape[0])  # whitened principal components
+    zcol = x[:, z_index : z_index + 1]
+    design = torch.cat([(x - centre) @ proj, zcol, zcol**2], dim=1)
     rng = np.random.default_rng(seed)
-    best, best_state, best_epoch, wait = np.inf, None, 0, 0
-    curve = []
-    for epoch in range(cfg.stage2_epochs):
-        head.train()
-        perm = rng.permutation(len(xtr))
-        for s in range(0, len(perm), cfg.stage2_batch):
-            b = torch.from_numpy(perm[s : s + cfg.stage2_batch]).to(device)
-            mu, log_s = head(xtr_t[b])
-            loss = nll(mu, ytr_t[b], torch.exp(2 * log_s), b, lim_tr if selection is not None else None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        head.eval()
+    val = torch.from_numpy(rng.random(x.shape[0]) < 0.15)
+    tr = ~val
+
+    def rows(mask):
+        return design[mask], y[mask], labelled[mask], None if m_lim is None else m_lim[mask]
+
+    curve, best = [], None
+    for ridge in cfg.stage2_ridge:
+        dtr, ytr, ltr, mtr = rows(tr)
+        w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k, joint)
         with torch.no_grad():
-            mu, log_s = head(xva_t)
-            v = float(nll(mu, yva_t, torch.exp(2 * log_s), None, lim_va if selection is not None else None))
-            tr_mu, tr_ls = head(xtr_t)
-            t = float(
-                nll(tr_mu, ytr_t, torch.exp(2 * tr_ls), None, lim_tr if selection is not None else None)
-            )
-        curve.append((t, v))
-        if v < best - 1e-4:
-            best, best_epoch, wait = v, epoch, 0
-            best_state = {k: w.detach().clone() for k, w in head.state_dict().items()}
-        else:
-            wait += 1
-            if wait >= cfg.stage2_patience:
-                break
-    head.load_state_dict(best_state)
-    return head, {"best_epoch": best_epoch, "epochs_run": len(curve), "val_nll": best, "curve": curve}
+            nll = []
+            for d, yy, ll, mm in (rows(tr), rows(val)):
+                mu = d @ w + b
+                sig = torch.full_like(mu, float(np.exp(ls)))
+                nll.append(float(head_nll(mu, sig, yy, ll, mm, selection, joint=joint).mean()))
+        curve.append((nll[0], nll[1]))
+        if best is None or nll[1] < best[0]:
+            best = (nll[1], ridge)
+    # refit on the whole pool with the chosen strength, then fold the projection into the head
+    w, b, ls = _fit_ridge(design, y, labelled, m_lim, selection, best[1], k, joint)
+    weight = torch.zeros(x.shape[1] + 1, dtype=torch.float64)
+    weight[: x.shape[1]] = proj @ w[:k]
+    weight[z_index] += w[k]
+    weight[-1] = w[k + 1]
+    bias = b - float(centre @ (proj @ w[:k]))
+    head = MassRegressor(feature_dim=(x.shape[1] - 6) // 5)
+    head.set_from_components(weight.float(), bias, ls)
+    info = {
+        "ridge": best[1],
+        "ridge_path": list(cfg.stage2_ridge),
+        "val_nll": best[0],
+        "curve": curve,
+        "n_pool": int(x.shape[0]),
+        "n_labelled": int(labelled.sum()),
+        "components": k,
+    }
+    return head, info
 
 
 @torch.no_grad()
@@ -332,23 +389,28 @@ def train(
     clf, band_acc, s1_hist, s1_time = train_stage1(store, table, cfg, ckpt_dir, device, progress)
     backbone = clf.backbone
 
-    # features of the labelled subset, standardised with training-set statistics
-    t_feat = time.perf_counter()
-    feats = extract_features(backbone, store, table, labelled, device)
-    f_mean, f_std = feats.mean(0), feats.std(0) + 1e-6
-    xs = np.clip((feats - f_mean) / f_std, -10.0, 10.0).astype(
-        np.float32
-    )  # as at inference (predict.FEATURE_CLIP)
-    y = table.label[labelled]
-    truth = table.truth[labelled]
-    z = table.z[labelled]
-    feat_time = time.perf_counter() - t_feat
     from ..selection import selected_moments, selection_for_store
 
     selection = selection_for_store(store) if cfg.selection_aware else None
-    m_lim = selection.m_lim(z) if selection is not None else None
+    # With a known selection every cluster takes part in stage 2 (unlabelled ones as non-detections);
+    # without one, only the labelled clusters do.
+    pool = np.arange(table.id.size) if selection is not None else labelled
+    is_lab = np.isfinite(table.label[pool])
 
-    # richness baseline: detections on the labelled cutouts and a background sample
+    # features, standardised with the labelled subset's statistics (what the heads are scaled to)
+    t_feat = time.perf_counter()
+    feats = extract_features(backbone, store, table, pool, device, progress=progress)
+    f_mean, f_std = feats[is_lab].mean(0), feats[is_lab].std(0) + 1e-6
+    xs = np.clip((feats - f_mean) / f_std, -10.0, 10.0).astype(np.float32)  # as predict.FEATURE_CLIP
+    del feats
+    y_all = table.label[pool].astype(np.float64)
+    truth_all = table.truth[pool].astype(np.float64)
+    z_all = table.z[pool].astype(np.float64)
+    feat_time = time.perf_counter() - t_feat
+    m_lim_all = selection.m_lim(z_all) if selection is not None else None
+    z_index = xs.shape[1] - 6
+
+    # richness baseline: background from a sample, then lambda_hat for every cluster of the pool
     t_rich = time.perf_counter()
     rng = np.random.default_rng(cfg.seed + 7)
     bkg_idx = np.sort(
@@ -357,27 +419,32 @@ def train(
     bkg_src = [detect(img) for img in read_cutouts(store, table, bkg_idx)]
     baseline = RichnessBaseline(pixel_scale=store.pixel_scale, size=store.cutout_size)
     baseline.fit_background(bkg_src, table.z[bkg_idx])
-    lab_imgs = read_cutouts(store, table, labelled)
-    lam_hat = np.array(
-        [baseline.richness(detect(img), float(zz)) for img, zz in zip(lab_imgs, z, strict=True)]
-    )
+    lam_all = np.empty(pool.size)
+    bar = _bar(pool.size, "richness baseline", progress)
+    for s in range(0, pool.size, 512):
+        for j, img in enumerate(read_cutouts(store, table, pool[s : s + 512])):
+            zz = z_all[s + j]
+            lam_all[s + j] = baseline.richness(detect(img), float(zz)) if np.isfinite(zz) else np.nan
+        bar.update(min(512, pool.size - s))
+    bar.close()
+    lam_all = np.where(np.isfinite(lam_all), lam_all, 1.0)
     rich_time = time.perf_counter() - t_rich
 
-    # stage 2: k folds
-    folds = assign_folds(table.id[labelled], cfg.folds, cfg.seed)
-    oof_mu = np.full(y.size, np.nan)
-    oof_sig = np.full(y.size, np.nan)
-    oof_rich = np.full(y.size, np.nan)
-    oof_rich_sig = np.full(y.size, np.nan)
+    # stage 2: k folds. Labelled clusters are split exactly as before; unlabelled ones get their own seeded
+    # split, so no cluster is in two folds.
+    folds_all = np.empty(pool.size, dtype=int)
+    folds_all[is_lab] = assign_folds(table.id[pool][is_lab], cfg.folds, cfg.seed)
+    folds_all[~is_lab] = assign_folds(table.id[pool][~is_lab], cfg.folds, cfg.seed + 1)
+    oof_mu = np.full(pool.size, np.nan)
+    oof_sig = np.full(pool.size, np.nan)
+    oof_rich = np.full(pool.size, np.nan)
+    oof_rich_sig = np.full(pool.size, np.nan)
     heads, fold_info = [], []
     t_s2 = time.perf_counter()
     bar = _bar(cfg.folds, "stage 2 folds", progress)
     for k in range(cfg.folds):
-        test = folds == k
+        test = folds_all == k
         train_idx = np.flatnonzero(~test)
-        vrng = np.random.default_rng(cfg.seed + 100 + k)
-        vsel = vrng.random(train_idx.size) < 0.15
-        tr, va = train_idx[~vsel], train_idx[vsel]
         ck = ckpt_dir / f"fold{k}.pt"
         if ck.exists():
             head = MassRegressor(feature_dim=(xs.shape[1] - 6) // 5).to(device)
@@ -386,23 +453,27 @@ def train(
             info = json.loads(bytes(state["info"].numpy().tobytes()).decode())
         else:
             head, info = train_head(
-                xs[tr],
-                y[tr],
-                xs[va],
-                y[va],
+                xs[train_idx],
+                y_all[train_idx],
+                None if m_lim_all is None else m_lim_all[train_idx],
                 cfg,
                 cfg.seed + k,
-                device,
                 selection=selection,
-                mlim_tr=None if m_lim is None else m_lim[tr],
-                mlim_va=None if m_lim is None else m_lim[va],
+                z_index=z_index,
             )
+            head = head.to(device)
             blob = torch.frombuffer(bytearray(json.dumps(info).encode()), dtype=torch.uint8)
             torch.save({"model": head.state_dict(), "info": blob}, ck)
         oof_mu[test], oof_sig[test] = predict_head(head, xs[test], device)
-        coef = baseline.fit_fold(lam_hat[train_idx], z[train_idx], y[train_idx], selection=selection)
+        coef = baseline.fit_fold(
+            lam_all[train_idx],
+            z_all[train_idx],
+            y_all[train_idx],
+            selection=selection,
+            m_lim=None if m_lim_all is None else m_lim_all[train_idx],
+        )
         baseline.folds.append(coef)
-        oof_rich[test] = baseline.predict(coef, lam_hat[test], z[test])
+        oof_rich[test] = baseline.predict(coef, lam_all[test], z_all[test])
         oof_rich_sig[test] = coef[3]
         heads.append(head)
         fold_info.append(info)
@@ -412,25 +483,36 @@ def train(
 
     # The heads predict the population's mass. Against the labels, which only selected clusters have, both the
     # CNN and the baseline are scored by what they imply for a *selected* cluster (selection.selected_moments).
-    pop_mu, pop_rich = oof_mu.copy(), oof_rich.copy()
+    lab = np.flatnonzero(is_lab)
+    y, truth, z, lam_hat = y_all[lab], truth_all[lab], z_all[lab], lam_all[lab]
+    folds = folds_all[lab]
+    pop_mu, pop_rich = oof_mu[lab], oof_rich[lab]
+    sig_lab = oof_sig[lab]
     if selection is not None:
         sn = selection.label_noise_dex
-        oof_mu, sd_sel = selected_moments(pop_mu, oof_sig, m_lim, selection.s, sn)
-        oof_rich, _ = selected_moments(pop_rich, oof_rich_sig, m_lim, selection.s, sn)
+        m_lim = m_lim_all[lab]
+        cnn_sel, _ = selected_moments(pop_mu, sig_lab, m_lim, selection.s, sn)
+        rich_sel, _ = selected_moments(pop_rich, oof_rich_sig[lab], m_lim, selection.s, sn)
 
         def coverage(k):
-            mean, sd = selected_moments(pop_mu, k * oof_sig, m_lim, selection.s, sn)
+            mean, sd = selected_moments(pop_mu, k * sig_lab, m_lim, selection.s, sn)
             return float(np.mean(np.abs(y - mean) < sd))
 
-        # calibration: one scale on sigma so that 68% of out-of-fold labels fall within the selected 68% interval
-        grid = np.linspace(0.3, 4.0, 371)
-        covs = np.array([coverage(k) for k in grid])
-        scale = float(grid[np.argmin(np.abs(covs - 0.6827))])
+        # calibration: the one scale on sigma that maximises the out-of-fold likelihood of the whole survey
+        # (labels and non-detections), so that it holds for the population the catalog describes
+        grid = np.linspace(0.5, 3.0, 251)
+        yt, lt = torch.from_numpy(y_all), torch.from_numpy(is_lab)
+        mt, mut = torch.from_numpy(m_lim_all), torch.from_numpy(oof_mu)
+        st = torch.from_numpy(oof_sig)
+        joint = bool((~is_lab).any())
+        nlls = [float(head_nll(mut, g * st, yt, lt, mt, selection, joint=joint).sum()) for g in grid]
+        scale = float(grid[int(np.argmin(nlls))])
         coverage_before = coverage(1.0)
         coverage_after = coverage(scale)
     else:
+        cnn_sel, rich_sel = pop_mu, pop_rich
         # calibration: one scale on out-of-fold z-scores so that 68% intervals hold 68%
-        zscore = np.abs(y - oof_mu) / oof_sig
+        zscore = np.abs(y - pop_mu) / sig_lab
         scale = float(np.quantile(zscore, 0.6827))
         coverage_before = float(np.mean(zscore < 1))
         coverage_after = float(np.mean(zscore < scale))
@@ -442,13 +524,29 @@ def train(
             {
                 "fold": k,
                 "n": int(t.sum()),
-                "cnn_vs_label": metrics(oof_mu[t], y[t]),
-                "richness_vs_label": metrics(oof_rich[t], y[t]),
-                "cnn_vs_truth": metrics(oof_mu[t], truth[t]),
-                "richness_vs_truth": metrics(oof_rich[t], truth[t]),
-                "best_epoch": fold_info[k]["best_epoch"],
+                "cnn_vs_label": metrics(cnn_sel[t], y[t]),
+                "richness_vs_label": metrics(rich_sel[t], y[t]),
+                "cnn_vs_truth": metrics(cnn_sel[t], truth[t]),
+                "richness_vs_truth": metrics(rich_sel[t], truth[t]),
+                "ridge": fold_info[k]["ridge"],
             }
         )
+    # the population: out-of-fold predictions for the clusters without a label, against the mock's truth
+    unl = np.flatnonzero(~is_lab)
+    population = None
+    if unl.size and np.isfinite(truth_all[unl]).any():
+        tu = truth_all[unl]
+        population = {
+            "n": int(unl.size),
+            "cnn_vs_truth": metrics(oof_mu[unl], tu),
+            "richness_vs_truth": metrics(oof_rich[unl], tu),
+            "cnn_coverage_68": float(np.mean(np.abs(oof_mu[unl] - tu) < scale * oof_sig[unl])),
+            "richness_coverage_68": float(np.mean(np.abs(oof_rich[unl] - tu) < oof_rich_sig[unl])),
+        }
+        population["mae_ratio_cnn_over_richness"] = (
+            population["cnn_vs_truth"]["mae"] / population["richness_vs_truth"]["mae"]
+        )
+    oof_mu, oof_rich, oof_sig = cnn_sel, rich_sel, sig_lab
     summary = {
         "cnn_vs_label": metrics(oof_mu, y),
         "richness_vs_label": metrics(oof_rich, y),
@@ -458,6 +556,7 @@ def train(
         "mean_fold_mae_cnn": float(np.mean([f["cnn_vs_label"]["mae"] for f in per_fold])),
         "mean_fold_mae_richness": float(np.mean([f["richness_vs_label"]["mae"] for f in per_fold])),
         "best_fold_mae_cnn": float(np.min([f["cnn_vs_label"]["mae"] for f in per_fold])),
+        "population": population,
     }
     summary["mae_ratio_cnn_over_richness"] = summary["mean_fold_mae_cnn"] / summary["mean_fold_mae_richness"]
     report = {
@@ -502,6 +601,7 @@ def train(
             "sigma": oof_sig.tolist(),
             "richness": oof_rich.tolist(),
             "cnn_population": pop_mu.tolist(),
+            "sigma_population": sig_lab.tolist(),
             "richness_population": pop_rich.tolist(),
             "lambda_hat": lam_hat.tolist(),
         },
