@@ -51,12 +51,17 @@ def clean_catalog(small_store, slow_pipeline, tmp_path_factory) -> pd.DataFrame:
 
 
 def _start_run(store, out, pipeline) -> subprocess.Popen:
-    """``survey-mass run`` in a real subprocess, so that signals reach it as they would from a shell."""
+    """``survey-mass run`` in a real subprocess, so that signals reach it as they would from a shell.
+
+    SIGINT is reset to its default in the child: a test session started in the background by a non-interactive
+    shell inherits SIGINT *ignored*, and Python then never turns it into KeyboardInterrupt.
+    """
     return subprocess.Popen(
         [sys.executable, "-m", "survey_mass.cli", *map(str, _argv(store, out, pipeline))],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
