@@ -198,7 +198,7 @@ def error_distribution(d: dict, out: Path) -> Path:
     parts = (
         ("log10_m500_err", "total", "k"),
         ("log10_m500_err_aleatoric", "aleatoric", "C0"),
-        ("log10_m500_err_fold", "between folds", "C1"),
+        ("log10_m500_err_fold", "model (folds + weights)", "C1"),
     )
     vals = [d[c][np.isfinite(d[c])] for c, _, _ in parts if c in d]
     hi = max(float(np.percentile(v, 99.5)) for v in vals if v.size) if vals else 1.0

@@ -5,8 +5,10 @@ For every cutout:
 * **CNN mass.** Each of the k fold regressors gives (mu_k, sigma_k) from the frozen stage-1 features. Then
   ``log10_m500`` = mean_k mu_k;
   ``log10_m500_err_aleatoric`` = s * sqrt(mean_k sigma_k^2);
-  ``log10_m500_err_fold`` = s * std_k mu_k;
-  ``log10_m500_err`` = s * sqrt(mean_k sigma_k^2 + var_k mu_k), with s the out-of-fold calibration scale.
+  ``log10_m500_err_fold`` = s * sqrt(var_k mu_k + mean_k e_k^2), the model's uncertainty: the folds' spread and
+  e_k, each head's own parameter uncertainty (its Laplace posterior);
+  ``log10_m500_err`` = s * sqrt(mean_k sigma_k^2 + var_k mu_k + mean_k e_k^2), with s the out-of-fold
+  calibration scale.
 * **Richness baseline.** ``richness`` (lambda_hat from sep detections) and ``log10_m500_richness`` (mean of the
   fold calibrations).
 * **Quality.** The store's bits plus what the pixels show. Rows whose pixels cannot support a mass (a missing
@@ -52,6 +54,7 @@ def cnn_masses(
     ood = np.zeros(n, bool)
     mus = np.full((len(bundle.heads), n), np.nan)
     sig2 = np.full((len(bundle.heads), n), np.nan)
+    epi2 = np.full((len(bundle.heads), n), np.nan)
     mean = torch.from_numpy(bundle.feature_mean).to(device)
     std = torch.from_numpy(bundle.feature_std).to(device)
     for s in range(0, n, batch_size):
@@ -66,9 +69,10 @@ def cnn_masses(
             mu, ls = head(feats)
             mus[k, s : s + batch_size] = mu.cpu().numpy()
             sig2[k, s : s + batch_size] = np.exp(2 * ls.cpu().numpy())
+            epi2[k, s : s + batch_size] = head.epistemic_var(feats).cpu().numpy()
     scale = float(bundle.card.get("calibration_scale", 1.0))
     ale = np.sqrt(sig2.mean(axis=0))
-    fold = mus.std(axis=0)
+    fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
     return {
         "log10_m500": mus.mean(axis=0),
         "log10_m500_err": scale * np.sqrt(ale**2 + fold**2),

@@ -118,6 +118,9 @@ class MassRegressor(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.constant_(self.linear.bias, 14.2)
         self.log_sigma = nn.Parameter(torch.tensor(-1.4))
+        #: U with epistemic variance |U [x, z^2, 1]|^2: the Laplace approximation to the head's posterior
+        #: (its rows are set by training; none means no parameter uncertainty)
+        self.register_buffer("epistemic", torch.zeros(0, self.in_dim + 2))
 
     def design(self, x: torch.Tensor) -> torch.Tensor:
         """The head's inputs: the features and the square of the standardised redshift."""
@@ -129,6 +132,11 @@ class MassRegressor(nn.Module):
             self.linear.weight.copy_(weight.reshape(1, -1).to(self.linear.weight))
             self.linear.bias.fill_(float(bias))
             self.log_sigma.fill_(float(log_sigma))
+
+    def epistemic_var(self, x: torch.Tensor) -> torch.Tensor:
+        """Variance of the predicted mean from the uncertainty of the head's own weights (dex^2)."""
+        xt = torch.cat([self.design(x), torch.ones_like(x[:, :1])], dim=1)
+        return ((xt @ self.epistemic.T.to(xt)) ** 2).sum(dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log sigma of log10 M500 (dex)."""

@@ -246,6 +246,34 @@ def _fit_ridge(design, y, labelled, m_lim, selection, ridge: float, n_free: int,
     return w.detach(), float(b.detach()), float(ls.detach())
 
 
+def _laplace_factor(design, y, labelled, m_lim, selection, ridge, k, joint, w, b, ls, proj, centre, z_index):
+    """U such that |U [x, z^2, 1]|^2 is the variance of the head's mean from its weights' uncertainty.
+
+    Laplace approximation: the weights' posterior covariance is the inverse Hessian of the penalised negative
+    log-likelihood at the optimum (sigma held fixed). In design coordinates d' = [pcs, z, z^2, 1] the predictive
+    variance is d'^T C d' = |L^T d'|^2 with C = L L^T; the map from the head's inputs to d' is folded in.
+    """
+    theta0 = torch.cat([w, torch.tensor([b], dtype=torch.float64)])
+    sig = torch.full((design.shape[0],), float(np.exp(ls)), dtype=torch.float64)
+
+    def objective(theta):
+        mu = design @ theta[:-1] + theta[-1]
+        loss = head_nll(mu, sig, y, labelled, m_lim, selection, joint=joint).sum()
+        return loss + ridge * design.shape[0] * (theta[:k] ** 2).sum()
+
+    hess = torch.autograd.functional.hessian(objective, theta0)
+    hess = 0.5 * (hess + hess.T) + 1e-9 * torch.eye(hess.shape[0], dtype=torch.float64)
+    chol = torch.linalg.cholesky(torch.linalg.inv(hess))
+    n_in = proj.shape[0]
+    a = torch.zeros(k + 3, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
+    a[:k, :n_in] = proj.T
+    a[:k, -1] = -(proj.T @ centre)
+    a[k, z_index] = 1.0
+    a[k + 1, n_in] = 1.0
+    a[k + 2, -1] = 1.0
+    return (chol.T @ a).float()
+
+
 def train_head(
     x_pool: np.ndarray,
     y_pool: np.ndarray,
@@ -304,6 +332,9 @@ def train_head(
     bias = b - float(centre @ (proj @ w[:k]))
     head = MassRegressor(feature_dim=(x.shape[1] - 6) // 5)
     head.set_from_components(weight.float(), bias, ls)
+    head.epistemic = _laplace_factor(
+        design, y, labelled, m_lim, selection, best[1], k, joint, w, b, ls, proj, centre, z_index
+    )
     info = {
         "ridge": best[1],
         "ridge_path": list(cfg.stage2_ridge),
@@ -318,9 +349,12 @@ def train_head(
 
 @torch.no_grad()
 def predict_head(head: MassRegressor, x: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and total sigma (aleatoric and the head's parameter uncertainty) of each row."""
     head.eval()
-    mu, log_s = head(torch.from_numpy(x).to(device))
-    return mu.cpu().numpy().astype(float), np.exp(log_s.cpu().numpy().astype(float))
+    xt = torch.from_numpy(x).to(device)
+    mu, log_s = head(xt)
+    var = torch.exp(2 * log_s) + head.epistemic_var(xt)
+    return mu.cpu().numpy().astype(float), np.sqrt(var.cpu().numpy().astype(float))
 
 
 def metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
@@ -449,6 +483,7 @@ def train(
         if ck.exists():
             head = MassRegressor(feature_dim=(xs.shape[1] - 6) // 5).to(device)
             state = torch.load(ck, weights_only=True, map_location=device)
+            head.epistemic = torch.zeros_like(state["model"]["epistemic"])
             head.load_state_dict(state["model"])
             info = json.loads(bytes(state["info"].numpy().tobytes()).decode())
         else:

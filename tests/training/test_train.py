@@ -153,3 +153,9 @@ def test_linear_head_learns_the_population_from_labels_and_non_detections():
     assert np.mean(np.abs(mu - m)) < 1.15 * floor
     assert 0.6 < np.mean(np.abs(mu - m) < sigma) < 0.76
     assert info["ridge"] in cfg.stage2_ridge and info["n_labelled"] == chosen.sum()
+    # the head's parameter uncertainty (Laplace): positive, small next to the scatter, larger far from the data
+    with torch.no_grad():
+        epi = head.epistemic_var(torch.from_numpy(x)).numpy()
+        far = head.epistemic_var(torch.from_numpy(4 * x[:100])).numpy()
+    assert (epi > 0).all() and np.median(np.sqrt(epi)) < 0.5 * sigma
+    assert np.median(far) > 4 * np.median(epi[:100])
