@@ -98,6 +98,28 @@ def truncated_nll(mu, sigma, y, m_lim, s: float, sigma_n: float, xp=np):
     return -ll
 
 
+def survey_nll(mu, sigma, y, labelled, m_lim, s: float, sigma_n: float, *, joint: bool = True, xp=np):
+    """Negative log-likelihood of the whole survey, per row: labels and non-detections.
+
+    A labelled cluster contributes -log p(y, selected | x) and an unlabelled one, which the X-ray survey did
+    not detect, -log P(not selected | x) (a non-detection, as upper limits are in survival analysis). ``y`` may
+    be NaN where ``labelled`` is False. With ``joint=False`` (no unlabelled clusters to hand) labelled rows
+    contribute -log p(y | x, selected), :func:`truncated_nll`.
+    """
+    if xp is np:
+        from scipy.special import log_ndtr
+
+        y0 = np.nan_to_num(y)
+    else:
+        log_ndtr = xp.special.log_ndtr
+        y0 = xp.nan_to_num(y, nan=0.0)
+    lab = truncated_nll(mu, sigma, y0, m_lim, s, sigma_n, xp=xp)
+    if not joint:
+        return lab
+    k = (mu - m_lim) / xp.sqrt(sigma**2 + s**2)
+    return xp.where(labelled, lab - log_ndtr(k), -log_ndtr(-k))
+
+
 def selected_moments(mu, sigma, m_lim, s: float, sigma_n: float):
     """Mean and sd of a *selected* cluster's label given the population prediction (mu, sigma).
 

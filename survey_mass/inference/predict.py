@@ -66,10 +66,10 @@ def cnn_masses(
         ood[s : s + batch_size] = (feats.abs() > OOD_FLAG).any(dim=1).cpu().numpy()
         feats = clip(feats)
         for k, head in enumerate(bundle.heads):
-            mu, ls = head(feats)
+            mu, ls, epi = head.moments(feats)
             mus[k, s : s + batch_size] = mu.cpu().numpy()
             sig2[k, s : s + batch_size] = np.exp(2 * ls.cpu().numpy())
-            epi2[k, s : s + batch_size] = head.epistemic_var(feats).cpu().numpy()
+            epi2[k, s : s + batch_size] = epi.cpu().numpy()
     scale = float(bundle.card.get("calibration_scale", 1.0))
     ale = np.sqrt(sig2.mean(axis=0))
     fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))

@@ -135,8 +135,14 @@ class MassRegressor(nn.Module):
 
     def epistemic_var(self, x: torch.Tensor) -> torch.Tensor:
         """Variance of the predicted mean from the uncertainty of the head's own weights (dex^2)."""
-        xt = torch.cat([self.design(x), torch.ones_like(x[:, :1])], dim=1)
-        return ((xt @ self.epistemic.T.to(xt)) ** 2).sum(dim=1)
+        return self.moments(x)[2]
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, log aleatoric sigma and epistemic variance of log10 M500, from one design matrix."""
+        d = self.design(x)
+        mu = self.linear(d)[:, 0]
+        epi = ((d @ self.epistemic[:, :-1].T.to(d) + self.epistemic[:, -1].to(d)) ** 2).sum(dim=1)
+        return mu, self.log_sigma + torch.zeros_like(mu), epi
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log sigma of log10 M500 (dex)."""

@@ -149,7 +149,7 @@ class RichnessBaseline:
 
         ``log_m`` is NaN for clusters without a label. With ``selection``
         (:class:`survey_mass.selection.XraySelection`) the fit maximises the survey's likelihood, the same one the
-        CNN heads use (:func:`survey_mass.training.train.head_nll`): labelled clusters as selected, unlabelled ones
+        CNN heads use (:func:`survey_mass.selection.survey_nll`): labelled clusters as selected, unlabelled ones
         as non-detections (or, when every row is labelled, the labels given their selection). So the relation
         describes every cluster, not only the selected ones. Without it, least squares on the labelled clusters.
         """
@@ -160,21 +160,25 @@ class RichnessBaseline:
         if selection is None:
             return [float(c) for c in coef] + [sigma]
         from scipy.optimize import minimize
-        from scipy.special import log_ndtr
 
-        from ..selection import truncated_nll
+        from ..selection import survey_nll
 
         m_lim = selection.m_lim(z) if m_lim is None else m_lim
-        y0 = np.nan_to_num(log_m)
+        joint = not lab.all()  # no non-detections to hand: the labels given their selection
 
         def nll(p):
-            mu, sg = a @ p[:3], np.exp(p[3])
-            k = (mu - m_lim) / np.sqrt(sg**2 + selection.s**2)
             with np.errstate(invalid="ignore", divide="ignore"):
-                lab_nll = truncated_nll(mu, sg, y0, m_lim, selection.s, selection.label_noise_dex)
-            if lab.all():  # no non-detections to hand: the labels given their selection
-                return float(np.sum(lab_nll))
-            return float(np.sum(np.where(lab, lab_nll - log_ndtr(k), -log_ndtr(-k))))
+                rows = survey_nll(
+                    a @ p[:3],
+                    np.exp(p[3]),
+                    log_m,
+                    lab,
+                    m_lim,
+                    selection.s,
+                    selection.label_noise_dex,
+                    joint=joint,
+                )
+            return float(np.sum(rows))
 
         start = np.array([*coef, np.log(max(sigma, 0.05))])
         res = minimize(

@@ -207,20 +207,15 @@ def head_nll(mu, sigma, y, labelled, m_lim, selection, *, joint: bool = True):
     """Per-row negative log-likelihood of the stage-2 data under a population prediction (mu, sigma).
 
     Without a selection, only labelled rows exist: the Gaussian NLL (label noise inside sigma). With one, the
-    likelihood is the survey's: a labelled cluster contributes -log p(y, selected | x) and an unlabelled one,
-    which the X-ray survey did not detect, -log P(not selected | x) (a non-detection, as in survival analysis).
-    With ``joint=False`` (no unlabelled clusters to hand) labelled rows contribute -log p(y | x, selected).
+    survey's likelihood of labels and non-detections, :func:`survey_mass.selection.survey_nll`.
     """
     if selection is None:
         return 0.5 * (y - mu) ** 2 / sigma**2 + torch.log(sigma)
-    from ..selection import truncated_nll
+    from ..selection import survey_nll
 
-    k = (mu - m_lim) / torch.sqrt(sigma**2 + selection.s**2)
-    y0 = torch.nan_to_num(y, nan=0.0)
-    lab = truncated_nll(mu, sigma, y0, m_lim, selection.s, selection.label_noise_dex, xp=torch)
-    if not joint:
-        return lab
-    return torch.where(labelled, lab - torch.special.log_ndtr(k), -torch.special.log_ndtr(-k))
+    return survey_nll(
+        mu, sigma, y, labelled, m_lim, selection.s, selection.label_noise_dex, joint=joint, xp=torch
+    )
 
 
 def _fit_ridge(design, y, labelled, m_lim, selection, ridge: float, n_free: int, joint: bool):
@@ -311,12 +306,13 @@ def train_head(
         return design[mask], y[mask], labelled[mask], None if m_lim is None else m_lim[mask]
 
     curve, best = [], None
+    dtr, ytr, ltr, mtr = rows(tr)
+    split = ((dtr, ytr, ltr, mtr), rows(val))
     for ridge in cfg.stage2_ridge:
-        dtr, ytr, ltr, mtr = rows(tr)
         w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k, joint)
         with torch.no_grad():
             nll = []
-            for d, yy, ll, mm in (rows(tr), rows(val)):
+            for d, yy, ll, mm in split:
                 mu = d @ w + b
                 sig = torch.full_like(mu, float(np.exp(ls)))
                 nll.append(float(head_nll(mu, sig, yy, ll, mm, selection, joint=joint).mean()))
@@ -351,9 +347,8 @@ def train_head(
 def predict_head(head: MassRegressor, x: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
     """Mean and total sigma (aleatoric and the head's parameter uncertainty) of each row."""
     head.eval()
-    xt = torch.from_numpy(x).to(device)
-    mu, log_s = head(xt)
-    var = torch.exp(2 * log_s) + head.epistemic_var(xt)
+    mu, log_s, epi = head.moments(torch.from_numpy(x).to(device))
+    var = torch.exp(2 * log_s) + epi
     return mu.cpu().numpy().astype(float), np.sqrt(var.cpu().numpy().astype(float))
 
 
