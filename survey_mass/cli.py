@@ -383,7 +383,8 @@ def cmd_train(args) -> int:
         print(
             f"out-of-fold MAE vs true mass, {pop['n']} unlabelled clusters: CNN {pop['cnn_vs_truth']['mae']:.3f} dex, "
             f"richness {pop['richness_vs_truth']['mae']:.3f} dex (ratio {pop['mae_ratio_cnn_over_richness']:.2f}); "
-            f"CNN 68% coverage {pop['cnn_coverage_68']:.2f}"
+            f"CNN 68% coverage {pop['cnn_coverage_68']:.2f} (extrapolation term tau "
+            f"{r['calibration'].get('extrapolation_tau', 0.0):.3f} dex, calibrated on the mock's true masses)"
         )
     return 0
 

@@ -29,6 +29,7 @@ COLUMNS = (
     "log10_m500_err",
     "log10_m500_err_aleatoric",
     "log10_m500_err_fold",
+    "log10_m500_err_extrapolation",
     "log10_m500_richness",
     "quality",
     "log10_m500_label",
@@ -199,6 +200,7 @@ def error_distribution(d: dict, out: Path) -> Path:
         ("log10_m500_err", "total", "k"),
         ("log10_m500_err_aleatoric", "aleatoric", "C0"),
         ("log10_m500_err_fold", "model (folds + weights)", "C1"),
+        ("log10_m500_err_extrapolation", "below the label selection", "C2"),
     )
     vals = [d[c][np.isfinite(d[c])] for c, _, _ in parts if c in d]
     hi = max(float(np.percentile(v, 99.5)) for v in vals if v.size) if vals else 1.0

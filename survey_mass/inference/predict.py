@@ -7,8 +7,11 @@ For every cutout:
   ``log10_m500_err_aleatoric`` = s * sqrt(mean_k sigma_k^2);
   ``log10_m500_err_fold`` = s * sqrt(var_k mu_k + mean_k e_k^2), the model's uncertainty: the folds' spread and
   e_k, each head's own parameter uncertainty (its Laplace posterior);
-  ``log10_m500_err`` = s * sqrt(mean_k sigma_k^2 + var_k mu_k + mean_k e_k^2), with s the out-of-fold
-  calibration scale.
+  ``log10_m500_err_extrapolation`` = tau * sqrt(1 - P_det), P_det the probability that the labels' X-ray
+  selection would detect the cluster (near 0 far below its flux limit) and tau calibrated on the simulated
+  survey's true masses (:func:`survey_mass.selection.fit_extrapolation_tau`);
+  ``log10_m500_err`` = the three parts in quadrature, s * sqrt(mean_k sigma_k^2 + var_k mu_k + mean_k e_k^2)
+  and the extrapolation, with s the out-of-fold calibration scale.
 * **Richness baseline.** ``richness`` (lambda_hat from sep detections) and ``log10_m500_richness`` (mean of the
   fold calibrations).
 * **Quality.** The store's bits plus what the pixels show. Rows whose pixels cannot support a mass (a missing
@@ -39,6 +42,7 @@ OUTPUT_COLUMNS = (
     "log10_m500_err",
     "log10_m500_err_aleatoric",
     "log10_m500_err_fold",
+    "log10_m500_err_extrapolation",
     "richness",
     "log10_m500_richness",
     "quality",
@@ -73,13 +77,28 @@ def cnn_masses(
     scale = float(bundle.card.get("calibration_scale", 1.0))
     ale = np.sqrt(sig2.mean(axis=0))
     fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
+    mu = mus.mean(axis=0)
+    extra = extrapolation(bundle, mu, scale * np.hypot(ale, fold), z)
     return {
-        "log10_m500": mus.mean(axis=0),
-        "log10_m500_err": scale * np.sqrt(ale**2 + fold**2),
+        "log10_m500": mu,
+        "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),
         "log10_m500_err_aleatoric": scale * ale,
         "log10_m500_err_fold": scale * fold,
+        "log10_m500_err_extrapolation": extra,
         "out_of_distribution": ood,
     }
+
+
+def extrapolation(bundle, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one)."""
+    from ..selection import XraySelection, detection_probability, extrapolation_sigma
+
+    tau = float(bundle.card.get("extrapolation_tau", 0.0))
+    spec = bundle.card.get("label_selection")
+    if tau == 0.0 or not spec:
+        return np.zeros_like(mu)
+    sel = XraySelection.from_dict(spec)
+    return extrapolation_sigma(tau, detection_probability(mu, sigma, sel.m_lim(np.nan_to_num(z)), sel.s))
 
 
 def richness_masses(bundle, images: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:

@@ -43,6 +43,7 @@ def save_bundle(
     feature_mean,
     feature_std,
     calibration_scale,
+    extrapolation_tau: float = 0.0,
     baseline,
     variant,
     store,
@@ -90,6 +91,7 @@ def save_bundle(
         "feature_mean": [float(v) for v in feature_mean],
         "feature_std": [float(v) for v in feature_std],
         "calibration_scale": calibration_scale,
+        "extrapolation_tau": extrapolation_tau,
         "label_selection": report.get("label_selection"),
         "richness_baseline": baseline.to_dict(),
         "metrics": {
@@ -106,6 +108,8 @@ def save_bundle(
     digest = hashlib.sha256()
     for f in (BACKBONE, HEADS):
         digest.update((out / f).read_bytes())
+    # the calibration is part of the model: the same weights calibrated differently give other errors
+    digest.update(json.dumps([calibration_scale, extrapolation_tau, card["label_selection"]]).encode())
     card["model_id"] = f"survey-mass-{variant}-{digest.hexdigest()[:12]}"
     (out / CARD).write_text(json.dumps(card, indent=1))
     return out

@@ -122,7 +122,9 @@ def write_report(out: Path, report: dict) -> None:
             f"{pop['n']} clusters. CNN MAE **{_fmt(pop['cnn_vs_truth']['mae'])}** (bias "
             f"{_fmt(pop['cnn_vs_truth']['bias'])}), richness MAE **{_fmt(pop['richness_vs_truth']['mae'])}** (bias "
             f"{_fmt(pop['richness_vs_truth']['bias'])}): ratio {pop['mae_ratio_cnn_over_richness']:.2f}. "
-            f"68% coverage: CNN {pop['cnn_coverage_68']:.3f}, richness {pop['richness_coverage_68']:.3f}.",
+            f"68% coverage: CNN {pop['cnn_coverage_68']:.3f} "
+            f"({pop.get('cnn_coverage_68_labels_only', pop['cnn_coverage_68']):.3f} with the labels' calibration "
+            f"alone), richness {pop['richness_coverage_68']:.3f}.",
             "",
         ]
     lines += [
@@ -130,6 +132,10 @@ def write_report(out: Path, report: dict) -> None:
         "",
         f"One scale s = {cal['scale']:.3f} multiplies the combined sigma. Out-of-fold 68% coverage: "
         f"{cal['coverage_68_before']:.3f} before, {cal['coverage_68_after']:.3f} after.",
+        "",
+        f"Below the labels' X-ray selection the labels cannot tell the scatter, so an error "
+        f"tau sqrt(1 - P(detected | x)) is added in quadrature, with tau = {cal.get('extrapolation_tau', 0.0):.3f} dex "
+        "calibrated on the simulated survey's true masses, out of fold (0 when the store has no true masses).",
         "",
         "## Plots",
         "",

@@ -7,6 +7,8 @@ import pytest
 
 from survey_mass.errors import SurveyMassError
 from survey_mass.quality import Quality
+from survey_mass.resources import model_dir
+from survey_mass.selection import XraySelection
 from survey_mass.store import open_store
 
 from ..conftest import run_small
@@ -45,8 +47,20 @@ def test_masses_errors_and_passthrough(small_catalog, small_store):
     clean = (df["quality"] & ~int(Quality.NO_ATTRIBUTION | Quality.OUT_OF_DISTRIBUTION)) == 0
     assert clean.all()
     assert df.loc[clean, "log10_m500"].notna().all() and df["log10_m500"].between(13, 16).all()
-    parts = np.sqrt(df["log10_m500_err_aleatoric"] ** 2 + df["log10_m500_err_fold"] ** 2)
+    parts = np.sqrt(
+        df["log10_m500_err_aleatoric"] ** 2
+        + df["log10_m500_err_fold"] ** 2
+        + df["log10_m500_err_extrapolation"] ** 2
+    )
     np.testing.assert_allclose(df["log10_m500_err"], parts, rtol=1e-5)
+    # the extrapolation part: at most tau, largest for clusters far below the labels' flux limit
+    card = json.loads((model_dir() / "model_card.json").read_text())
+    tau = card["extrapolation_tau"]
+    extra = df["log10_m500_err_extrapolation"].to_numpy()
+    assert tau > 0 and np.all(extra >= 0) and np.all(extra <= tau + 1e-6) and np.median(extra) > 0.5 * tau
+    sel = XraySelection.from_dict(card["label_selection"])
+    above = df["log10_m500"].to_numpy() - sel.m_lim(df["z"].to_numpy())
+    assert np.corrcoef(np.argsort(np.argsort(above)), np.argsort(np.argsort(extra)))[0, 1] < -0.9
     st = open_store(small_store)
     truth = pd.concat(
         [

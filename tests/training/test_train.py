@@ -31,6 +31,12 @@ def test_smoke_training_learns(smoke_model):
     s = r["summary"]
     assert s["cnn_vs_label"]["mae"] < 0.35 and s["richness_vs_label"]["mae"] < 0.35
     assert 0.55 < r["calibration"]["coverage_68_after"] < 0.8
+    # the mock's true masses calibrate the error below the labels' selection: coverage of the population
+    # reaches 68% (the labels' calibration alone cannot tell that scatter)
+    tau = r["calibration"]["extrapolation_tau"]
+    assert tau >= 0 and pop["cnn_coverage_68"] >= pop["cnn_coverage_68_labels_only"]
+    if tau > 0:
+        assert abs(pop["cnn_coverage_68"] - 0.6827) < 0.02
     for f in (
         "report.json",
         "report.md",
