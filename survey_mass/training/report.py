@@ -124,7 +124,8 @@ def write_report(out: Path, report: dict) -> None:
             f"{_fmt(pop['richness_vs_truth']['bias'])}): ratio {pop['mae_ratio_cnn_over_richness']:.2f}. "
             f"68% coverage: CNN {pop['cnn_coverage_68']:.3f} "
             f"({pop.get('cnn_coverage_68_labels_only', pop['cnn_coverage_68']):.3f} with the labels' calibration "
-            f"alone), richness {pop['richness_coverage_68']:.3f}.",
+            f"alone; tau below is set to give 68% here, so see the README's unseen regions for a test), "
+            f"richness {pop['richness_coverage_68']:.3f}.",
             "",
         ]
     lines += [
