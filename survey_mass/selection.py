@@ -77,6 +77,11 @@ def selection_for_store(store) -> XraySelection | None:
     return None
 
 
+def detection_score(mu, sigma, m_lim, s: float, xp=np):
+    """(mu - m_lim) / sqrt(sigma^2 + s^2): P(selected | x) = Phi of it, for a prediction (mu, sigma)."""
+    return (mu - m_lim) / xp.sqrt(sigma**2 + s**2)
+
+
 def truncated_nll(mu, sigma, y, m_lim, s: float, sigma_n: float, xp=np):
     """Negative log-likelihood of labels y under population (mu, sigma) and the probit selection (per row).
 
@@ -116,7 +121,7 @@ def survey_nll(mu, sigma, y, labelled, m_lim, s: float, sigma_n: float, *, joint
     lab = truncated_nll(mu, sigma, y0, m_lim, s, sigma_n, xp=xp)
     if not joint:
         return lab
-    k = (mu - m_lim) / xp.sqrt(sigma**2 + s**2)
+    k = detection_score(mu, sigma, m_lim, s, xp=xp)
     return xp.where(labelled, lab - log_ndtr(k), -log_ndtr(-k))
 
 
@@ -142,7 +147,7 @@ def detection_probability(mu, sigma, m_lim, s: float):
     (mu, sigma). Near 1 inside the labelled domain, near 0 far below the flux limit."""
     from scipy.special import ndtr
 
-    return ndtr((np.asarray(mu, float) - m_lim) / np.sqrt(np.asarray(sigma, float) ** 2 + s**2))
+    return ndtr(detection_score(np.asarray(mu, float), np.asarray(sigma, float), m_lim, s))
 
 
 def extrapolation_sigma(tau: float, p_detect):
@@ -175,16 +180,9 @@ def fit_extrapolation_tau(residual, sigma, p_detect, *, target: float = 0.6827) 
     r, sigma, extra = r[ok], sigma[ok], extrapolation_sigma(1.0, np.asarray(p_detect, float)[ok])
     if r.size == 0:
         return 0.0
-
-    def coverage(tau):
-        return float(np.mean(r < np.sqrt(sigma**2 + (tau * extra) ** 2)))
-
-    if coverage(0.0) >= target:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while coverage(hi) < target and hi < 64:
-        hi *= 2
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if coverage(mid) < target else (lo, mid)
-    return float(hi)
+    # each row is covered once tau exceeds its own threshold, so tau is the target quantile of the thresholds
+    # (inf where no tau can cover the row; if the target needs those, the largest finite threshold is returned)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(r <= sigma, 0.0, np.sqrt(np.maximum(r**2 - sigma**2, 0.0)) / extra)
+    tau = float(np.quantile(need, target, method="higher"))
+    return tau if np.isfinite(tau) else float(np.max(need, initial=0.0, where=np.isfinite(need)))
