@@ -112,6 +112,13 @@ def render_band(
         pa, pv = prof_amp[keep], prof_var[keep]
         amp = (f[obj] * pa)[:, None] * pw[None, :]
         var = pv[:, None] + psf_var[None, :]
+        # where even the PSF's wing is much smaller than a pixel, the two PSF Gaussians are indistinguishable
+        # after pixel integration: draw one, moment-matched (coarse pixels only; at 3.168" the wing is wider)
+        tiny = var.max(axis=1) < MERGE_BELOW_PIX2
+        if tiny.any():
+            var[tiny, 0] = (var[tiny] * pw[None, :]).sum(axis=1)
+            amp[tiny, 0] = amp[tiny].sum(axis=1)
+            amp[tiny, 1:] = 0.0
         amps.append(amp.ravel())
         vars_px.append(var.ravel())
         xs.append(np.repeat(x[sel][obj], pw.size))
@@ -137,6 +144,7 @@ def render_band(
 
 
 NARROW_HALF = 5  # pixels each side; a Gaussian of sigma <= 1 pixel holds < 1e-6 of its flux beyond
+TINY_HALF, TINY_SIGMA = 2, 0.4  # and one of sigma <= 0.4 pixel beyond 2 pixels (5 sigma)
 
 
 def _pixel_integrals(c: np.ndarray, sig: np.ndarray, size: int) -> np.ndarray:
@@ -152,18 +160,25 @@ def _pixel_integrals(c: np.ndarray, sig: np.ndarray, size: int) -> np.ndarray:
         out[:, wide] = 0.5 * np.diff(
             erf((edges - c[wide].astype(np.float32)[None, :]) * k[None, wide]), axis=0
         )
-    if narrow.any():
-        cn = c[narrow]
-        first = np.floor(cn).astype(np.int64) - NARROW_HALF
-        offs = np.arange(2 * NARROW_HALF + 2)
+        # far tails underflow to float32 denormals, which make the matrix product ~10x slower: flush them
+        block = out[:, wide]
+        block[block < 1e-12] = 0.0
+        out[:, wide] = block
+    # narrow components: only a window of pixels around each centre (beyond it < 1e-6 of the flux)
+    for half, sel in ((TINY_HALF, sig <= TINY_SIGMA), (NARROW_HALF, narrow & (sig > TINY_SIGMA))):
+        if not sel.any():
+            continue
+        cn = c[sel]
+        # the window starts ``half`` pixels left of the pixel holding the centre (tiny) or of floor(c)
+        first = (np.rint(cn) if half == TINY_HALF else np.floor(cn)).astype(np.int64) - half
+        offs = np.arange(2 * half + 2)
         edges = (first[None, :] + offs[:, None]).astype(np.float32) - 0.5
-        vals = 0.5 * np.diff(erf((edges - cn.astype(np.float32)[None, :]) * k[None, narrow]), axis=0)
+        vals = 0.5 * np.diff(erf((edges - cn.astype(np.float32)[None, :]) * k[None, sel]), axis=0)
+        vals[vals < 1e-12] = 0.0
         rows = first[None, :] + offs[:-1, None]
-        cols = np.broadcast_to(np.flatnonzero(narrow)[None, :], rows.shape)
+        cols = np.broadcast_to(np.flatnonzero(sel)[None, :], rows.shape)
         ok = (rows >= 0) & (rows < size)
         out[rows[ok], cols[ok]] = vals[ok]
-    # far tails underflow to float32 denormals, which make the matrix product ~10x slower: flush them
-    out[out < 1e-12] = 0.0
     return out
 
 
