@@ -8,7 +8,9 @@ Profiles
 PSF
     SDSS's PSF is close to a double Gaussian: 90% in a core of the band's FWHM and 10% in a wing twice as wide
     (:data:`~survey_mass.photometry.PSF_FWHM`). Gaussians convolve analytically, so a galaxy seen through the PSF
-    is again a Gaussian mixture, integrated exactly over each pixel (erf differences).
+    is again a Gaussian mixture, integrated exactly over each pixel (erf differences). Where pixels are so coarse
+    that even the wing is sub-pixel (not at the default 3.168"), core and wing are drawn as one moment-matched
+    Gaussian.
 Drawing
     Every component is separable, so a band is one matrix product ``G_y diag(a) G_x^T`` over all components of
     all objects: about 1 ms per band for ~150 objects.
