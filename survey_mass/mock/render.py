@@ -159,20 +159,21 @@ def _pixel_integrals(c: np.ndarray, sig: np.ndarray, size: int) -> np.ndarray:
     wide = ~narrow
     if wide.any():
         edges = (np.arange(size + 1, dtype=np.float32) - 0.5)[:, None]
-        out[:, wide] = 0.5 * np.diff(
-            erf((edges - c[wide].astype(np.float32)[None, :]) * k[None, wide]), axis=0
-        )
+        vals = 0.5 * np.diff(erf((edges - c[wide].astype(np.float32)[None, :]) * k[None, wide]), axis=0)
         # far tails underflow to float32 denormals, which make the matrix product ~10x slower: flush them
-        block = out[:, wide]
-        block[block < 1e-12] = 0.0
-        out[:, wide] = block
-    # narrow components: only a window of pixels around each centre (beyond it < 1e-6 of the flux)
-    for half, sel in ((TINY_HALF, sig <= TINY_SIGMA), (NARROW_HALF, narrow & (sig > TINY_SIGMA))):
+        vals[vals < 1e-12] = 0.0
+        out[:, wide] = vals
+    # narrow components: only a window of pixels around each centre (beyond it < 1e-6 of the flux), starting
+    # ``half`` pixels left of the pixel that holds the centre (tiny) or of floor(c)
+    windows = (
+        (TINY_HALF, sig <= TINY_SIGMA, np.rint),
+        (NARROW_HALF, narrow & (sig > TINY_SIGMA), np.floor),
+    )
+    for half, sel, start in windows:
         if not sel.any():
             continue
         cn = c[sel]
-        # the window starts ``half`` pixels left of the pixel holding the centre (tiny) or of floor(c)
-        first = (np.rint(cn) if half == TINY_HALF else np.floor(cn)).astype(np.int64) - half
+        first = start(cn).astype(np.int64) - half
         offs = np.arange(2 * half + 2)
         edges = (first[None, :] + offs[:, None]).astype(np.float32) - 0.5
         vals = 0.5 * np.diff(erf((edges - cn.astype(np.float32)[None, :]) * k[None, sel]), axis=0)
