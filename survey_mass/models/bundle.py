@@ -198,8 +198,6 @@ def load_bundle(path: str | Path) -> ModelBundle:
     for k in range(int(card["folds"])):
         sub = {n[len(f"fold{k}.") :]: v for n, v in head_state.items() if n.startswith(f"fold{k}.")}
         head = MassRegressor(feature_dim=backbone.out_dim)
-        if "epistemic" in sub:  # its number of rows is set by training
-            head.epistemic = torch.zeros_like(sub["epistemic"])
         try:
             head.load_state_dict(sub)
         except RuntimeError as exc:

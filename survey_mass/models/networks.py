@@ -122,6 +122,12 @@ class MassRegressor(nn.Module):
         #: (its rows are set by training; none means no parameter uncertainty)
         self.register_buffer("epistemic", torch.zeros(0, self.in_dim + 2))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "epistemic"
+        if key in state_dict:  # its number of rows is set by training: take the saved shape
+            self.epistemic = torch.zeros_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def design(self, x: torch.Tensor) -> torch.Tensor:
         """The head's inputs: the features and the square of the standardised redshift."""
         return torch.cat([x, x[:, self.z_index : self.z_index + 1] ** 2], dim=1)

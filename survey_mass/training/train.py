@@ -487,7 +487,6 @@ def train(
         if ck.exists():
             head = MassRegressor(feature_dim=(xs.shape[1] - 6) // 5).to(device)
             state = torch.load(ck, weights_only=True, map_location=device)
-            head.epistemic = torch.zeros_like(state["model"]["epistemic"])
             head.load_state_dict(state["model"])
             info = json.loads(bytes(state["info"].numpy().tobytes()).decode())
         else:
