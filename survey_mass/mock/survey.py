@@ -224,9 +224,7 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     re_ = np.concatenate([np.asarray(a, float) for a in res])
     n_ = np.concatenate([np.asarray(a, int) for a in ns])
     flux = mag_to_nmgy(np.clip(m, 5, 35))
-    img = np.stack(
-        [render.render_band(x, y, flux[:, b], re_, n_, band, size, pix) for b, band in enumerate(BANDS)]
-    )
+    img = render.render_bands(x, y, flux, re_, n_, BANDS, size, pix)
     return render.add_noise(img, pix, rng)
 
 
