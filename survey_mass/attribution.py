@@ -55,7 +55,7 @@ def attribute(
     z: np.ndarray,
     *,
     steps: int = 16,
-    pixel_scale: float = 3.168,
+    pixel_scale: float = 6.336,
     internal_batch_size: int = 64,
     return_maps: bool = False,
 ):

@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True)
     i.add_argument("--cutout-size", type=int, default=64)
     i.add_argument(
-        "--pixel-scale", type=float, default=3.168, help="store pixel scale in arcsec (default 3.168)"
+        "--pixel-scale",
+        type=float,
+        default=6.336,
+        help="store pixel scale in arcsec (default 6.336, SDSS pixels binned 16 x 16, as the shipped model)",
     )
     i.add_argument("--order", type=int, default=2)
     i.add_argument("--overwrite", action="store_true")

@@ -4,8 +4,9 @@ Each partition is generated from (seed, order, pixel) alone, so any partition ca
 partitions build in parallel on Dask workers, each writing its own partition atomically. A rerun skips the
 partitions already in the store.
 
-Cutouts are 64 x 64 pixels of 3.168" (SDSS's 0.396" pixels binned 8 x 8): 3.4' across, which holds the
-inner 200-600 kpc of a cluster between z = 0.1 and 0.5.
+Cutouts are 64 x 64 pixels of 6.336" (SDSS's 0.396" pixels binned 16 x 16): 6.8' across, which holds a
+cluster out to 0.4-1.2 Mpc from its centre between z = 0.1 and 0.5. (The first models used 3.168" pixels,
+3.4' across; the wider field holds more of each cluster's members and is what lets the CNN beat richness.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class MockConfig:
 
     seed: int = 2022
     cutout_size: int = 64
-    pixel_scale_arcsec: float = 3.168
+    pixel_scale_arcsec: float = 6.336
     order: int = 2
     #: clusters per deg^2 when drawing from the mass function; None = what the mass function predicts
     density: float | None = None

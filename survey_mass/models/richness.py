@@ -101,7 +101,7 @@ def aperture_pix(richness_proxy: float, z: float, pixel_scale: float, size: int)
 class RichnessBaseline:
     """Background densities (per pixel^2, on :data:`Z_GRID`) and per-fold (a, b, c) calibrations."""
 
-    pixel_scale: float = 8 * SDSS_PIXEL_SCALE
+    pixel_scale: float = 16 * SDSS_PIXEL_SCALE
     size: int = 64
     background: list[float] = field(default_factory=list)
     colour_gr: list[float] = field(default_factory=list)

@@ -5,6 +5,8 @@ from survey_mass.mock.render import add_noise, render_band
 from survey_mass.models.richness import RichnessBaseline, detect, red_sequence_table
 from survey_mass.photometry import BANDS, mag_to_nmgy
 
+PIX = RichnessBaseline().pixel_scale  # the shipped geometry: 64 pixels of 6.336"
+
 
 def _cluster_image(n_red: int, z: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -20,11 +22,11 @@ def _cluster_image(n_red: int, z: float, seed: int) -> np.ndarray:
     mags = np.stack([imag + colour + 1.5, imag + colour + 0.4, imag + 0.4, imag, imag - 0.3], axis=1)
     img = np.stack(
         [
-            render_band(x, y, mag_to_nmgy(mags[:, b]), np.zeros(n_red), np.zeros(n_red, int), band, 64, 3.168)
+            render_band(x, y, mag_to_nmgy(mags[:, b]), np.zeros(n_red), np.zeros(n_red, int), band, 64, PIX)
             for b, band in enumerate(BANDS)
         ]
     )
-    return add_noise(img, 3.168, rng)
+    return add_noise(img, PIX, rng)
 
 
 def test_detect_finds_bright_sources():

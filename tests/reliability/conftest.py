@@ -40,13 +40,14 @@ def source_partition(small_store):
 
 def make_store(path: Path, pixel: int, images: np.ndarray, columns: dict, *, manifest: bool = True) -> Path:
     """A one-partition store with the mock's geometry (the shipped model's)."""
+    from survey_mass.mock.survey import MockConfig
     from survey_mass.store import create_store, write_partition
     from survey_mass.store.cutouts import write_manifest
 
     create_store(
         path,
         cutout_size=images.shape[-1],
-        pixel_scale_arcsec=3.168,
+        pixel_scale_arcsec=MockConfig().pixel_scale_arcsec,
         healpix_order=2,
         survey="SDSS DR12 (mock)",
         kind="mock",
