@@ -72,6 +72,20 @@ def test_masses_errors_and_passthrough(small_catalog, small_store):
     assert df["model_id"].nunique() == 1 and df["model_id"].iloc[0].startswith("survey-mass-cpu-")
 
 
+def test_shipped_model_beats_richness_on_pixels_it_never_saw(small_catalog):
+    """The small store is a fresh mock (seed 7, not the training seed): new pixels and new true masses. The
+    shipped CNN must beat the richness baseline against the truth there, with honest 68% intervals."""
+    df = _read(small_catalog[0])
+    ok = df["log10_m500"].notna() & df["log10_m500_richness"].notna()
+    assert ok.sum() > 200
+    d = df.loc[ok, "log10_m500"] - df.loc[ok, "log10_m500_true"]
+    cnn = d.abs().mean()
+    rich = (df.loc[ok, "log10_m500_richness"] - df.loc[ok, "log10_m500_true"]).abs().mean()
+    assert cnn < 0.95 * rich and cnn < 0.23
+    coverage = (d.abs() <= df.loc[ok, "log10_m500_err"]).mean()
+    assert 0.6 < coverage < 0.8
+
+
 def test_schema_follows_the_contract(small_catalog):
     import pyarrow.parquet as pq
 
