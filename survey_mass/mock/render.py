@@ -193,7 +193,8 @@ _ERF_CHUNK = 32768
 
 
 def _erf(a: np.ndarray) -> np.ndarray:
-    """Float32 error function, in place, with torch's vectorised kernel (about 10x scipy's here)."""
+    """Float32 error function (in place when ``a`` is contiguous float32), with torch's vectorised kernel: about
+    10x scipy's here."""
     import torch
 
     flat = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).view(-1)
