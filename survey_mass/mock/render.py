@@ -127,7 +127,7 @@ def render_bands(
     x, y = np.asarray(x, float), np.asarray(y, float)
     flux = np.asarray(flux, float).reshape(x.size, len(bands))
     obj, pa, pv = _profile_components(np.asarray(re_arcsec, float), np.asarray(sersic_n), pixel_scale)
-    amps, vars_px, owner, counts = [], [], [], []
+    amps, sigs, owner, counts = [], [], [], []
     for b, band in enumerate(bands):
         pw, ps = psf_mog(band)
         amp = (flux[obj, b] * pa)[:, None] * pw[None, :]
@@ -148,11 +148,11 @@ def render_bands(
         keep = (cx > -6 * sig) & (cx < size - 1 + 6 * sig) & (cy > -6 * sig) & (cy < size - 1 + 6 * sig)
         keep &= amp != 0
         amps.append(amp[keep])
-        vars_px.append(var[keep])
+        sigs.append(sig[keep])
         owner.append(o[keep])
         counts.append(int(keep.sum()))
     amp, o = np.concatenate(amps), np.concatenate(owner)
-    sig = np.sqrt(np.concatenate(vars_px))
+    sig = np.concatenate(sigs)
     n = o.size
     # exact integral of each Gaussian over each pixel: the PSF is undersampled (sigma ~ 0.1 pixel at 6.336"), so
     # sampling at pixel centres would not conserve flux. x and y integrals of all bands in one call.
