@@ -32,3 +32,11 @@ class IngestError(SurveyMassError):
 
 class PipelineError(SurveyMassError):
     """A pipeline definition that does not validate."""
+
+
+class CatalogError(SurveyMassError):
+    """A catalog path or write that cannot be used."""
+
+
+class ModelError(SurveyMassError):
+    """A model directory that cannot be used."""

@@ -14,7 +14,7 @@ Examples
 >>> check_sql("COPY catalog TO 'x.csv'")
 Traceback (most recent call last):
 ...
-survey_mass.catalog.writer.CatalogError: query: only a single SELECT statement is allowed (got COPY)
+survey_mass.errors.CatalogError: query: only a single SELECT statement is allowed (got COPY)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import paths
-from .writer import CatalogError
+from ..errors import CatalogError
 
 #: what a user gets when they give no SQL and no --columns: everything but the spatial index
 DEFAULT_SQL = "SELECT * EXCLUDE (_healpix_29) FROM catalog"
@@ -76,7 +76,7 @@ def open_catalog(catalog: str | Path):
     root = Path(catalog)
     if not root.is_dir():
         raise CatalogError(f"catalog {str(root)!r}: no such directory")
-    if not ((root / "hats.properties").is_file() or (root / "collection.properties").is_file()):
+    if not paths.is_hats_root(root):
         raise CatalogError(f"catalog {str(root)!r}: not a HATS catalog (no hats.properties)")
     try:
         cat = hats.read_hats(root)

@@ -9,7 +9,6 @@ The Arrow schema (types, units, descriptions) comes from ``schemas/catalog.schem
 from __future__ import annotations
 
 import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import paths, schemas
-from ..errors import SurveyMassError
+from ..errors import CatalogError
+
+__all__ = ["CatalogError", "arrow_schema", "check_output", "finalize", "partition_done", "remove_temporaries"]
 
 TYPES = {
     "int64": pa.int64(),
@@ -27,10 +28,6 @@ TYPES = {
     "float64": pa.float64(),
     "string": pa.string(),
 }
-
-
-class CatalogError(SurveyMassError):
-    """A catalog path or write that cannot be used."""
 
 
 @lru_cache(maxsize=1)
@@ -82,19 +79,7 @@ def check_output(catalog: Path, *, overwrite: bool = False) -> None:
     if not catalog.is_dir():
         raise CatalogError(f"output {str(catalog)!r} exists and is not a directory; choose another --out")
     entries = {p.name for p in catalog.iterdir()}
-    ours = {
-        "dataset",
-        "hats.properties",
-        "properties",
-        "partition_info.csv",
-        "run.json",
-        ".lock",
-        "skymap.fits",
-        "point_map.fits",
-        "data_thumbnail.parquet",
-        "run_config.json",
-        ".dask-scratch",
-    }
+    ours = paths.CATALOG_ENTRIES
     if entries and not entries <= ours:
         raise CatalogError(
             f"output {str(catalog)!r} exists and is not a survey-mass catalog (holds {sorted(entries - ours)[:3]}); "
@@ -114,7 +99,7 @@ def write_partition(catalog: Path, order: int, pixel: int, table: pa.Table) -> P
     """Write one partition atomically (temporary file, then rename)."""
     final = paths.catalog_partition_file(catalog, order, pixel)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp = paths.catalog_temp_file(final)
     try:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, final)
@@ -130,7 +115,7 @@ def write_partition(catalog: Path, order: int, pixel: int, table: pa.Table) -> P
 
 
 def remove_temporaries(catalog: Path) -> None:
-    for f in Path(catalog).glob("dataset/Norder=*/Dir=*/.tmp-*"):
+    for f in paths.catalog_temporaries(catalog):
         f.unlink(missing_ok=True)
 
 
@@ -143,7 +128,7 @@ def finalize(catalog: Path, order: int, pixels: list[int], *, name: str, provena
     catalog = Path(catalog)
     remove_temporaries(catalog)
     PartitionInfo.from_healpix([HealpixPixel(order, int(p)) for p in sorted(pixels)]).write_to_file(
-        catalog / "partition_info.csv"
+        paths.partition_info_file(catalog)
     )
     hats.io.write_parquet_metadata(catalog)
     total = sum(

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..catalog.writer import CatalogError
+from .. import paths
+from ..errors import CatalogError
 
 
 def _properties(catalog: Path) -> dict[str, str]:
     props = {}
-    f = catalog / "hats.properties"
+    f = paths.hats_properties(catalog)
     if not f.is_file():
         raise CatalogError(f"catalog {str(catalog)!r}: not a HATS catalog (no hats.properties)")
     for line in f.read_text().splitlines():
