@@ -11,6 +11,16 @@ Catalog (HATS)::
     CATALOG/hats.properties, partition_info.csv
     CATALOG/dataset/_metadata, _common_metadata
     CATALOG/dataset/Norder=k/Dir=d/Npix=n.parquet   with d = (n // 10000) * 10000
+    CATALOG/dataset/Norder=k/Dir=d/.tmp-Npix=n.parquet-<uuid>   a partition file being written
+    CATALOG/run_config.json, run.json, .lock, .dask-scratch/   the run's sidecar files
+
+Model bundle::
+
+    MODEL_DIR/model_card.json, backbone.safetensors, heads.safetensors
+    MODEL_DIR/checkpoints/config.json, stage1.pt, fold{k}.pt     training checkpoints
+    MODEL_DIR/report.json, report.md, *.png                      the training report
+
+Every file or directory name inside a store, catalog or model directory is a constant or function here.
 """
 
 from __future__ import annotations
@@ -20,6 +30,73 @@ import uuid
 from pathlib import Path
 
 PARTITION_RE = re.compile(r"^Npix=(\d+)$")
+
+#: prefix of every half-written file or group (store partitions, catalog partition files)
+TEMP_PREFIX = ".tmp-"
+#: scratch directory of the Dask workers a run starts, inside the output
+DASK_SCRATCH = ".dask-scratch"
+
+# --- store -------------------------------------------------------------------------------------------------
+#: the Zarr v3 root group's metadata file: its presence marks a directory as a store
+STORE_ROOT_FILE = "zarr.json"
+
+# --- catalog -----------------------------------------------------------------------------------------------
+CATALOG_DATASET = "dataset"
+HATS_PROPERTIES = "hats.properties"
+COLLECTION_PROPERTIES = "collection.properties"
+PARTITION_INFO = "partition_info.csv"
+METADATA = "_metadata"
+COMMON_METADATA = "_common_metadata"
+#: summary of the last run into a catalog
+RUN_SUMMARY = "run.json"
+#: the settings of the run that made a catalog (a resumed run must match them)
+RUN_CONFIG = "run_config.json"
+#: holds the pid of the run writing the catalog
+RUN_LOCK = ".lock"
+#: every name a survey-mass catalog directory may hold at its top level (HATS's optional files included)
+CATALOG_ENTRIES = frozenset(
+    {
+        CATALOG_DATASET,
+        HATS_PROPERTIES,
+        "properties",
+        PARTITION_INFO,
+        RUN_SUMMARY,
+        RUN_LOCK,
+        "skymap.fits",
+        "point_map.fits",
+        "data_thumbnail.parquet",
+        RUN_CONFIG,
+        DASK_SCRATCH,
+    }
+)
+
+# --- model bundle, training and reports ----------------------------------------------------------------------
+MODEL_CARD = "model_card.json"
+MODEL_BACKBONE = "backbone.safetensors"
+MODEL_HEADS = "heads.safetensors"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_CONFIG = "config.json"
+STAGE1_CHECKPOINT = "stage1.pt"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+#: figures of the training report, by name
+TRAINING_FIGURES = {
+    "pred_vs_label": "pred_vs_label.png",
+    "residuals": "residuals.png",
+    "calibration": "calibration.png",
+}
+#: figures of a catalog report (``survey-mass report``), by the key its summary lists them under
+CATALOG_REPORT_FIGURES = {
+    "sky": "sky.png",
+    "mass_redshift": "mass_redshift.png",
+    "errors": "errors.png",
+    "reference": "reference.png",
+}
+
+
+def fold_checkpoint(k: int) -> str:
+    """Training checkpoint of stage-2 fold ``k``, inside :data:`CHECKPOINTS`."""
+    return f"fold{int(k)}.pt"
 
 
 def order_dir_name(order: int) -> str:
@@ -36,7 +113,16 @@ def partition_group_path(order: int, pixel: int) -> str:
 
 
 def temp_partition_group_path(order: int, pixel: int) -> str:
-    return f"{order_dir_name(order)}/.tmp-{partition_group_name(pixel)}-{uuid.uuid4().hex[:10]}"
+    return f"{order_dir_name(order)}/{TEMP_PREFIX}{partition_group_name(pixel)}-{uuid.uuid4().hex[:10]}"
+
+
+def store_root_file(store: Path | str) -> Path:
+    return Path(store) / STORE_ROOT_FILE
+
+
+def store_temporaries(store: Path | str, order: int) -> list[Path]:
+    """Half-written partition groups a killed build left in a store (they are never read)."""
+    return sorted((Path(store) / order_dir_name(order)).glob(f"{TEMP_PREFIX}*"))
 
 
 def pixel_directory(pixel: int) -> int:
@@ -44,12 +130,61 @@ def pixel_directory(pixel: int) -> int:
     return (int(pixel) // 10000) * 10000
 
 
+def catalog_dataset(catalog: Path | str) -> Path:
+    """The catalog's ``dataset`` directory (partition files, ``_metadata``, ``_common_metadata``)."""
+    return Path(catalog) / CATALOG_DATASET
+
+
 def catalog_partition_file(catalog: Path | str, order: int, pixel: int) -> Path:
     """Parquet file of a catalog partition."""
     return (
-        Path(catalog)
-        / "dataset"
-        / f"Norder={int(order)}"
+        catalog_dataset(catalog)
+        / order_dir_name(order)
         / f"Dir={pixel_directory(pixel)}"
-        / f"Npix={int(pixel)}.parquet"
+        / f"{partition_group_name(pixel)}.parquet"
     )
+
+
+def catalog_partition_files(catalog: Path | str) -> list[Path]:
+    """Every finished partition file of a catalog (temporaries excluded)."""
+    return sorted(catalog_dataset(catalog).glob("Norder=*/Dir=*/Npix=*.parquet"))
+
+
+def catalog_temp_file(final: Path) -> Path:
+    """Temporary name a partition file is written under before it is renamed to ``final``."""
+    return final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+
+
+def catalog_temporaries(catalog: Path | str) -> list[Path]:
+    """Half-written partition files an interrupted run left in a catalog."""
+    return sorted(catalog_dataset(catalog).glob(f"Norder=*/Dir=*/{TEMP_PREFIX}*"))
+
+
+def hats_properties(catalog: Path | str) -> Path:
+    return Path(catalog) / HATS_PROPERTIES
+
+
+def is_hats_root(root: Path | str) -> bool:
+    """A HATS catalog or collection directory (it holds ``hats.properties`` or ``collection.properties``)."""
+    return (Path(root) / HATS_PROPERTIES).is_file() or (Path(root) / COLLECTION_PROPERTIES).is_file()
+
+
+def partition_info_file(catalog: Path | str) -> Path:
+    return Path(catalog) / PARTITION_INFO
+
+
+def run_summary_file(catalog: Path | str) -> Path:
+    return Path(catalog) / RUN_SUMMARY
+
+
+def run_config_file(catalog: Path | str) -> Path:
+    return Path(catalog) / RUN_CONFIG
+
+
+def run_lock_file(catalog: Path | str) -> Path:
+    return Path(catalog) / RUN_LOCK
+
+
+def dask_scratch(directory: Path | str) -> Path:
+    """Scratch space of Dask workers started for a run writing into ``directory``."""
+    return Path(directory) / DASK_SCRATCH

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import paths
 from .figures import _plt
 
 REFERENCES = (("log10_m500_true", "true mass (mock)"), ("log10_m500_label", "label (X-ray)"))
@@ -83,9 +84,10 @@ def catalog_report(catalog: str | Path, out: str | Path) -> dict:
     summary["median_log10_m500"] = float(np.nanmedian(d["log10_m500"]))
     summary["median_err"] = float(np.nanmedian(d["log10_m500_err"]))
     summary["files"] = {}
-    summary["files"]["sky"] = str(sky_map(d, out / "sky.png"))
-    summary["files"]["mass_redshift"] = str(mass_redshift(d, out / "mass_redshift.png"))
-    summary["files"]["errors"] = str(error_distribution(d, out / "errors.png"))
+    fig = {k: out / v for k, v in paths.CATALOG_REPORT_FIGURES.items()}
+    summary["files"]["sky"] = str(sky_map(d, fig["sky"]))
+    summary["files"]["mass_redshift"] = str(mass_redshift(d, fig["mass_redshift"]))
+    summary["files"]["errors"] = str(error_distribution(d, fig["errors"]))
     refs = [(c, lab) for c, lab in REFERENCES if c in d and np.isfinite(d[c]).any()]
     summary["reference"] = {}
     for c, _ in refs:
@@ -94,9 +96,9 @@ def catalog_report(catalog: str | Path, out: str | Path) -> dict:
             "richness": _stats(d["log10_m500_richness"], d[c], None),
         }
     if refs:
-        summary["files"]["reference"] = str(reference_plot(d, refs, out / "reference.png"))
-    (out / "report.json").write_text(json.dumps(summary, indent=1))
-    (out / "report.md").write_text(_markdown(summary))
+        summary["files"]["reference"] = str(reference_plot(d, refs, fig["reference"]))
+    (out / paths.REPORT_JSON).write_text(json.dumps(summary, indent=1))
+    (out / paths.REPORT_MD).write_text(_markdown(summary))
     return summary
 
 

@@ -126,7 +126,7 @@ def create_store(
     if path.exists() and overwrite:
         shutil.rmtree(path)
     if path.exists():
-        if not (path / "zarr.json").is_file():
+        if not paths.store_root_file(path).is_file():
             raise StoreError(f"store {str(path)!r}: exists and is not a Zarr store; choose another --out")
         old = _root_attrs(path)
         for key in ("cutout_size", "pixel_scale_arcsec", "healpix_order", "kind", "provenance"):
@@ -171,6 +171,12 @@ def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: d
     if final.exists():
         shutil.rmtree(final)
     os.replace(path / tmp, final)
+
+
+def remove_temporaries(path: str | Path, order: int) -> None:
+    """Delete half-written partition groups a killed build left behind (they are never read)."""
+    for d in paths.store_temporaries(path, order):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def write_manifest(path: str | Path) -> dict[str, int]:
