@@ -316,12 +316,9 @@ def plan(footprint, cfg: MockConfig, candidates: pd.DataFrame | None) -> list[Pa
 
 def _remove_stale_temporaries(out: Path, order: int) -> None:
     """Delete half-written partitions a killed build left behind (they are never read)."""
-    import shutil
+    from ..store.cutouts import remove_temporaries
 
-    from .. import paths
-
-    for d in (out / paths.order_dir_name(order)).glob(".tmp-*"):
-        shutil.rmtree(d, ignore_errors=True)
+    remove_temporaries(out, order)
 
 
 def build_mock_store(
@@ -339,7 +336,7 @@ def build_mock_store(
 
     Returns a summary: clusters, partitions built and skipped, wall time, cutouts/s and store size.
     """
-    from ..progress import bar as progress_bar
+    from ..engine import Task, fan_out
     from ..store import create_store, open_store
 
     cfg = config or MockConfig()
@@ -358,42 +355,27 @@ def build_mock_store(
         footprint=footprint.name,
         overwrite=overwrite,
     )
-    _remove_stale_temporaries(Path(out), cfg.order)
     done = set(open_store(out).partitions)
-    todo = [j for j in jobs if j.pixel not in done]
     physics.grids()  # warm the tables here so a single-process build reports honest timing
-    n_new = 0
-    bar = progress_bar(len(todo), "mock partitions", enabled=progress, unit="part")
-    if todo and (workers > 1 or client is not None):
-        from distributed import Client, LocalCluster, as_completed
-
-        own = client is None
-        if own:
-            from ..inference.cluster import worker_environment
-
-            with worker_environment():
-                cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-                )
-            client = Client(cluster)
-        try:
-            # biggest partitions first keeps the workers busy to the end
-            todo.sort(key=lambda j: -(len(j.candidates) if j.candidates is not None else j.area_deg2))
-            futures = [client.submit(_build_and_write, cfg, j, str(out), pure=False, retries=2) for j in todo]
-            for fut in as_completed(futures):
-                _, n = fut.result()
-                n_new += n
-                bar.update(1)
-        finally:
-            if own:
-                client.close()
-                cluster.close()
-    else:
-        for j in todo:
-            _, n = _build_and_write(cfg, j, str(out))
-            n_new += n
-            bar.update(1)
-    bar.close()
+    built = fan_out(
+        # biggest partitions first keeps the workers busy to the end
+        [
+            Task(j.pixel, len(j.candidates) if j.candidates is not None else j.area_deg2, (cfg, j, str(out)))
+            for j in jobs
+        ],
+        _build_and_write,
+        is_done=done.__contains__,
+        workers=workers,
+        client=client,
+        device="cpu",
+        progress=progress,
+        desc="mock partitions",
+        retries=2,
+        cleanup=lambda: _remove_stale_temporaries(Path(out), cfg.order),
+        key_prefix="mock-partition",
+    )
+    todo = built.computed
+    n_new = sum(n for _, n in built)
     from ..store.cutouts import write_manifest
 
     write_manifest(out)
