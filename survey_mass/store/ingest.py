@@ -168,6 +168,69 @@ def resample(frames: list[Frame], ra: float, dec: float, size: int, pixel_scale:
     return out.astype(np.float32)
 
 
+def _near(frames: list[Frame], pos: np.ndarray, reach: float) -> np.ndarray:
+    """(n_positions, n_frames) mask: the frame can reach a cutout centred on each position."""
+    if not frames:
+        return np.zeros((len(pos), 0), bool)
+    centres = np.stack([f.centre for f in frames])
+    radius = np.array([f.radius_deg for f in frames])
+    out = np.zeros((len(pos), len(frames)), bool)
+    for s in range(0, len(pos), 4096):  # bounded memory for big candidate lists
+        ang = np.degrees(np.arccos(np.clip(pos[s : s + 4096] @ centres.T, -1, 1)))
+        out[s : s + 4096] = ang < radius + reach
+    return out
+
+
+def _ingest_partition(
+    out: str, pixel: int, cands, by_band: dict[str, list[Frame]], cutout_size: int, pixel_scale: float
+) -> dict:
+    """Cut one partition's candidates from the frames and write the partition (what every worker runs)."""
+    from . import write_partition
+
+    pos = _unit(cands["ra"].to_numpy(), cands["dec"].to_numpy())
+    reach = cutout_size * pixel_scale / 3600.0 / np.sqrt(2)
+    near = {b: _near(by_band[b], pos, reach) for b in BANDS}
+    images, keep, quality = [], [], []
+    for k in range(len(cands)):
+        ra, dec = float(cands["ra"].iloc[k]), float(cands["dec"].iloc[k])
+        stack, touched = [], False
+        for b in BANDS:
+            fr = [f for f, m in zip(by_band[b], near[b][k], strict=True) if m]
+            touched |= bool(fr)
+            stack.append(resample(fr, ra, dec, cutout_size, pixel_scale))
+        if not touched:
+            continue
+        img = np.stack(stack)
+        q = image_quality(img)
+        if q & Quality.NAN_PIXELS:
+            q |= Quality.EDGE
+        if np.isnan(img).all():
+            continue
+        images.append(img)
+        keep.append(k)
+        quality.append(q)
+    qual = np.asarray(quality, dtype=np.int32)
+    if keep:
+        sub = cands.iloc[keep].reset_index(drop=True)
+        cols = {
+            "id": sub["id"].to_numpy(),
+            "name": sub["name"].to_numpy(),
+            "ra": sub["ra"].to_numpy(),
+            "dec": sub["dec"].to_numpy(),
+            "z": sub["z"].to_numpy(),
+            "quality": qual,
+        }
+        if "richness" in sub:
+            cols["richness"] = sub["richness"].to_numpy()
+        cols["log10_m500_label"] = (
+            sub["log10_m500_label"].to_numpy(float)
+            if "log10_m500_label" in sub
+            else np.full(len(sub), np.nan)
+        )
+        write_partition(out, int(pixel), np.stack(images), cols)
+    return {"pixel": int(pixel), "cutouts": len(keep), "flagged": int((qual != 0).sum())}
+
+
 def ingest_frames(
     frames_dir: str | Path,
     candidates: str | Path,
@@ -178,12 +241,20 @@ def ingest_frames(
     order: int = 2,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int = 1,
+    scheduler: str | None = None,
+    client=None,
 ) -> dict:
-    """Cut every candidate covered by the frames into the store ``out``; returns a summary."""
+    """Cut every candidate covered by the frames into the store ``out``; returns a summary.
+
+    One task per partition (:func:`survey_mass.engine.fan_out`): in this process by default, on a Dask
+    cluster with ``workers > 1``, a ``scheduler`` or a ``client``. A rerun skips the partitions in the store.
+    """
     from ..candidates import read_candidates
+    from ..engine import Task, fan_out
     from ..footprint import partition_of
-    from ..progress import bar as progress_bar
-    from . import create_store, open_store, write_partition
+    from . import create_store, open_store
+    from .cutouts import remove_temporaries, write_manifest
 
     t0 = time.perf_counter()
     frames = scan_frames(frames_dir)
@@ -203,69 +274,48 @@ def ingest_frames(
         },
         overwrite=overwrite,
     )
-    by_band = {b: [f for f in frames if f.band == b] for b in BANDS}
+    # the plan: candidates that some frame reaches, grouped by partition, each with the frames it needs
     pos = _unit(cands["ra"].to_numpy(), cands["dec"].to_numpy())
     reach = cutout_size * pixel_scale / 3600.0 / np.sqrt(2)
-    images, keep, quality = [], [], []
-    pbar = progress_bar(len(cands), "ingest", enabled=progress, unit="cand")
-    for k in range(len(cands)):
-        pbar.update(1)
-        ra, dec = float(cands["ra"].iloc[k]), float(cands["dec"].iloc[k])
-        stack, touched = [], False
-        for b in BANDS:
-            near = [
-                f
-                for f in by_band[b]
-                if np.degrees(np.arccos(np.clip(pos[k] @ f.centre, -1, 1))) < f.radius_deg + reach
-            ]
-            touched |= bool(near)
-            stack.append(resample(near, ra, dec, cutout_size, pixel_scale))
-        if not touched:
-            continue
-        img = np.stack(stack)
-        q = image_quality(img)
-        if q & Quality.NAN_PIXELS:
-            q |= Quality.EDGE
-        if np.isnan(img).all():
-            continue
-        images.append(img)
-        keep.append(k)
-        quality.append(q)
-    pbar.close()
-    outside = len(cands) - len(keep)
-    sel = cands.iloc[keep].reset_index(drop=True)
-    imgs = np.stack(images) if images else np.zeros((0, 5, cutout_size, cutout_size), np.float32)
-    qual = np.asarray(quality, dtype=np.int32)
+    reached = _near(frames, pos, reach)
+    touched = reached.any(axis=1)
+    sel = cands[touched]
     parts = partition_of(sel["ra"].to_numpy(), sel["dec"].to_numpy(), order) if len(sel) else np.zeros(0, int)
-    done = set(open_store(out).partitions)
+    reached = reached[touched]
+    tasks = []
     for p in np.unique(parts):
-        if int(p) in done:
-            continue
         m = parts == p
-        sub = sel[m]
-        cols = {
-            "id": sub["id"].to_numpy(),
-            "name": sub["name"].to_numpy(),
-            "ra": sub["ra"].to_numpy(),
-            "dec": sub["dec"].to_numpy(),
-            "z": sub["z"].to_numpy(),
-            "quality": qual[m],
-        }
-        if "richness" in sub:
-            cols["richness"] = sub["richness"].to_numpy()
-        cols["log10_m500_label"] = (
-            sub["log10_m500_label"].to_numpy(float) if "log10_m500_label" in sub else np.full(m.sum(), np.nan)
+        used = reached[m].any(axis=0)
+        by_band = {b: [f for f, u in zip(frames, used, strict=True) if u and f.band == b] for b in BANDS}
+        tasks.append(
+            Task(int(p), int(m.sum()), (str(out), int(p), sel[m], by_band, cutout_size, pixel_scale))
         )
-        write_partition(out, int(p), imgs[m], cols)
-    from .cutouts import write_manifest
-
+    store = open_store(out)
+    done = set(store.partitions)
+    res = fan_out(
+        tasks,
+        _ingest_partition,
+        is_done=done.__contains__,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+        device="cpu",
+        progress=progress,
+        desc="ingest",
+        cleanup=lambda: remove_temporaries(out, order),
+        key_prefix="ingest-partition",
+    )
+    counts = {r["pixel"]: (r["cutouts"], r["flagged"]) for r in res}
+    for p in res.skipped:  # finished by an earlier run: count what the store holds
+        counts[p] = (store.n_cutouts(p), int((np.asarray(store.columns(p)["quality"]) != 0).sum()))
     write_manifest(out)
+    n_cut = sum(c for c, _ in counts.values())
     return {
         "store": str(out),
         "frames": len(frames),
-        "cutouts": int(len(sel)),
-        "partitions": int(np.unique(parts).size),
-        "flagged": int((qual != 0).sum()),
-        "outside": int(outside),
+        "cutouts": int(n_cut),
+        "partitions": int(sum(c > 0 for c, _ in counts.values())),
+        "flagged": int(sum(f for _, f in counts.values())),
+        "outside": int(len(cands) - n_cut),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
