@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import paths
 from ..errors import SurveyMassError
 from ..quality import Quality
 
@@ -158,7 +158,7 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
         "sample_fraction": opts.sample_fraction if opts.attribution == "sample" else None,
         "seed": opts.seed,
     }
-    f = Path(catalog) / "run_config.json"
+    f = paths.run_config_file(catalog)
     if f.exists():
         old = json.loads(f.read_text())
         diff = [k for k in cfg if old.get(k) != cfg[k]]
@@ -176,7 +176,7 @@ class RunLock:
     """``CATALOG/.lock`` holds the pid of the run writing the catalog; a live holder makes others refuse."""
 
     def __init__(self, catalog: Path):
-        self.path = Path(catalog) / ".lock"
+        self.path = paths.run_lock_file(catalog)
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,8 +221,8 @@ def run_catalog(
     """Run the model over every partition of the store inside the footprint and write the HATS catalog."""
     from .. import __version__
     from ..catalog.writer import check_output, finalize, partition_done, remove_temporaries
+    from ..engine import Task, fan_out
     from ..models.bundle import load_bundle
-    from ..progress import bar as progress_bar
     from ..store import open_store
 
     t0 = time.perf_counter()
@@ -250,63 +250,36 @@ def run_catalog(
     if not parts:
         raise SurveyMassError(f"store {store_path!r} has no partition inside footprint {footprint.name!r}")
     with RunLock(catalog_p):
-        remove_temporaries(catalog_p)
         _check_run_config(catalog_p, store_path, bundle, footprint, opts)
-        todo = [p for p in parts if not partition_done(catalog_p, store.order, p)]
-        results: list[dict] = []
-        dashboard, kind = None, "in-process"
-        bar = progress_bar(len(todo), "partitions", enabled=progress, unit="part")
-        if todo and (workers > 1 or scheduler):
-            from distributed import as_completed
+        base_opts = opts
 
-            from .cluster import start_cluster
+        def threads_per_worker(n_workers: int) -> tuple:
+            # torch in each worker gets its share of the cores (all of them in-process)
+            threads = max(1, (os.cpu_count() or 1) // n_workers)
+            return (RunOptions(**{**asdict(base_opts), "torch_threads": threads}),)
 
+        model_p = str(Path(model_path))
+        tasks = [Task(p, store.n_cutouts(p), (str(store.path), model_p, p, str(catalog_p))) for p in parts]
+        done = fan_out(
+            tasks,
+            process_partition,
+            is_done=lambda p: partition_done(catalog_p, store.order, p),
+            shared_args=threads_per_worker,
+            workers=workers,
+            scheduler=scheduler,
+            device=opts.device,
+            progress=progress,
+            desc="partitions",
             # worker scratch space stays inside the output (nothing is written outside --out)
-            scratch = catalog_p / ".dask-scratch"
-            choice = start_cluster(
-                scheduler=scheduler, workers=workers, device=opts.device, local_directory=str(scratch)
-            )
-            kind, dashboard = choice.kind, choice.dashboard
-            if progress:
-                print(f"dask: {kind}; dashboard {dashboard}", flush=True)
-            try:
-                n_workers = max(len(choice.client.scheduler_info().get("workers", {})), 1)
-                opts = RunOptions(
-                    **{**asdict(opts), "torch_threads": max(1, (os.cpu_count() or 1) // n_workers)}
-                )
-                sizes = {p: store.n_cutouts(p) for p in todo}
-                futures = [
-                    choice.client.submit(
-                        process_partition,
-                        str(store.path),
-                        str(Path(model_path)),
-                        p,
-                        str(catalog_p),
-                        opts,
-                        pure=False,
-                        retries=3,
-                        key=f"partition-{p}",
-                    )
-                    for p in sorted(todo, key=lambda p: -sizes[p])
-                ]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update(1)
-            finally:
-                choice.client.close()
-                if choice.owned is not None:
-                    choice.owned.close()
-                # workers stopped mid-write leave temporaries; finished partitions are complete files
-                remove_temporaries(catalog_p)
-                shutil.rmtree(scratch, ignore_errors=True)
-        else:
-            opts = RunOptions(**{**asdict(opts), "torch_threads": os.cpu_count() or 1})
-            for p in todo:
-                results.append(
-                    process_partition(str(store.path), str(Path(model_path)), p, str(catalog_p), opts)
-                )
-                bar.update(1)
-        bar.close()
+            scratch=paths.dask_scratch(catalog_p),
+            retries=3,
+            # workers stopped mid-write leave temporaries; finished partitions are complete files
+            cleanup=lambda: remove_temporaries(catalog_p),
+            announce=progress,
+        )
+        results: list[dict] = list(done)
+        todo = done.computed
+        kind, dashboard = done.kind, done.dashboard
         provenance = {
             "survey_mass_version": __version__,
             "survey_mass_model_id": bundle.model_id,
@@ -333,5 +306,5 @@ def run_catalog(
         "model_id": bundle.model_id,
         "attribution_s": round(sum(r["attribution_s"] for r in results), 1),
     }
-    (catalog_p / "run.json").write_text(json.dumps(summary, indent=1))
+    paths.run_summary_file(catalog_p).write_text(json.dumps(summary, indent=1))
     return summary
