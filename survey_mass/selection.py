@@ -28,28 +28,36 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import astro
+
+#: the mock's X-ray flux limit (erg/s/cm^2) and label noise (dex): the defaults of its physics
+#: (``MockPhysics.labels``), and what a mock store that does not record them was made with
+FLUX_LIMIT_CGS = 2.0e-12
+LABEL_NOISE_DEX = 0.12
+
 
 @dataclass(frozen=True, kw_only=True)
 class XraySelection:
-    """A flux-limited X-ray selection: L500 = L0 E(z)^(7/3) (M500 / M0)^slope with log-normal scatter."""
+    """A flux-limited X-ray selection: L500 = L0 E(z)^ez_power (M500 / M0)^slope with log-normal scatter.
+
+    The defaults are the L_X-M relation of :mod:`survey_mass.astro` (Pratt et al. 2009; Arnaud et al. 2010).
+    """
 
     flux_limit_cgs: float
-    l0: float = 1.38e44
-    m0: float = 3e14
-    slope: float = 1.64
-    sigma_ln_l: float = 0.40
-    label_noise_dex: float = 0.12
+    l0: float = astro.LX_L0
+    m0: float = astro.LX_M0
+    slope: float = astro.LX_SLOPE
+    sigma_ln_l: float = astro.LX_SIGMA_LN_L
+    label_noise_dex: float = LABEL_NOISE_DEX
+    ez_power: float = astro.LX_EZ_POWER
 
     def m_lim(self, z: np.ndarray) -> np.ndarray:
         """log10 M500 whose mean luminosity is at the flux limit at redshift z."""
-        from .mock import physics
-
-        g = physics.grids()
         z = np.asarray(z, float)
-        ez = physics.interp_z(g.ez, z)
-        dl = physics.interp_z(g.dl_cm, z)
+        ez = astro.efunc(z)
+        dl = astro.luminosity_distance_cm(z)
         llim = np.log10(self.flux_limit_cgs * 4 * np.pi * dl**2)
-        return (llim - np.log10(self.l0) - 7.0 / 3.0 * np.log10(ez)) / self.slope + np.log10(self.m0)
+        return (llim - np.log10(self.l0) - self.ez_power * np.log10(ez)) / self.slope + np.log10(self.m0)
 
     @property
     def s(self) -> float:
@@ -65,15 +73,20 @@ class XraySelection:
 
 
 def selection_for_store(store) -> XraySelection | None:
-    """The labels' selection: the store's ``label_selection`` attribute, or the mock's own (it made the labels)."""
+    """The labels' selection: the store's ``label_selection`` attribute, or the mock's own (it made the labels).
+
+    A mock store records its physics in its provenance; the selection is read from there (``physics.labels``),
+    so overridden label physics is followed.
+    """
     if "label_selection" in store.attrs:
         return XraySelection.from_dict(store.attrs["label_selection"])
     if store.attrs.get("kind") == "mock":
-        from .mock.physics import PHYSICS
-
-        lab = PHYSICS["labels"]
-        limit = store.attrs.get("provenance", {}).get("label_flux_limit") or lab["flux_limit_cgs"]
-        return XraySelection(flux_limit_cgs=float(limit), label_noise_dex=float(lab["label_noise_dex"]))
+        prov = store.attrs.get("provenance", {})
+        lab = prov.get("physics", {}).get("labels", {})
+        limit = prov.get("label_flux_limit") or lab.get("flux_limit_cgs", FLUX_LIMIT_CGS)
+        extra = {k: float(lab[k]) for k in ("l0", "m0", "slope", "ez_power", "sigma_ln_l") if k in lab}
+        noise = float(lab.get("label_noise_dex", LABEL_NOISE_DEX))
+        return XraySelection(flux_limit_cgs=float(limit), label_noise_dex=noise, **extra)
     return None
 
 

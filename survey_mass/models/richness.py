@@ -54,7 +54,7 @@ def detect(images: np.ndarray) -> dict[str, np.ndarray]:
 
 def red_sequence_table() -> tuple[np.ndarray, np.ndarray]:
     """Median g-r and r-i of real red SDSS galaxies on :data:`Z_GRID` (the baseline's colour model)."""
-    from ..mock.populations import real_galaxies
+    from ..galaxies import real_galaxies
 
     rg = real_galaxies()
     # colours are stored as m_band - m_r
@@ -78,7 +78,7 @@ def red_sequence_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _select(src: dict[str, np.ndarray], z: float, colour_gr: np.ndarray, colour_ri: np.ndarray) -> np.ndarray:
-    from ..mock.physics import mstar_i
+    from ..astro import mstar_i
 
     if z < Z_SWITCH:
         c = src["mag_g"] - src["mag_r"]
@@ -92,7 +92,7 @@ def _select(src: dict[str, np.ndarray], z: float, colour_gr: np.ndarray, colour_
 
 
 def aperture_pix(richness_proxy: float, z: float, pixel_scale: float, size: int) -> float:
-    from ..mock.physics import r_lambda_arcsec
+    from ..astro import r_lambda_arcsec
 
     return float(min(r_lambda_arcsec(richness_proxy, z) / pixel_scale, size / 2 - 2))
 
