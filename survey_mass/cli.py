@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=_positive_int, help="keep only the first N candidates (quick looks)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming")
     m.add_argument("--no-progress", action="store_true")
+    m.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a mock physics parameter (repeatable; dotted names for nested ones, e.g. "
+        "sky_noise_scale=1.26, seeing_scale=1.5, richness_relation.slope=1.3); recorded in the provenance",
+    )
 
     i = sub.add_parser("ingest", help="cut real SDSS corrected frames into a Zarr cutout store")
     i.add_argument("--frames", required=True, help="directory of frame-{band}-*.fits(.bz2) files")
@@ -312,12 +319,13 @@ def cmd_mock(args) -> int:
     from .footprint import parse_footprint
     from .mock.survey import MockConfig, build_mock_store
 
+    name = os.path.basename(args.candidates) if args.candidates else "redmapper_dr8_v5.10"
+    # physics overrides (--set) are checked before any work
+    cfg = MockConfig.with_overrides(args.set, seed=args.seed, density=args.density, candidates=name)
     fp = parse_footprint(args.footprint)
     cands = read_candidates(args.candidates) if args.candidates else load_redmapper()
-    name = os.path.basename(args.candidates) if args.candidates else "redmapper_dr8_v5.10"
     if args.limit:
         cands = cands.iloc[: args.limit]
-    cfg = MockConfig(seed=args.seed, density=args.density, candidates=name)
     summary = build_mock_store(
         fp,
         args.out,

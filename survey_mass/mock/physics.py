@@ -1,7 +1,9 @@
 """The physics of the mock survey: cosmology, halo masses, richness, BCGs, members, field and labels.
 
-Everything here is a documented, literature-anchored approximation. The numbers that set the mock are
-collected in :data:`PHYSICS` so that the README, the model card and the store's provenance can quote them.
+Everything here is a documented, literature-anchored approximation. The numbers that set the mock are the
+fields of :class:`MockPhysics` (one default each), which a :class:`~survey_mass.mock.survey.MockConfig` carries
+to every worker and every store records in its provenance; ``survey-mass mock --set NAME=VALUE`` overrides
+them (:func:`apply_overrides`). Distances and E(z) come from :mod:`survey_mass.astro`.
 
 Cosmology
     Flat LambdaCDM with H0 = 70 km/s/Mpc, Om0 = 0.3, Ob0 = 0.048, sigma8 = 0.81, ns = 0.96 (astropy for
@@ -28,57 +30,249 @@ physics; no pixel encodes the mass in any other way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-H0 = 70.0
-OM0 = 0.3
-LITTLE_H = H0 / 100.0
+from .. import astro
+from ..errors import SurveyMassError
+from ..photometry import DEPTH_95, PSF_FWHM
+from ..selection import FLUX_LIMIT_CGS, LABEL_NOISE_DEX
 
-PHYSICS: dict[str, object] = {
-    "cosmology": {"flat": True, "H0": H0, "Om0": OM0, "Ob0": 0.048, "sigma8": 0.81, "ns": 0.96},
-    "mass_definition": "M500c [Msun]",
-    "mass_function": "Tinker et al. 2008 (colossus)",
-    "richness_relation": {
-        "source": "Simet et al. 2017",
-        "log10_M200m_at_lambda40_hinv": 14.344,
-        "slope": 1.33,
-        "sigma_ln_lambda_intrinsic": 0.25,
-        "poisson": True,
-    },
-    "bcg": {"source": "Hansen et al. 2009; Reyes et al. 2008", "dmag_dlog10M": -1.25},
-    "concentration": "Duffy et al. 2008 c200c(M, z)",
-    "labels": {
-        "selection": "X-ray flux limit, MCXC/REFLEX-like: L500 = 1.38e44 E(z)^(7/3) (M500/3e14)^1.64 erg/s, "
-        "sigma_lnL = 0.40 (Pratt et al. 2009; Arnaud et al. 2010)",
-        "flux_limit_cgs": 2.0e-12,
-        "label_noise_dex": 0.12,
-    },
-    "richness_floor": 20.0,
-    "mass_grid_log10": [13.3, 15.6],
-    "redshift_range_no_candidates": [0.05, 0.6],
-    "mass_range_no_candidates_log10": [13.5, 15.3],
-}
+# --- the parameters -------------------------------------------------------------------------------------------
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PerBand(_Params):
+    """One number per SDSS band; ``per_band["r"]`` reads a band."""
+
+    u: float
+    g: float
+    r: float
+    i: float
+    z: float
+
+    def __getitem__(self, band: str) -> float:
+        return getattr(self, band)
+
+
+class Cosmology(_Params):
+    """Flat LambdaCDM (astropy for distances, colossus for the mass function and concentrations)."""
+
+    H0: float = Field(astro.H0, gt=0)
+    Om0: float = Field(astro.OM0, gt=0, lt=1)
+    Ob0: float = Field(astro.OB0, ge=0, lt=1)
+    sigma8: float = Field(0.81, gt=0)
+    ns: float = Field(0.96, gt=0)
+
+    @property
+    def h(self) -> float:
+        return self.H0 / 100.0
+
+
+class RichnessRelation(_Params):
+    """P(lambda | M): Simet et al. 2017, log10 M200m [h^-1 Msun] = pivot + slope log10(lambda / 40)."""
+
+    log10_M200m_at_lambda40_hinv: float = 14.344
+    slope: float = Field(1.33, gt=0)
+    sigma_ln_lambda_intrinsic: float = Field(0.25, ge=0)
+    #: add the Poisson variance 1/<lambda> to the intrinsic scatter in ln lambda
+    poisson: bool = True
+    #: redshift at which <log10 M200m | lambda = 40> is matched to the pivot (after the Eddington bias)
+    anchor_z: float = Field(0.3, gt=0.02, lt=0.7)
+
+
+class BCGPhysics(_Params):
+    """Brighter BCGs at fixed richness sit in more massive haloes (Hansen et al. 2009; Reyes et al. 2008)."""
+
+    dmag_dlog10M: float = -1.25
+    #: floor of the scatter of d_BCG at fixed mass (mag)
+    min_scatter_mag: float = Field(0.05, gt=0)
+    #: r_e = re_kpc (L / L_ref)^re_slope, L_ref = astro.BCG_LUMINOSITY_LSTAR L*
+    re_kpc: float = Field(12.0, gt=0)
+    re_slope: float = 0.7
+
+
+class Concentration(_Params):
+    """Duffy et al. 2008 (full sample, NFW): c200c = a (M200c / pivot)^b (1 + z)^c, M200c = 10^dex M500c."""
+
+    a: float = Field(5.71, gt=0)
+    b: float = -0.084
+    c: float = -0.47
+    pivot_hinv: float = Field(2e12, gt=0)
+    m200c_over_m500c_dex: float = 0.13
+
+
+class Members(_Params):
+    """Red-sequence members: Schechter luminosities, de Vaucouleurs sizes, real red colours."""
+
+    #: members counted by lambda (in L*)
+    bright_lstar: tuple[float, float] = (0.2, 10.0)
+    #: fainter members, a Poisson draw from the halo's mean occupation (in L*)
+    faint_lstar: tuple[float, float] = (0.05, 0.2)
+    schechter_alpha: float = -1.0
+    #: r_e = re_kpc_at_lstar (L / L*)^0.5
+    re_kpc_at_lstar: float = Field(3.0, gt=0)
+    #: scatter added to each real red galaxy's colours (mag)
+    colour_scatter_mag: float = Field(0.04, ge=0)
+
+
+class FieldGalaxies(_Params):
+    """dN/dm = counts_at_r20 10^(count_slope (r - 20)) deg^-2 mag^-1 (Yasuda et al. 2001), real colours."""
+
+    r_range: tuple[float, float] = (14.0, 23.5)
+    counts_at_r20: float = Field(1000.0, ge=0)
+    count_slope: float = 0.45
+    #: log10 r_e["] = log10_re_at_r20 + log10_re_slope (r - 20) +- log10_re_scatter
+    log10_re_at_r20: float = 0.3
+    log10_re_slope: float = -0.12
+    log10_re_scatter: float = Field(0.15, ge=0)
+
+
+class Stars(_Params):
+    """Stars on the stellar locus: density / sin(max(|b|, min_abs_b_deg)), dN/dm ∝ 10^(count_slope r)."""
+
+    r_range: tuple[float, float] = (14.0, 23.5)
+    per_deg2: float = Field(2000.0, ge=0)
+    count_slope: float = 0.12
+    min_abs_b_deg: float = 20.0
+
+
+class Labels(_Params):
+    """X-ray flux-limited labels (MCXC/REFLEX-like): L500 = l0 E(z)^ez_power (M500 / m0)^slope erg/s."""
+
+    flux_limit_cgs: float = Field(FLUX_LIMIT_CGS, gt=0)
+    label_noise_dex: float = Field(LABEL_NOISE_DEX, ge=0)
+    l0: float = Field(astro.LX_L0, gt=0)
+    m0: float = Field(astro.LX_M0, gt=0)
+    slope: float = astro.LX_SLOPE
+    ez_power: float = astro.LX_EZ_POWER
+    sigma_ln_l: float = Field(astro.LX_SIGMA_LN_L, ge=0)
+
+
+class RenderPhysics(_Params):
+    """The PSF (double Gaussian: a core of the band's FWHM and a wider wing), depth and gains."""
+
+    psf_fwhm_arcsec: PerBand = PerBand(**PSF_FWHM)
+    psf_wing_fraction: float = Field(0.1, ge=0, lt=1)
+    psf_wing_scale: float = Field(2.0, gt=0)
+    #: 95%-completeness point-source magnitudes: the sky noise gives S/N = 5 there (at the nominal seeing)
+    depth_95: PerBand = PerBand(**DEPTH_95)
+    #: approximate nanomaggies per photo-electron for a 53.9 s SDSS exposure (nmgy/DN over gain ~4.7 e/DN)
+    nmgy_per_electron: PerBand = PerBand(u=0.0021, g=0.0008, r=0.0010, i=0.0014, z=0.0070)
+
+
+class MockPhysics(_Params):
+    """Every number that sets the mock survey, with its default; one instance travels in :class:`MockConfig`.
+
+    Override any of them with :func:`apply_overrides` (``survey-mass mock --set NAME=VALUE``).
+    """
+
+    cosmology: Cosmology = Cosmology()
+    richness_relation: RichnessRelation = RichnessRelation()
+    bcg: BCGPhysics = BCGPhysics()
+    concentration: Concentration = Concentration()
+    members: Members = Members()
+    field: FieldGalaxies = FieldGalaxies()
+    stars: Stars = Stars()
+    labels: Labels = Labels()
+    render: RenderPhysics = RenderPhysics()
+    #: clusters drawn from the mass function have at least this richness
+    richness_floor: float = Field(20.0, gt=0)
+    #: ranges of the mass-function draws where there are no candidates
+    redshift_range_no_candidates: tuple[float, float] = (0.05, 0.6)
+    mass_range_no_candidates_log10: tuple[float, float] = (13.5, 15.3)
+    #: multiplies every band's sky noise sigma (the same standard-normal draws, scaled)
+    sky_noise_scale: float = Field(1.0, gt=0)
+    #: multiplies every band's PSF FWHM when rendering (the sky noise per pixel is that of the nominal seeing)
+    seeing_scale: float = Field(1.0, gt=0)
+
+    def provenance(self) -> dict:
+        """The parameters as JSON (what a store records)."""
+        return self.model_dump(mode="json")
+
+
+DEFAULT_PHYSICS = MockPhysics()
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def apply_overrides(physics: MockPhysics, overrides: list[str] | tuple[str, ...] | None) -> MockPhysics:
+    """A copy of ``physics`` with ``NAME=VALUE`` overrides; dotted names reach nested parameters.
+
+    Values are parsed as JSON where possible (numbers, booleans, lists), else taken as strings. An unknown name
+    or an invalid value raises :class:`SurveyMassError` naming the parameter.
+
+    Examples
+    --------
+    >>> p = apply_overrides(MockPhysics(), ["sky_noise_scale=1.2589", "richness_relation.slope=1.3"])
+    >>> p.sky_noise_scale, p.richness_relation.slope
+    (1.2589, 1.3)
+    """
+    data = physics.model_dump()
+    for item in overrides or ():
+        name, sep, raw = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SurveyMassError(f"mock physics override {item!r}: expected NAME=VALUE")
+        node: Any = data
+        model: Any = type(physics)
+        parts = name.split(".")
+        for k, part in enumerate(parts):
+            fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+            if part not in fields or not isinstance(node, dict):
+                raise SurveyMassError(
+                    f"mock physics: unknown parameter {name!r}"
+                    + (f" (known at this level: {', '.join(fields)})" if fields else "")
+                )
+            if k == len(parts) - 1:
+                node[part] = _parse_value(raw.strip())
+            else:
+                node = node[part]
+                model = fields[part].annotation
+        try:
+            physics = type(physics).model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SurveyMassError(
+                f"mock physics: invalid value {raw.strip()!r} for {name!r}: {err['msg']}"
+            ) from None
+        data = physics.model_dump()
+    return physics
+
+
+# --- tables -----------------------------------------------------------------------------------------------------
+
+LITTLE_H = astro.LITTLE_H
 
 LOGM_GRID = np.round(np.arange(13.3, 15.6001, 0.01), 4)
 Z_GRID = np.round(np.arange(0.02, 0.70001, 0.01), 4)
 
 
-@lru_cache(maxsize=1)
-def astropy_cosmology():
-    """The astropy flat LambdaCDM used for distances."""
-    from astropy.cosmology import FlatLambdaCDM
-
-    return FlatLambdaCDM(H0=H0, Om0=OM0, Ob0=0.048, name="survey-mass")
+def astropy_cosmology(cosmology: Cosmology = DEFAULT_PHYSICS.cosmology):
+    """The astropy flat LambdaCDM used for distances (:func:`survey_mass.astro.flat_lambda_cdm`)."""
+    return astro.flat_lambda_cdm(cosmology.H0, cosmology.Om0, cosmology.Ob0)
 
 
-@lru_cache(maxsize=1)
-def _colossus():
-    from colossus.cosmology import cosmology
+def _colossus(cosmology: Cosmology):
+    """Make ``cosmology`` colossus's current one (colossus keeps one global cosmology)."""
+    from colossus.cosmology import cosmology as ccosmo
 
-    return cosmology.setCosmology("survey_mass", params=dict(PHYSICS["cosmology"]), persistence="")
+    params = {"flat": True, **cosmology.model_dump()}
+    name = "survey_mass" if cosmology == DEFAULT_PHYSICS.cosmology else f"survey_mass_{abs(hash(cosmology))}"
+    return ccosmo.setCosmology(name, params=params, persistence="")
 
 
 @dataclass(frozen=True)
@@ -90,22 +284,27 @@ class _Grids:
     dl_cm: np.ndarray  # (nz,)
 
 
-@lru_cache(maxsize=1)
-def grids() -> _Grids:
-    """Tabulate the mass function and the distance measures once per process (about 3 s)."""
+def grids(cosmology: Cosmology = DEFAULT_PHYSICS.cosmology) -> _Grids:
+    """Tabulate the mass function and the distance measures once per process and cosmology (about 3 s)."""
+    return _grids(cosmology)
+
+
+@lru_cache(maxsize=4)
+def _grids(cosmology: Cosmology) -> _Grids:
     import warnings
 
     import astropy.units as u
     from colossus.halo import mass_adv
     from colossus.lss import mass_function
 
-    _colossus()
-    cosmo = astropy_cosmology()
-    m_h = 10**LOGM_GRID * LITTLE_H
+    _colossus(cosmology)
+    cosmo = astropy_cosmology(cosmology)
+    little_h = cosmology.h
+    m_h = 10**LOGM_GRID * little_h
     dn = np.empty((Z_GRID.size, LOGM_GRID.size))
     for i, z in enumerate(Z_GRID):
         dndlnm = mass_function.massFunction(m_h, z, mdef="500c", model="tinker08", q_out="dndlnM")
-        dn[i] = dndlnm * LITTLE_H**3 * np.log(10.0)  # (h/Mpc)^3 -> Mpc^-3, per ln -> per dex
+        dn[i] = dndlnm * little_h**3 * np.log(10.0)  # (h/Mpc)^3 -> Mpc^-3, per ln -> per dex
     # M500c -> M200m ratio on a coarse grid, interpolated (it is smooth).
     zc = Z_GRID[::4]
     mc = m_h[::10]
@@ -125,8 +324,8 @@ def grids() -> _Grids:
         dn_dlog10m=dn,
         dv_dz_deg2=dv,
         dlog_200m=dlog,
-        ez=cosmo.efunc(Z_GRID),
-        dl_cm=cosmo.luminosity_distance(Z_GRID).to(u.cm).value,
+        ez=astro.efunc(Z_GRID, cosmo),
+        dl_cm=astro.luminosity_distance_cm(Z_GRID, cosmo),
     )
 
 
@@ -135,41 +334,43 @@ def _zi(z: np.ndarray) -> np.ndarray:
 
 
 def interp_z(table: np.ndarray, z) -> np.ndarray:
-    """Linear interpolation of a per-redshift table."""
+    """Linear interpolation of a per-redshift table (clamped to Z_GRID)."""
     return np.interp(np.asarray(z, dtype=float), Z_GRID, table)
 
 
-@lru_cache(maxsize=1)
-def _distances() -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=4)
+def _distances(cosmology: Cosmology) -> tuple[np.ndarray, np.ndarray]:
     """(kpc per arcsec, distance modulus) on Z_GRID from astropy alone (fast; no mass function needed)."""
-    cosmo = astropy_cosmology()
-    return cosmo.kpc_proper_per_arcmin(Z_GRID).value / 60.0, cosmo.distmod(Z_GRID).value
+    cosmo = astropy_cosmology(cosmology)
+    return astro.kpc_per_arcsec(Z_GRID, cosmo), astro.distance_modulus(Z_GRID, cosmo)
 
 
-def kpc_per_arcsec(z) -> np.ndarray:
-    return interp_z(_distances()[0], z)
+def kpc_per_arcsec(z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """Proper kpc per arcsec, tabulated on Z_GRID (the mock's z range) and interpolated."""
+    return interp_z(_distances(ph.cosmology)[0], z)
 
 
-def distance_modulus(z) -> np.ndarray:
-    return interp_z(_distances()[1], z)
+def distance_modulus(z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """Distance modulus, tabulated on Z_GRID (the mock's z range) and interpolated."""
+    return interp_z(_distances(ph.cosmology)[1], z)
 
 
 # --- richness -------------------------------------------------------------------------------------------
 
 
-def mean_ln_lambda(log10_m500: np.ndarray, z: np.ndarray) -> np.ndarray:
+def mean_ln_lambda(log10_m500: np.ndarray, z: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """<ln lambda | M500c, z> from Simet et al. 2017 (their masses are M200m in h^-1 Msun)."""
-    g = grids()
+    g = grids(ph.cosmology)
     zi = _zi(z)
     mi = np.clip(np.rint((np.asarray(log10_m500) - LOGM_GRID[0]) / 0.01).astype(int), 0, LOGM_GRID.size - 1)
-    log10_m200m_h = np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(LITTLE_H)
-    rr = PHYSICS["richness_relation"]
-    pivot = rr["log10_M200m_at_lambda40_hinv"] + _richness_offset()
-    return np.log(40.0) + (log10_m200m_h - pivot) / rr["slope"] * np.log(10.0)
+    log10_m200m_h = np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(ph.cosmology.h)
+    rr = ph.richness_relation
+    pivot = rr.log10_M200m_at_lambda40_hinv + _richness_offset(ph.cosmology, rr)
+    return np.log(40.0) + (log10_m200m_h - pivot) / rr.slope * np.log(10.0)
 
 
-@lru_cache(maxsize=1)
-def _richness_offset() -> float:
+@lru_cache(maxsize=8)
+def _richness_offset(cosmology: Cosmology, rr: RichnessRelation) -> float:
     """Offset (dex) of the <ln lambda | M> pivot so that <log10 M200m | lambda = 40, z = 0.3> = 14.344.
 
     Simet et al. 2017 measure the mean mass of clusters *at fixed richness*. Inverting a <lambda | M> relation
@@ -178,58 +379,47 @@ def _richness_offset() -> float:
     """
     import math
 
-    target = PHYSICS["richness_relation"]["log10_M200m_at_lambda40_hinv"]
-    g = grids()
-    zi = int(_zi(np.array([0.3]))[0])
+    target = rr.log10_M200m_at_lambda40_hinv
+    g = grids(cosmology)
+    zi = int(_zi(np.array([rr.anchor_z]))[0])
     off = 0.0
     for _ in range(6):
-        logp = _log_posterior_raw(np.array([40.0]), np.array([0.3]), off)[0]
+        logp = _log_posterior_raw(np.array([40.0]), np.array([rr.anchor_z]), off, g, rr, cosmology.h)[0]
         p = np.exp(logp - logp.max())
         p /= p.sum()
-        m200m_h = LOGM_GRID + g.dlog_200m[zi] + math.log10(LITTLE_H)
+        m200m_h = LOGM_GRID + g.dlog_200m[zi] + math.log10(cosmology.h)
         off += target - float((p * m200m_h).sum())
     return off
 
 
-def sigma_ln_lambda(mean_ln: np.ndarray) -> np.ndarray:
-    s_int = PHYSICS["richness_relation"]["sigma_ln_lambda_intrinsic"]
-    return np.sqrt(s_int**2 + np.exp(-np.asarray(mean_ln)))
+def sigma_ln_lambda(mean_ln: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    return _sigma_ln_lambda(mean_ln, ph.richness_relation)
 
 
-def draw_richness(log10_m500, z, rng: np.random.Generator) -> np.ndarray:
-    mu = mean_ln_lambda(log10_m500, z)
-    return np.exp(mu + sigma_ln_lambda(mu) * rng.standard_normal(np.shape(mu)))
+def _sigma_ln_lambda(mean_ln: np.ndarray, rr: RichnessRelation) -> np.ndarray:
+    s_int = rr.sigma_ln_lambda_intrinsic
+    return np.sqrt(s_int**2 + (np.exp(-np.asarray(mean_ln)) if rr.poisson else 0.0))
 
 
-def r_lambda_arcsec(richness, z) -> np.ndarray:
+def draw_richness(log10_m500, z, rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    mu = mean_ln_lambda(log10_m500, z, ph)
+    return np.exp(mu + sigma_ln_lambda(mu, ph) * rng.standard_normal(np.shape(mu)))
+
+
+def r_lambda_arcsec(richness, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """redMaPPer radius R_lambda = 1.0 (lambda/100)^0.2 h^-1 Mpc, in arcsec at redshift z."""
-    r_kpc = 1000.0 / LITTLE_H * (np.asarray(richness) / 100.0) ** 0.2
-    return r_kpc / kpc_per_arcsec(z)
+    return astro.r_lambda_kpc(richness, ph.cosmology.h) / kpc_per_arcsec(z, ph)
 
 
 # --- BCG ------------------------------------------------------------------------------------------------
 
-
-def bcg_reference_mag(z, richness) -> np.ndarray:
-    """Mean i magnitude of real redMaPPer central galaxies at (z, lambda) (fit to the shipped DR8 catalogue).
-
-    A smooth fit, i_BCG = DM(z) + a0 + a1 (z - 0.3) + a2 (z - 0.3)^2 + b ln(lambda/30), made once by
-    :func:`fit_bcg_reference` and stored in :data:`BCG_FIT`.
-    """
-    a0, a1, a2, b, _ = BCG_FIT
-    z = np.asarray(z, dtype=float)
-    return (
-        distance_modulus(z)
-        + a0
-        + a1 * (z - 0.3)
-        + a2 * (z - 0.3) ** 2
-        + b * np.log(np.asarray(richness) / 30.0)
-    )
+#: (a0, a1, a2, b, rms) of :func:`bcg_reference_mag` (defined in :mod:`survey_mass.astro`).
+BCG_FIT = astro.BCG_FIT
 
 
-#: (a0, a1, a2, b, rms) of :func:`bcg_reference_mag`, fitted to the real redMaPPer DR8 central galaxies by
-#: ``fit_bcg_reference`` (run ``python -m survey_mass.mock.physics`` to refit). rms is the real scatter in mag.
-BCG_FIT = (-23.496, 0.457, 3.694, -0.41, 0.467)
+def bcg_reference_mag(z, richness, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """:func:`survey_mass.astro.bcg_reference_mag` with the mock's tabulated distance modulus."""
+    return astro.bcg_reference_mag(z, richness, distmod=distance_modulus(np.asarray(z, dtype=float), ph))
 
 
 def fit_bcg_reference(z: np.ndarray, richness: np.ndarray, imag: np.ndarray) -> tuple[float, ...]:
@@ -242,46 +432,55 @@ def fit_bcg_reference(z: np.ndarray, richness: np.ndarray, imag: np.ndarray) -> 
     return (*[round(float(c), 3) for c in coef], round(rms, 3))
 
 
+def bcg_scatter(var_logm, ph: MockPhysics = DEFAULT_PHYSICS) -> float:
+    """Scatter of d_BCG at fixed mass, chosen so the marginal spread of d_BCG equals the real catalogue's."""
+    slope = ph.bcg.dmag_dlog10M
+    return np.sqrt(max(astro.BCG_FIT[4] ** 2 - slope**2 * var_logm, ph.bcg.min_scatter_mag**2))
+
+
 # --- mass posterior ---------------------------------------------------------------------------------------
 
 
-def log_mass_posterior(richness, z, d_bcg=None) -> np.ndarray:
+def log_mass_posterior(richness, z, d_bcg=None, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """Unnormalised log p(log10 M500 | lambda, d_BCG, z) on :data:`LOGM_GRID`, shape (N, n_mass)."""
     richness = np.atleast_1d(np.asarray(richness, dtype=float))
     z = np.atleast_1d(np.asarray(z, dtype=float))
     logm = LOGM_GRID[None, :]
-    logp = _log_posterior_raw(richness, z, _richness_offset())
+    rr = ph.richness_relation
+    offset = _richness_offset(ph.cosmology, rr)
+    logp = _log_posterior_raw(richness, z, offset, grids(ph.cosmology), rr, ph.cosmology.h)
     if d_bcg is not None:
         d_bcg = np.atleast_1d(np.asarray(d_bcg, dtype=float))
         p = np.exp(logp - logp.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         mean_logm = (p * logm).sum(axis=1, keepdims=True)
         var_logm = (p * (logm - mean_logm) ** 2).sum(axis=1).mean()
-        slope = PHYSICS["bcg"]["dmag_dlog10M"]
-        # scatter chosen so the marginal spread of d_BCG equals the real catalogue's
-        s_d = np.sqrt(max(BCG_FIT[4] ** 2 - slope**2 * var_logm, 0.05**2))
+        slope = ph.bcg.dmag_dlog10M
+        s_d = bcg_scatter(var_logm, ph)
         ok = np.isfinite(d_bcg)[:, None]
         like = -0.5 * ((d_bcg[:, None] - slope * (logm - mean_logm)) / s_d) ** 2
         logp = logp + np.where(ok, like, 0.0)
     return logp
 
 
-def _log_posterior_raw(richness: np.ndarray, z: np.ndarray, offset: float) -> np.ndarray:
-    g = grids()
+def _log_posterior_raw(
+    richness: np.ndarray, z: np.ndarray, offset: float, g: _Grids, rr: RichnessRelation, little_h: float
+) -> np.ndarray:
     zi = _zi(z)
     logm = np.broadcast_to(LOGM_GRID[None, :], (z.size, LOGM_GRID.size))
     mi = np.broadcast_to(np.arange(LOGM_GRID.size)[None, :], logm.shape)
-    rr = PHYSICS["richness_relation"]
-    m200m_h = logm + g.dlog_200m[zi[:, None], mi] + np.log10(LITTLE_H)
-    mu = np.log(40.0) + (m200m_h - (rr["log10_M200m_at_lambda40_hinv"] + offset)) / rr["slope"] * np.log(10.0)
-    sig = sigma_ln_lambda(mu)
+    m200m_h = logm + g.dlog_200m[zi[:, None], mi] + np.log10(little_h)
+    mu = np.log(40.0) + (m200m_h - (rr.log10_M200m_at_lambda40_hinv + offset)) / rr.slope * np.log(10.0)
+    sig = _sigma_ln_lambda(mu, rr)
     lnl = np.log(richness)[:, None]
     return np.log(g.dn_dlog10m[zi] + 1e-300) - 0.5 * ((lnl - mu) / sig) ** 2 - np.log(sig)
 
 
-def sample_mass_given_richness(richness, z, rng: np.random.Generator, d_bcg=None) -> np.ndarray:
+def sample_mass_given_richness(
+    richness, z, rng: np.random.Generator, d_bcg=None, ph: MockPhysics = DEFAULT_PHYSICS
+) -> np.ndarray:
     """Draw log10 M500c from P(M | lambda, d_BCG, z), one per candidate."""
-    logp = log_mass_posterior(richness, z, d_bcg)
+    logp = log_mass_posterior(richness, z, d_bcg, ph)
     p = np.exp(logp - logp.max(axis=1, keepdims=True))
     cdf = np.cumsum(p, axis=1)
     cdf /= cdf[:, -1:]
@@ -290,9 +489,11 @@ def sample_mass_given_richness(richness, z, rng: np.random.Generator, d_bcg=None
     return LOGM_GRID[np.clip(idx, 0, LOGM_GRID.size - 1)] + (rng.random(idx.size) - 0.5) * 0.01
 
 
-def sample_clusters_from_mass_function(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw (log10 M500c, z) from n(M, z) dV/dz, over the ranges in PHYSICS, weighted by P(lambda >= 20)."""
-    w, zs, ms = _mf_weights()
+def sample_clusters_from_mass_function(
+    n: int, rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw (log10 M500c, z) from n(M, z) dV/dz, over the ranges in ``ph``, weighted by P(lambda >= floor)."""
+    w, zs, ms = mf_weights(ph)
     flat = np.cumsum(w.ravel())
     flat /= flat[-1]
     k = np.searchsorted(flat, rng.random(n))
@@ -300,65 +501,81 @@ def sample_clusters_from_mass_function(n: int, rng: np.random.Generator) -> tupl
     return ms[im] + (rng.random(n) - 0.5) * 0.01, zs[iz] + (rng.random(n) - 0.5) * 0.01
 
 
-@lru_cache(maxsize=1)
-def _mf_weights():
+def mf_weights(ph: MockPhysics = DEFAULT_PHYSICS):
+    """(weights (nz, nm), z, log10 M) of the mass-function draws over the no-candidate ranges."""
+    return _mf_weights_cached(ph)
+
+
+@lru_cache(maxsize=8)
+def _mf_weights_cached(ph: MockPhysics):
     from scipy.stats import norm
 
-    g = grids()
-    zlo, zhi = PHYSICS["redshift_range_no_candidates"]
-    mlo, mhi = PHYSICS["mass_range_no_candidates_log10"]
+    g = grids(ph.cosmology)
+    zlo, zhi = ph.redshift_range_no_candidates
+    mlo, mhi = ph.mass_range_no_candidates_log10
     zsel = (Z_GRID >= zlo) & (Z_GRID <= zhi)
     msel = (LOGM_GRID >= mlo) & (LOGM_GRID <= mhi)
     zs, ms = Z_GRID[zsel], LOGM_GRID[msel]
     zz, mm = np.meshgrid(zs, ms, indexing="ij")
-    mu = mean_ln_lambda(mm, zz)
-    p_sel = norm.sf((np.log(PHYSICS["richness_floor"]) - mu) / sigma_ln_lambda(mu))
+    mu = mean_ln_lambda(mm, zz, ph)
+    p_sel = norm.sf((np.log(ph.richness_floor) - mu) / sigma_ln_lambda(mu, ph))
     w = g.dn_dlog10m[np.ix_(zsel, msel)] * g.dv_dz_deg2[zsel][:, None] * 0.01 * 0.01 * p_sel
     return w, zs, ms
 
 
-def expected_density_per_deg2() -> float:
-    """Clusters with lambda >= 20 per deg^2 that the mass function predicts over the no-candidate ranges."""
-    return float(_mf_weights()[0].sum())
+_mf_weights = mf_weights  # the old private name
+
+
+def expected_density_per_deg2(ph: MockPhysics = DEFAULT_PHYSICS) -> float:
+    """Clusters with lambda >= floor per deg^2 that the mass function predicts over the no-candidate ranges."""
+    return float(mf_weights(ph)[0].sum())
 
 
 # --- labels ---------------------------------------------------------------------------------------------
 
 
-def xray_flux_cgs(log10_m500, z, rng: np.random.Generator) -> np.ndarray:
+def xray_flux_cgs(log10_m500, z, rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """0.1-2.4 keV flux of a cluster from an L_X-M relation with log-normal scatter (no K-correction)."""
-    g = grids()
+    g = grids(ph.cosmology)
+    lab = ph.labels
     ez = interp_z(g.ez, z)
     dl = interp_z(g.dl_cm, z)
-    lx = 1.38e44 * ez ** (7.0 / 3.0) * (10 ** (np.asarray(log10_m500) - np.log10(3e14))) ** 1.64
-    lx = lx * np.exp(0.40 * rng.standard_normal(np.shape(lx)))
+    lx = lab.l0 * ez**lab.ez_power * (10 ** (np.asarray(log10_m500) - np.log10(lab.m0))) ** lab.slope
+    lx = lx * np.exp(lab.sigma_ln_l * rng.standard_normal(np.shape(lx)))
     return lx / (4 * np.pi * dl**2)
 
 
-def draw_labels(log10_m500, z, rng: np.random.Generator, flux_limit: float | None = None):
+def draw_labels(
+    log10_m500,
+    z,
+    rng: np.random.Generator,
+    flux_limit: float | None = None,
+    ph: MockPhysics = DEFAULT_PHYSICS,
+):
     """X-ray-selected labelled subset: returns (selected mask, label with 0.12 dex noise, NaN elsewhere)."""
-    lab = PHYSICS["labels"]
-    flux = xray_flux_cgs(log10_m500, z, rng)
-    noise = lab["label_noise_dex"] * rng.standard_normal(np.shape(flux))
-    sel = flux >= (lab["flux_limit_cgs"] if flux_limit is None else flux_limit)
+    lab = ph.labels
+    flux = xray_flux_cgs(log10_m500, z, rng, ph)
+    noise = lab.label_noise_dex * rng.standard_normal(np.shape(flux))
+    sel = flux >= (lab.flux_limit_cgs if flux_limit is None else flux_limit)
     return sel, np.where(sel, np.asarray(log10_m500) + noise, np.nan)
 
 
 # --- members --------------------------------------------------------------------------------------------
 
 
-def concentration_200c(log10_m500, z) -> np.ndarray:
+def concentration_200c(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """Duffy et al. 2008 (full sample, NFW): c200c = 5.71 (M200c / 2e12 h^-1 Msun)^-0.084 (1+z)^-0.47."""
-    m200c_h = 10 ** (np.asarray(log10_m500) + 0.13) * LITTLE_H  # M200c/M500c ~ 1.35 for c ~ 4
-    return 5.71 * (m200c_h / 2e12) ** -0.084 * (1 + np.asarray(z)) ** -0.47
+    c = ph.concentration
+    m200c_h = 10 ** (np.asarray(log10_m500) + c.m200c_over_m500c_dex) * ph.cosmology.h  # M200c/M500c ~ 1.35
+    return c.a * (m200c_h / c.pivot_hinv) ** c.b * (1 + np.asarray(z)) ** c.c
 
 
-def r200c_kpc(log10_m500, z) -> np.ndarray:
+def r200c_kpc(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """R200c in proper kpc, from M200c ~ 1.35 M500c and rho_crit(z)."""
     import astropy.units as u
 
-    rho = astropy_cosmology().critical_density(np.asarray(z)).to(u.Msun / u.kpc**3).value
-    m200 = 10 ** (np.asarray(log10_m500) + 0.13)
+    rho = astropy_cosmology(ph.cosmology).critical_density(np.asarray(z)).to(u.Msun / u.kpc**3).value
+    m200 = 10 ** (np.asarray(log10_m500) + ph.concentration.m200c_over_m500c_dex)
     return (3 * m200 / (4 * np.pi * 200 * rho)) ** (1.0 / 3.0)
 
 
@@ -394,13 +611,9 @@ def schechter_fraction(l_lo: float, l_hi: float, alpha: float = -1.0) -> float:
     return float(np.trapezoid(pdf, np.log(lum)))
 
 
-def mstar_i(z) -> np.ndarray:
-    """Characteristic i magnitude of red-sequence members at z.
-
-    Tied to the real catalogue: redMaPPer central galaxies are on average ~4 L* (Rykoff et al. 2014), so
-    m*_i(z) = <i_BCG>(z, lambda=30) + 2.5 log10(4).
-    """
-    return bcg_reference_mag(z, 30.0) + 2.5 * np.log10(4.0)
+def mstar_i(z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """:func:`survey_mass.astro.mstar_i` with the mock's tabulated distance modulus."""
+    return astro.mstar_i(z, distmod=distance_modulus(np.asarray(z, dtype=float), ph))
 
 
 if __name__ == "__main__":  # refit BCG_FIT from the shipped redMaPPer catalogue

@@ -7,17 +7,19 @@ Profiles
     point sources.
 PSF
     SDSS's PSF is close to a double Gaussian: 90% in a core of the band's FWHM and 10% in a wing twice as wide
-    (:data:`~survey_mass.photometry.PSF_FWHM`). Gaussians convolve analytically, so a galaxy seen through the PSF
-    is again a Gaussian mixture, integrated exactly over each pixel (erf differences). Where pixels are so coarse
-    that even the wing is sub-pixel (compact sources at the default 6.336"), core and wing are drawn as one
-    moment-matched Gaussian.
+    (:class:`~survey_mass.mock.physics.RenderPhysics`, defaults :data:`~survey_mass.photometry.PSF_FWHM`; every
+    FWHM times ``seeing_scale``). Gaussians convolve analytically, so a galaxy seen through the PSF is again a
+    Gaussian mixture, integrated exactly over each pixel (erf differences). Where pixels are so coarse that even
+    the wing is sub-pixel (compact sources at the default 6.336"), core and wing are drawn as one moment-matched
+    Gaussian.
 Drawing
     Every component is separable, so a band is one matrix product ``G_y diag(a) G_x^T`` over all components of
     all objects. The profiles are shared by the five bands, whose pixel integrals are computed together
     (:func:`render_bands`): about 10 ms per five-band cutout of ~200 objects at the default 6.336".
 Noise
     Sky noise per pixel is set so that a point source at the SDSS 95%-completeness magnitude has S/N = 5 in a
-    PSF-optimal aperture (:func:`sky_sigma_nmgy`); source photon noise uses approximate SDSS gains.
+    PSF-optimal aperture (:func:`sky_sigma_nmgy`) at the nominal seeing, times ``sky_noise_scale``; source photon
+    noise uses approximate SDSS gains.
 """
 
 from __future__ import annotations
@@ -26,15 +28,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..photometry import BANDS, DEPTH_95, PSF_FWHM, mag_to_nmgy
+from ..photometry import BANDS, mag_to_nmgy
+from .physics import DEFAULT_PHYSICS, MockPhysics, RenderPhysics
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-PSF_WING_FRACTION = 0.1
-PSF_WING_SCALE = 2.0
 #: profile components narrower than this (pixel^2 variance) are merged, moment-matched, before drawing
 MERGE_BELOW_PIX2 = 0.1
-#: Approximate nanomaggies per photo-electron for a 53.9 s SDSS exposure (nmgy/DN over gain ~4.7 e/DN).
-NMGY_PER_ELECTRON = {"u": 0.0021, "g": 0.0008, "r": 0.0010, "i": 0.0014, "z": 0.0070}
 
 
 def _sersic_bn(n: float) -> float:
@@ -67,10 +66,12 @@ def sersic_mog(n: int) -> tuple[np.ndarray, np.ndarray]:
     return amp / amp.sum(), var
 
 
-def psf_mog(band: str) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, sigmas in arcsec) of the double-Gaussian PSF of a band."""
-    s = PSF_FWHM[band] * FWHM_TO_SIGMA
-    return np.array([1 - PSF_WING_FRACTION, PSF_WING_FRACTION]), np.array([s, PSF_WING_SCALE * s])
+def psf_mog(band: str, ph: MockPhysics | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, sigmas in arcsec) of the double-Gaussian PSF of a band (FWHM times ``ph.seeing_scale``)."""
+    ph = ph or DEFAULT_PHYSICS
+    rp = ph.render
+    s = rp.psf_fwhm_arcsec[band] * ph.seeing_scale * FWHM_TO_SIGMA
+    return np.array([1 - rp.psf_wing_fraction, rp.psf_wing_fraction]), np.array([s, rp.psf_wing_scale * s])
 
 
 def _profile_components(
@@ -114,13 +115,15 @@ def render_bands(
     bands: tuple[str, ...] | list[str],
     size: int,
     pixel_scale: float,
+    ph: MockPhysics | None = None,
 ) -> np.ndarray:
     """Noise-free images (nanomaggies per pixel), shape (len(bands), size, size), of point sources and Sérsic
     galaxies.
 
     ``x``/``y`` are pixel coordinates (0 at the centre of the first pixel), ``flux`` is (n objects, n bands),
     ``sersic_n`` is 0 for a star, 1 or 4 for a galaxy. The profiles are shared by all bands; only the PSF and
-    the fluxes differ, so all bands' pixel integrals are computed in one pass.
+    the fluxes differ, so all bands' pixel integrals are computed in one pass. The PSF is that of ``ph`` (the
+    default physics when None).
     """
     import torch
 
@@ -129,7 +132,7 @@ def render_bands(
     obj, pa, pv = _profile_components(np.asarray(re_arcsec, float), np.asarray(sersic_n), pixel_scale)
     amps, sigs, owner, counts = [], [], [], []
     for b, band in enumerate(bands):
-        pw, ps = psf_mog(band)
+        pw, ps = psf_mog(band, ph)
         amp = (flux[obj, b] * pa)[:, None] * pw[None, :]
         var = pv[:, None] + ((ps / pixel_scale) ** 2)[None, :]
         # where even the PSF's wing is much smaller than a pixel, the two PSF Gaussians are indistinguishable
@@ -178,10 +181,11 @@ def render_band(
     band: str,
     size: int,
     pixel_scale: float,
+    ph: MockPhysics | None = None,
 ) -> np.ndarray:
     """One band of :func:`render_bands`: ``flux`` is a vector, the result (size, size)."""
     return render_bands(
-        x, y, np.asarray(flux, float)[:, None], re_arcsec, sersic_n, [band], size, pixel_scale
+        x, y, np.asarray(flux, float)[:, None], re_arcsec, sersic_n, [band], size, pixel_scale, ph
     )[0]
 
 
@@ -243,9 +247,18 @@ def _pixel_integrals(c: np.ndarray, sig: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def noise_equivalent_area(band: str, pixel_scale: float, ph: MockPhysics | None = None) -> float:
+    """Noise-equivalent area (pixels) of a point source at the nominal seeing, averaged over sub-pixel positions.
+
+    ``ph.seeing_scale`` is left out: the sky noise per pixel is a property of the sky and the exposure, so worse
+    seeing leaves it alone and makes point sources shallower.
+    """
+    return _noise_equivalent_area(band, float(pixel_scale), (ph or DEFAULT_PHYSICS).render)
+
+
 @lru_cache(maxsize=16)
-def noise_equivalent_area(band: str, pixel_scale: float) -> float:
-    """Noise-equivalent area (pixels) of a point source, averaged over sub-pixel positions."""
+def _noise_equivalent_area(band: str, pixel_scale: float, rp: RenderPhysics) -> float:
+    nominal = DEFAULT_PHYSICS if rp == DEFAULT_PHYSICS.render else MockPhysics(render=rp)
     vals = []
     for off in (0.0, 0.25, 0.5):
         img = render_band(
@@ -257,25 +270,38 @@ def noise_equivalent_area(band: str, pixel_scale: float) -> float:
             band,
             32,
             pixel_scale,
+            nominal,
         ).astype(np.float64)
         vals.append(1.0 / np.sum(img**2))
     return float(np.mean(vals))
 
 
-def sky_sigma_nmgy(band: str, pixel_scale: float) -> float:
-    """Per-pixel sky noise (nanomaggies) giving S/N = 5 at the band's 95%-completeness magnitude."""
-    return float(mag_to_nmgy(DEPTH_95[band]) / (5.0 * np.sqrt(noise_equivalent_area(band, pixel_scale))))
+def sky_sigma_nmgy(band: str, pixel_scale: float, ph: MockPhysics | None = None) -> float:
+    """Per-pixel sky noise (nanomaggies): S/N = 5 at the band's 95%-completeness magnitude at the nominal
+    seeing, times ``ph.sky_noise_scale``."""
+    ph = ph or DEFAULT_PHYSICS
+    nea = noise_equivalent_area(band, pixel_scale, ph)
+    return float(mag_to_nmgy(ph.render.depth_95[band]) / (5.0 * np.sqrt(nea))) * ph.sky_noise_scale
 
 
-def point_source_depth(sigma_pix: float, band: str, pixel_scale: float) -> float:
+def point_source_depth(
+    sigma_pix: float, band: str, pixel_scale: float, ph: MockPhysics | None = None
+) -> float:
     """Inverse of :func:`sky_sigma_nmgy`: the 5-sigma point-source magnitude implied by a pixel noise."""
-    return float(22.5 - 2.5 * np.log10(5.0 * sigma_pix * np.sqrt(noise_equivalent_area(band, pixel_scale))))
+    nea = noise_equivalent_area(band, pixel_scale, ph)
+    return float(22.5 - 2.5 * np.log10(5.0 * sigma_pix * np.sqrt(nea)))
 
 
-def add_noise(images: np.ndarray, pixel_scale: float, rng: np.random.Generator) -> np.ndarray:
-    """Add sky and source photon noise to a (5, H, W) noise-free cutout in place and return it."""
+def add_noise(
+    images: np.ndarray, pixel_scale: float, rng: np.random.Generator, ph: MockPhysics | None = None
+) -> np.ndarray:
+    """Add sky and source photon noise to a (5, H, W) noise-free cutout in place and return it.
+
+    ``ph.sky_noise_scale`` scales the sky sigma, not the draws: the same ``rng`` gives the same noise pattern.
+    """
+    ph = ph or DEFAULT_PHYSICS
     for b, band in enumerate(BANDS):
-        sky = sky_sigma_nmgy(band, pixel_scale)
-        src_var = np.clip(images[b], 0, None) * NMGY_PER_ELECTRON[band]
+        sky = sky_sigma_nmgy(band, pixel_scale, ph)
+        src_var = np.clip(images[b], 0, None) * ph.render.nmgy_per_electron[band]
         images[b] += (np.sqrt(sky**2 + src_var) * rng.standard_normal(images[b].shape)).astype(np.float32)
     return images

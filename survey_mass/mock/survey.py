@@ -13,21 +13,36 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
+from .. import astro
 from ..photometry import BANDS, mag_to_nmgy
 from . import physics, populations, render
+from .physics import DEFAULT_PHYSICS, MockPhysics, apply_overrides
 
 SURVEY_NAME = "SDSS DR12 (mock)"
 
 
-@dataclass(frozen=True)
-class MockConfig:
-    """Parameters of a mock survey; all of them go into the store's provenance."""
+class MockConfig(BaseModel):
+    """Parameters of a mock survey; all of them go into the store's provenance.
+
+    ``physics`` is every number of the mock's physics (:class:`~survey_mass.mock.physics.MockPhysics`); it
+    travels with the config to every worker. ``overrides`` records the ``NAME=VALUE`` strings that made it (see
+    :meth:`with_overrides`).
+
+    Examples
+    --------
+    >>> cfg = MockConfig.with_overrides(["sky_noise_scale=2"], seed=3)
+    >>> cfg.physics.sky_noise_scale, cfg.provenance()["overrides"]
+    (2.0, ['sky_noise_scale=2'])
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 2022
     cutout_size: int = 64
@@ -36,24 +51,23 @@ class MockConfig:
     #: clusters per deg^2 when drawing from the mass function; None = what the mass function predicts
     density: float | None = None
     candidates: str = "redmapper_dr8_v5.10"
-    #: X-ray flux limit (erg/s/cm^2) of the labelled subset; None = PHYSICS default (2e-12, ~3% labelled)
+    #: X-ray flux limit (erg/s/cm^2) of the labelled subset; None = physics.labels.flux_limit_cgs (~3% labelled)
     label_flux_limit: float | None = None
-    physics: dict = field(default_factory=lambda: dict(physics.PHYSICS))
+    physics: MockPhysics = DEFAULT_PHYSICS
+    #: the ``NAME=VALUE`` overrides ``physics`` was made with, as given
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def with_overrides(cls, overrides: list[str] | tuple[str, ...] | None, **fields) -> MockConfig:
+        """A config whose physics is ``fields["physics"]`` (default physics) with ``NAME=VALUE`` overrides."""
+        base = fields.pop("physics", DEFAULT_PHYSICS)
+        base = base if isinstance(base, MockPhysics) else MockPhysics.model_validate(base)
+        overrides = tuple(overrides or ())
+        return cls(physics=apply_overrides(base, overrides), overrides=overrides, **fields)
 
     def provenance(self) -> dict:
-        d = asdict(self)
-        d["physics"] = _jsonable(d["physics"])
-        return d
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
+        """The config as JSON, physics included (what the store records and compares on resume)."""
+        return self.model_dump(mode="json")
 
 
 # --- clusters of one partition -------------------------------------------------------------------------------
@@ -68,32 +82,33 @@ def _rng(*key: int) -> np.random.Generator:
 def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) -> pd.DataFrame:
     """Give each real candidate a true mass, a BCG and, for a few, a label."""
     rng = _rng(cfg.seed, cfg.order, pixel, 11)
+    ph = cfg.physics
     out = cand.reset_index(drop=True).copy()
     z = out["z"].to_numpy(float)
     n = len(out)
     if "richness" not in out or out["richness"].isna().all():
-        logm, _ = _mass_given_z(z, rng)
-        out["richness"] = physics.draw_richness(logm, z, rng)
+        logm, _ = _mass_given_z(z, rng, ph)
+        out["richness"] = physics.draw_richness(logm, z, rng, ph)
         known_mass = logm
     else:
         known_mass = None
         lam = out["richness"].to_numpy(float)
         if np.isnan(lam).any():
-            fill_m, _ = _mass_given_z(z, rng)
-            out.loc[np.isnan(lam), "richness"] = physics.draw_richness(fill_m, z, rng)[np.isnan(lam)]
+            fill_m, _ = _mass_given_z(z, rng, ph)
+            out.loc[np.isnan(lam), "richness"] = physics.draw_richness(fill_m, z, rng, ph)[np.isnan(lam)]
     lam = out["richness"].to_numpy(float)
     real_i = out["bcg_mag_i"].to_numpy(float) if "bcg_mag_i" in out else np.full(n, np.nan)
     real_i = np.where((real_i > 10) & (real_i < 25), real_i, np.nan)
     if known_mass is None:
-        d_bcg = real_i - physics.bcg_reference_mag(z, lam)
-        logm = physics.sample_mass_given_richness(lam, z, rng, d_bcg=d_bcg)
+        d_bcg = real_i - physics.bcg_reference_mag(z, lam, ph)
+        logm = physics.sample_mass_given_richness(lam, z, rng, d_bcg=d_bcg, ph=ph)
     else:
         logm = known_mass
     out["log10_m500_true"] = logm
     # a BCG for candidates without a real central galaxy, drawn given the mass
-    offset = _bcg_offset_given_mass(lam, z, logm, rng)
-    out["bcg_i_model"] = np.where(np.isfinite(real_i), real_i, physics.bcg_reference_mag(z, lam) + offset)
-    _, label = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit)
+    offset = _bcg_offset_given_mass(lam, z, logm, rng, ph)
+    out["bcg_i_model"] = np.where(np.isfinite(real_i), real_i, physics.bcg_reference_mag(z, lam, ph) + offset)
+    _, label = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit, ph=ph)
     if "log10_m500_label" in out and out["log10_m500_label"].notna().any():
         out["log10_m500_label"] = out["log10_m500_label"].astype(float)
     else:
@@ -101,9 +116,9 @@ def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) ->
     return out
 
 
-def _mass_given_z(z: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Masses for candidates with a redshift only: from n(M, z) weighted by P(lambda >= 20 | M)."""
-    w, zs, ms = physics._mf_weights()
+def _mass_given_z(z: np.ndarray, rng, ph: MockPhysics) -> tuple[np.ndarray, np.ndarray]:
+    """Masses for candidates with a redshift only: from n(M, z) weighted by P(lambda >= floor | M)."""
+    w, zs, ms = physics.mf_weights(ph)
     logm = np.empty(z.size)
     for i, zi in enumerate(z):
         row = w[np.clip(np.searchsorted(zs, zi), 0, zs.size - 1)]
@@ -112,14 +127,14 @@ def _mass_given_z(z: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
     return logm, z
 
 
-def _bcg_offset_given_mass(lam, z, logm, rng) -> np.ndarray:
-    logp = physics.log_mass_posterior(lam, z)
+def _bcg_offset_given_mass(lam, z, logm, rng, ph: MockPhysics) -> np.ndarray:
+    logp = physics.log_mass_posterior(lam, z, ph=ph)
     p = np.exp(logp - logp.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     mean = (p * physics.LOGM_GRID[None, :]).sum(axis=1)
     var = (p * (physics.LOGM_GRID[None, :] - mean[:, None]) ** 2).sum(axis=1).mean() if len(lam) else 0.0
-    slope = physics.PHYSICS["bcg"]["dmag_dlog10M"]
-    s_d = np.sqrt(max(physics.BCG_FIT[4] ** 2 - slope**2 * var, 0.05**2))
+    slope = ph.bcg.dmag_dlog10M
+    s_d = physics.bcg_scatter(var, ph)
     return slope * (logm - mean) + s_d * rng.standard_normal(len(lam))
 
 
@@ -130,14 +145,15 @@ def clusters_from_mass_function(
     import healpy as hp
 
     rng = _rng(cfg.seed, cfg.order, pixel, 13)
-    density = cfg.density if cfg.density is not None else physics.expected_density_per_deg2()
+    ph = cfg.physics
+    density = cfg.density if cfg.density is not None else physics.expected_density_per_deg2(ph)
     n = rng.poisson(density * area_deg2)
-    logm, z = physics.sample_clusters_from_mass_function(n, rng)
+    logm, z = physics.sample_clusters_from_mass_function(n, rng, ph)
     lam = np.empty(n)
-    for k in range(n):  # lambda >= 20 given M (rejection; the weights already favour such masses)
+    for k in range(n):  # lambda >= floor given M (rejection; the weights already favour such masses)
         for _ in range(200):
-            lam[k] = physics.draw_richness(logm[k : k + 1], z[k : k + 1], rng)[0]
-            if lam[k] >= physics.PHYSICS["richness_floor"]:
+            lam[k] = physics.draw_richness(logm[k : k + 1], z[k : k + 1], rng, ph)[0]
+            if lam[k] >= ph.richness_floor:
                 break
     cells = rng.choice(cells_o10, size=n) if n else np.zeros(0, dtype=np.int64)
     sub = cells.astype(np.int64) * 4**8 + rng.integers(0, 4**8, n)
@@ -147,8 +163,8 @@ def clusters_from_mass_function(
         {"id": ids, "name": [f"MOCK{i}" for i in ids], "ra": ra, "dec": dec, "z": z, "richness": lam}
     )
     df["log10_m500_true"] = logm
-    df["bcg_i_model"] = physics.bcg_reference_mag(z, lam) + _bcg_offset_given_mass(lam, z, logm, rng)
-    _, df["log10_m500_label"] = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit)
+    df["bcg_i_model"] = physics.bcg_reference_mag(z, lam, ph) + _bcg_offset_given_mass(lam, z, logm, rng, ph)
+    _, df["log10_m500_label"] = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit, ph=ph)
     return df
 
 
@@ -158,16 +174,17 @@ def clusters_from_mass_function(
 def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     """Noisy (5, H, W) cutout of one cluster, from its row (z, richness, log10_m500_true, BCG mags...)."""
     rng = _rng(cfg.seed, int(c["id"]), 17)
+    ph = cfg.physics
     size, pix = cfg.cutout_size, cfg.pixel_scale_arcsec
     centre = (size - 1) / 2.0
     z, lam, logm = float(c["z"]), float(c["richness"]), float(c["log10_m500_true"])
-    kpa = float(physics.kpc_per_arcsec(z))
-    mstar = float(physics.mstar_i(z))
+    kpa = float(physics.kpc_per_arcsec(z, ph))
+    mstar = float(physics.mstar_i(z, ph))
     xs, ys, mags, res, ns = [], [], [], [], []
 
     # BCG: real ugriz when the candidate has them, else red-sequence colours at the modelled i magnitude
     i_bcg = float(c["bcg_i_model"])
-    col = populations.red_sequence_colours(z, 1, rng)[0]
+    col = populations.red_sequence_colours(z, 1, rng, ph)[0]
     bcg = i_bcg + col - col[3]
     real = np.array([c.get(f"bcg_mag_{b}", np.nan) for b in BANDS], dtype=float)
     good = np.isfinite(real) & (real > 10) & (real < 30)
@@ -175,14 +192,18 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
         bcg = np.where(good, real, bcg)
     l_bcg = 10 ** (-0.4 * (i_bcg - mstar))
     xs.append([centre]), ys.append([centre]), mags.append(bcg[None, :])
-    res.append([12.0 * (l_bcg / 4.0) ** 0.7 / kpa]), ns.append([4])
+    re_bcg = ph.bcg.re_kpc * (l_bcg / astro.BCG_LUMINOSITY_LSTAR) ** ph.bcg.re_slope
+    res.append([re_bcg / kpa]), ns.append([4])
 
     # members: lambda above 0.2 L* inside R_lambda, and fainter ones that follow the halo's mean richness
-    r_lam = float(physics.r_lambda_arcsec(lam, z))
-    rs = float(physics.r200c_kpc(logm, z) / physics.concentration_200c(logm, z)) / kpa
-    lam_m = float(np.exp(physics.mean_ln_lambda(np.array([logm]), np.array([z]))[0]))
+    mem = ph.members
+    r_lam = float(physics.r_lambda_arcsec(lam, z, ph))
+    rs = float(physics.r200c_kpc(logm, z, ph) / physics.concentration_200c(logm, z, ph)) / kpa
+    lam_m = float(np.exp(physics.mean_ln_lambda(np.array([logm]), np.array([z]), ph)[0]))
     n_bright = rng.poisson(lam)
-    ratio = physics.schechter_fraction(0.05, 0.2) / physics.schechter_fraction(0.2, 10.0)
+    ratio = physics.schechter_fraction(*mem.faint_lstar, mem.schechter_alpha) / physics.schechter_fraction(
+        *mem.bright_lstar, mem.schechter_alpha
+    )
     # faint satellites are an independent Poisson draw from the halo's mean occupation (Kravtsov et al. 2004):
     # they share neither the catalogue lambda's measurement noise nor its projection effects
     n_faint = rng.poisson(lam_m * ratio)
@@ -194,27 +215,27 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
         y = centre + r * np.sin(th) / pix
         imag = np.concatenate(
             [
-                physics.schechter_draw(n_bright, mstar, 0.2, 10.0, rng),
-                physics.schechter_draw(n_faint, mstar, 0.05, 0.2, rng),
+                physics.schechter_draw(n_bright, mstar, *mem.bright_lstar, rng, mem.schechter_alpha),
+                physics.schechter_draw(n_faint, mstar, *mem.faint_lstar, rng, mem.schechter_alpha),
             ]
         )
         vis = (x > -4) & (x < size + 3) & (y > -4) & (y < size + 3)
-        cols = populations.red_sequence_colours(z, int(vis.sum()), rng)
+        cols = populations.red_sequence_colours(z, int(vis.sum()), rng, ph)
         m = imag[vis, None] + cols - cols[:, [3]]
         lum = 10 ** (-0.4 * (imag[vis] - mstar))
         xs.append(x[vis]), ys.append(y[vis]), mags.append(m)
-        res.append(3.0 * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
+        res.append(mem.re_kpc_at_lstar * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
 
     # field galaxies and stars over the cutout plus a 4-pixel margin
     side_deg = (size + 8) * pix / 3600.0
-    nf = rng.poisson(populations.field_count_per_deg2() * side_deg**2)
-    fm, fre, fn = populations.field_galaxies(nf, rng)
+    nf = rng.poisson(populations.field_count_per_deg2(ph) * side_deg**2)
+    fm, fre, fn = populations.field_galaxies(nf, rng, ph)
     xs.append(rng.uniform(-4, size + 3, nf)), ys.append(rng.uniform(-4, size + 3, nf))
     mags.append(fm), res.append(fre), ns.append(fn)
-    ns_star = rng.poisson(populations.star_count_per_deg2(gal_b_deg) * side_deg**2)
+    ns_star = rng.poisson(populations.star_count_per_deg2(gal_b_deg, ph) * side_deg**2)
     xs.append(rng.uniform(-4, size + 3, ns_star)), ys.append(rng.uniform(-4, size + 3, ns_star))
     (
-        mags.append(populations.stars(ns_star, rng)),
+        mags.append(populations.stars(ns_star, rng, ph)),
         res.append(np.zeros(ns_star)),
         ns.append(np.zeros(ns_star, int)),
     )
@@ -225,8 +246,8 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     re_ = np.concatenate([np.asarray(a, float) for a in res])
     n_ = np.concatenate([np.asarray(a, int) for a in ns])
     flux = mag_to_nmgy(np.clip(m, 5, 35))
-    img = render.render_bands(x, y, flux, re_, n_, BANDS, size, pix)
-    return render.add_noise(img, pix, rng)
+    img = render.render_bands(x, y, flux, re_, n_, BANDS, size, pix, ph)
+    return render.add_noise(img, pix, rng, ph)
 
 
 def _galactic_latitude(ra, dec) -> np.ndarray:
@@ -343,7 +364,7 @@ def build_mock_store(
     t0 = time.perf_counter()
     jobs = plan(footprint, cfg, candidates)
     used_candidates = bool(jobs) and jobs[0].candidates is not None
-    cfg = MockConfig(**{**asdict(cfg), "candidates": cfg.candidates if used_candidates else "mass-function"})
+    cfg = cfg.model_copy(update={"candidates": cfg.candidates if used_candidates else "mass-function"})
     create_store(
         out,
         cutout_size=cfg.cutout_size,
@@ -356,7 +377,8 @@ def build_mock_store(
         overwrite=overwrite,
     )
     done = set(open_store(out).partitions)
-    physics.grids()  # warm the tables here so a single-process build reports honest timing
+    # warm the tables here so a single-process build reports honest timing
+    physics.grids(cfg.physics.cosmology)
     built = fan_out(
         # biggest partitions first keeps the workers busy to the end
         [
