@@ -106,3 +106,167 @@ def assert_store_valid(path: str | Path) -> None:
         assert (partition_of(cols["ra"], cols["dec"], st.order) == p).all(), (
             f"partition {p}: rows outside the pixel"
         )
+
+
+# --- builders and assertions the test suite uses (its conftest.py files only wrap them in fixtures) -------------
+
+#: the sky region of :func:`small_candidates` and :func:`build_small_store`
+SMALL_REGION = "box:150,160,0,12"
+#: a footprint holding the small and labelled stores, for runs over them
+RUN_FOOTPRINT = "box:140,170,-5,20"
+
+
+def read_shared_redmapper(shared_data: str | Path):
+    """The full redMaPPer catalog from a ``shared/data`` checkout, or None when it is not there."""
+    import pandas as pd
+
+    p = Path(shared_data) / "redmapper_dr8_v5.10.parquet"
+    return pd.read_parquet(p) if p.exists() else None
+
+
+def small_candidates():
+    """240 real redMaPPer clusters from one small sky region (all richnesses), for quick mocks."""
+    from .candidates import load_redmapper
+
+    cat = load_redmapper()
+    sel = cat[(cat.ra > 150) & (cat.ra < 160) & (cat.dec > 0) & (cat.dec < 12)]
+    return sel.reset_index(drop=True)
+
+
+def build_small_store(out: str | Path, candidates=None) -> Path:
+    """A mock store of the small region (:data:`SMALL_REGION`), built in-process (no Dask)."""
+    from .footprint import parse_footprint
+    from .mock.survey import MockConfig, build_mock_store
+
+    build_mock_store(
+        parse_footprint(SMALL_REGION),
+        out,
+        candidates=small_candidates() if candidates is None else candidates,
+        config=MockConfig(seed=7),
+        workers=1,
+        progress=False,
+    )
+    return Path(out)
+
+
+def build_labelled_store(out: str | Path) -> Path:
+    """~550 real clusters with a lowered X-ray flux limit, so that ~40% carry labels (enough for k folds)."""
+    from .candidates import load_redmapper
+    from .footprint import parse_footprint
+    from .mock.survey import MockConfig, build_mock_store
+
+    build_mock_store(
+        parse_footprint("box:140,165,0,15"),
+        out,
+        candidates=load_redmapper(),
+        config=MockConfig(seed=5, label_flux_limit=4e-13),
+        workers=1,
+        progress=False,
+    )
+    return Path(out)
+
+
+def train_smoke_model(store: str | Path, out: str | Path) -> tuple[Path, dict]:
+    """A model trained in well under a minute on a labelled store: (model directory, training report)."""
+    from .training.train import TrainConfig, train
+
+    cfg = TrainConfig(folds=3, stage1_images=2800, stage1_epochs=4, background_cutouts=300, seed=1)
+    report = train(store, out, cfg, progress=False)
+    return Path(out), report
+
+
+def run_small(store: str | Path, out: str | Path, **kw) -> dict:
+    """Run the shipped model over a small store into ``out`` (sampled attribution, in-process by default)."""
+    from .footprint import parse_footprint
+    from .inference.run import RunOptions, run_catalog
+    from .resources import model_dir
+
+    opts = RunOptions(
+        attribution=kw.pop("attribution", "sample"), sample_fraction=kw.pop("sample_fraction", 0.04), seed=3
+    )
+    return run_catalog(
+        store_path=str(store),
+        model_path=str(model_dir()),
+        catalog=str(out),
+        footprint=parse_footprint(RUN_FOOTPRINT),
+        opts=opts,
+        progress=False,
+        workers=kw.pop("workers", 1),
+        **kw,
+    )
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two sequences."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)
+
+
+def cli(argv, capsys) -> tuple[int, str, str]:
+    """Run the command line in-process; return (exit code, stdout, stderr). ``capsys`` is pytest's fixture.
+
+    Any exception a user could see as a traceback propagates (and fails the calling test)."""
+    from .cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *words) -> None:
+    """Assert a command failed with a one-line message (no traceback) holding every one of ``words``."""
+    assert code != 0, "a bad input must exit non-zero"
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got: {err!r}"
+    assert "Traceback" not in err
+    for w in words:
+        assert str(w) in lines[0], (w, lines[0])
+
+
+def biggest_partition(store: str | Path) -> tuple[int, np.ndarray, dict]:
+    """The biggest partition of a store: (pixel, images, columns)."""
+    from .store import open_store
+
+    st = open_store(store)
+    p = max(st.partitions, key=st.n_cutouts)
+    return p, st.images(p), st.columns(p)
+
+
+def make_store(
+    path: str | Path, pixel: int, images: np.ndarray, columns: dict, *, manifest: bool = True
+) -> Path:
+    """A one-partition store with the mock's geometry (the shipped model's)."""
+    from .mock.survey import SURVEY_NAME, MockConfig
+    from .store import create_store, write_partition
+    from .store.cutouts import write_manifest
+
+    create_store(
+        path,
+        cutout_size=images.shape[-1],
+        pixel_scale_arcsec=MockConfig().pixel_scale_arcsec,
+        healpix_order=2,
+        survey=SURVEY_NAME,
+        kind="mock",
+        provenance={"test": "reliability"},
+    )
+    write_partition(path, pixel, images, columns)
+    if manifest:
+        write_manifest(path)
+    return Path(path)
+
+
+def make_tiny_store(path: str | Path, partition: tuple[int, np.ndarray, dict], n: int = 16) -> Path:
+    """A store of the first ``n`` cutouts of ``partition`` (as :func:`biggest_partition` returns it)."""
+    p, images, cols = partition
+    return make_store(path, p, images[:n].copy(), {k: v[:n] for k, v in cols.items()})
+
+
+def copy_model(out: str | Path) -> Path:
+    """A copy of the shipped model bundle (weights and card, no report) that a test may damage."""
+    import shutil
+
+    from .resources import model_dir
+
+    shutil.copytree(model_dir(), out, ignore=shutil.ignore_patterns("*.png", "report.*"))
+    return Path(out)

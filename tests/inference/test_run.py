@@ -10,8 +10,7 @@ from survey_mass.quality import Quality
 from survey_mass.resources import model_dir
 from survey_mass.selection import XraySelection
 from survey_mass.store import open_store
-
-from ..conftest import run_small
+from survey_mass.testing import run_small
 
 
 def _read(cat):

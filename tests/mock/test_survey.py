@@ -3,9 +3,7 @@ import numpy as np
 from survey_mass.footprint import partition_of
 from survey_mass.mock.survey import MockConfig, PartitionJob, build_partition
 from survey_mass.store import open_store
-from survey_mass.testing import assert_store_valid
-
-from ..conftest import spearman
+from survey_mass.testing import assert_store_valid, spearman
 
 
 def test_store_is_valid_and_holds_every_candidate(small_store, small_candidates):

@@ -13,8 +13,8 @@ import pytest
 from astropy.io import fits
 
 from survey_mass.quality import Quality
-
-from .conftest import FOOTPRINT, assert_one_line_error, cli, make_store
+from survey_mass.testing import RUN_FOOTPRINT as FOOTPRINT
+from survey_mass.testing import assert_one_line_error, cli, make_store
 
 # --- footprints ---------------------------------------------------------------------------------------------
 

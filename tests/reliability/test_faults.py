@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import assert_one_line_error, cli
+from survey_mass.testing import assert_one_line_error, cli
 
 FOOTPRINT = "box:150,160,0,12"
 KEY_COLUMNS = ["id", "log10_m500", "log10_m500_err", "log10_m500_richness", "richness", "quality", "ig_delta"]
