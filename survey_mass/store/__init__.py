@@ -1,5 +1,5 @@
 """Cutout stores: the Zarr contract (:mod:`.cutouts`) and real-data ingest from SDSS frames (:mod:`.ingest`)."""
 
-from .cutouts import CutoutStore, create_store, open_store, write_partition
+from .cutouts import CutoutStore, StoreAttributes, create_store, open_store, write_partition
 
-__all__ = ["CutoutStore", "create_store", "open_store", "write_partition"]
+__all__ = ["CutoutStore", "StoreAttributes", "create_store", "open_store", "write_partition"]

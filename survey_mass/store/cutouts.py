@@ -1,6 +1,6 @@
 """The cutout store: HEALPix-partitioned Zarr v3 groups of ugriz cutouts. Every later stage reads through here.
 
-Contract (``schemas/store_attributes.schema.json`` holds the root attributes):
+Contract (:class:`StoreAttributes`, from which ``schemas/store_attributes.schema.json`` is generated):
 
 * root attribute ``survey_mass``: schema version, bands ``[u, g, r, i, z]``, cutout size, pixel scale, flux
   unit (nanomaggy), HEALPix order, survey, orientation, provenance;
@@ -41,11 +41,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .. import paths, schemas
+from .. import paths
 from .._version import __version__
 from ..errors import StoreError
 from ..photometry import BANDS
@@ -69,6 +70,59 @@ OPTIONAL_COLUMNS = {
     "log10_m500_label": np.float32,
     "log10_m500_true": np.float32,
 }
+
+
+class StoreAttributes(BaseModel):
+    """The root attribute ``survey_mass`` of a cutout store: what every later stage may rely on."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        title="survey-mass cutout store: root attributes (key 'survey_mass' of the root group)",
+        json_schema_extra={"$id": "survey-mass/store_attributes/1"},
+    )
+
+    schema_version: Literal[1] = Field(description="Version of this contract.")
+    bands: list[str] = Field(
+        description="Band order of the images' axis 1.", json_schema_extra={"const": list(BANDS)}
+    )
+    cutout_size: int = Field(ge=8, le=1024, description="Cutout side in pixels (H = W).")
+    pixel_scale_arcsec: float = Field(gt=0, description="Pixel scale in arcsec.")
+    flux_unit: Literal["nanomaggy"] = Field(description="Pixel unit; m = 22.5 - 2.5 log10(f).")
+    healpix_order: int = Field(ge=0, le=12, description="Order of the partitions (nested HEALPix).")
+    survey: str = Field(min_length=1, description="Survey name, e.g. 'SDSS DR12 (mock)'.")
+    orientation: Literal["north-up east-left, TAN projection centred on the candidate"] = Field(
+        description="Pixel grid of each cutout."
+    )
+    footprint: str = Field("", description="Footprint the store was made for.")
+    kind: Literal["mock", "ingest"] | None = Field(None, description="How the pixels were made.")
+    provenance: dict[str, Any] = Field(description="Mock seed and parameters, or the input files.")
+    code_version: str = Field("", description="survey-mass version that created the store.")
+    partitions: dict[str, int] | None = Field(
+        None, description="Manifest: complete partitions and their cutout counts, written once a build ends."
+    )
+    label_selection: dict[str, Any] | None = Field(
+        None, description="How the labels were selected (survey_mass.selection.XraySelection), if known."
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_in_order(cls, v: list[str]) -> list[str]:
+        if v != list(BANDS):
+            raise ValueError(f"must be {list(BANDS)}")
+        return v
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The JSON document stored in the root attribute (unset optional keys left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _contract_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    return f"{key}: {e['msg']}" + (
+        "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e['input']!r})"
+    )
 
 
 def _root_attrs(path: Path) -> dict:
@@ -98,48 +152,50 @@ def create_store(
     provenance: dict[str, Any],
     footprint: str = "",
     overwrite: bool = False,
-) -> dict:
+) -> StoreAttributes:
     """Create a store's root group, or check that an existing one matches (so a build can resume).
 
-    Returns the root attributes.
+    Returns the root attributes (of the existing store when it matches).
     """
     import zarr
 
     path = Path(path)
-    attrs = {
-        "schema_version": SCHEMA_VERSION,
-        "bands": list(BANDS),
-        "cutout_size": int(cutout_size),
-        "pixel_scale_arcsec": float(pixel_scale_arcsec),
-        "flux_unit": "nanomaggy",
-        "healpix_order": int(healpix_order),
-        "survey": survey,
-        "orientation": ORIENTATION,
-        "footprint": footprint,
-        "kind": kind,
-        "provenance": provenance,
-        "code_version": __version__,
-    }
-    err = schemas.first_error(schemas.STORE_ATTRIBUTES, attrs)
-    if err:
-        raise StoreError(f"store {str(path)!r}: attributes do not follow the contract: {err}")
+    try:
+        meta = StoreAttributes(
+            schema_version=SCHEMA_VERSION,
+            bands=list(BANDS),
+            cutout_size=int(cutout_size),
+            pixel_scale_arcsec=float(pixel_scale_arcsec),
+            flux_unit="nanomaggy",
+            healpix_order=int(healpix_order),
+            survey=survey,
+            orientation=ORIENTATION,
+            footprint=footprint,
+            kind=kind,
+            provenance=provenance,
+            code_version=__version__,
+        )
+    except ValidationError as exc:
+        raise StoreError(
+            f"store {str(path)!r}: attributes do not follow the contract: {_contract_error(exc)}"
+        ) from None
     if path.exists() and overwrite:
         shutil.rmtree(path)
     if path.exists():
         if not paths.store_root_file(path).is_file():
             raise StoreError(f"store {str(path)!r}: exists and is not a Zarr store; choose another --out")
-        old = _root_attrs(path)
+        old = open_store(path).meta
         for key in ("cutout_size", "pixel_scale_arcsec", "healpix_order", "kind", "provenance"):
-            if old.get(key) != attrs[key]:
+            if getattr(old, key) != getattr(meta, key):
                 raise StoreError(
-                    f"store {str(path)!r}: exists with a different {key} ({old.get(key)!r} != {attrs[key]!r}); "
-                    "use --overwrite or another --out"
+                    f"store {str(path)!r}: exists with a different {key} ({getattr(old, key)!r} != "
+                    f"{getattr(meta, key)!r}); use --overwrite or another --out"
                 )
         return old
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    root.attrs[ATTR_KEY] = attrs
+    root.attrs[ATTR_KEY] = meta.to_attrs()
     root.create_group(paths.order_dir_name(healpix_order))
-    return attrs
+    return meta
 
 
 def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: dict[str, np.ndarray]) -> None:
@@ -147,8 +203,8 @@ def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: d
     import zarr
 
     path = Path(path)
-    attrs = _root_attrs(path)
-    order, size = attrs["healpix_order"], attrs["cutout_size"]
+    meta = open_store(path).meta
+    order, size = meta.healpix_order, meta.cutout_size
     n = images.shape[0]
     if images.shape[1:] != (len(BANDS), size, size):
         raise StoreError(
@@ -190,9 +246,7 @@ def write_manifest(path: str | Path) -> dict[str, int]:
     store = open_store(path)
     manifest = {str(p): store.n_cutouts(p) for p in store.partitions}
     root = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    attrs = dict(root.attrs[ATTR_KEY])
-    attrs["partitions"] = manifest
-    root.attrs[ATTR_KEY] = attrs
+    root.attrs[ATTR_KEY] = store.meta.model_copy(update={"partitions": manifest}).to_attrs()
     return manifest
 
 
@@ -228,26 +282,33 @@ def _write_arrays(g, n: int, size: int, images: np.ndarray, columns: dict[str, n
 
 @dataclass(frozen=True)
 class CutoutStore:
-    """Read access to a cutout store. Open it with :func:`open_store`."""
+    """Read access to a cutout store. Open it with :func:`open_store`.
+
+    ``meta`` is the validated root attribute (:class:`StoreAttributes`); ``attrs`` the same as a JSON dict.
+    """
 
     path: Path
-    attrs: dict
+    meta: StoreAttributes
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.meta.to_attrs()
 
     @property
     def order(self) -> int:
-        return int(self.attrs["healpix_order"])
+        return self.meta.healpix_order
 
     @property
     def cutout_size(self) -> int:
-        return int(self.attrs["cutout_size"])
+        return self.meta.cutout_size
 
     @property
     def pixel_scale(self) -> float:
-        return float(self.attrs["pixel_scale_arcsec"])
+        return self.meta.pixel_scale_arcsec
 
     @property
     def bands(self) -> list[str]:
-        return list(self.attrs["bands"])
+        return list(self.meta.bands)
 
     @property
     def partitions(self) -> list[int]:
@@ -264,7 +325,7 @@ class CutoutStore:
 
     def missing_partitions(self) -> list[int]:
         """Partitions the store's manifest lists whose group is gone (empty without a manifest)."""
-        listed = {int(p) for p in self.attrs.get("partitions", {})}
+        listed = {int(p) for p in self.meta.partitions or {}}
         return sorted(listed - set(self.partitions))
 
     def _group(self, pixel: int):
@@ -374,12 +435,17 @@ def open_store(path: str | Path) -> CutoutStore:
     if not path.exists():
         raise StoreError(f"store {str(path)!r}: does not exist")
     attrs = _root_attrs(path)
+    if not isinstance(attrs, dict):
+        raise StoreError(f"store {str(path)!r}: root attribute {ATTR_KEY!r} is not an object")
     version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
         raise StoreError(
             f"store {str(path)!r}: schema_version {version!r} is not supported (this survey-mass reads {SCHEMA_VERSION})"
         )
-    err = schemas.first_error(schemas.STORE_ATTRIBUTES, attrs)
-    if err:
-        raise StoreError(f"store {str(path)!r}: root attributes break the contract: {err}")
-    return CutoutStore(path=path, attrs=attrs)
+    try:
+        meta = StoreAttributes.model_validate(attrs)
+    except ValidationError as exc:
+        raise StoreError(
+            f"store {str(path)!r}: root attributes break the contract: {_contract_error(exc)}"
+        ) from None
+    return CutoutStore(path=path, meta=meta)
