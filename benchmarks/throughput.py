@@ -187,7 +187,7 @@ def run_benchmarks(
             shutil.rmtree(out, ignore_errors=True)
 
         # (d) attribution
-        steps = ig_steps or int(load_pipeline("dr12")["attribution"]["ig_steps"])
+        steps = ig_steps or load_pipeline("dr12").attribution.ig_steps
         k = min(16, n)
         t_attr = _timed(lambda: attribute(bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale))
 

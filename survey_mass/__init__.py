@@ -31,6 +31,11 @@ _EXPORTS = {
     "run_catalog": "survey_mass.inference.run",
     "RunOptions": "survey_mass.inference.run",
     "load_pipeline": "survey_mass.pipelines",
+    "Pipeline": "survey_mass.pipelines",
+    "pipeline_with_flags": "survey_mass.pipelines",
+    "run_pipeline": "survey_mass.api",
+    "RunSummary": "survey_mass.inference.run",
+    "StoreAttributes": "survey_mass.store",
     "Quality": "survey_mass.quality",
     "SurveyMassError": "survey_mass.errors",
 }

@@ -32,6 +32,9 @@ def _positive_int(v: str) -> int:
     return i
 
 
+FOOTPRINT_HELP = "dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
@@ -43,12 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"survey-mass {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (
+        _add_run,
+        _add_footprint,
+        _add_mock,
+        _add_ingest,
+        _add_train,
+        _add_query,
+        _add_explain,
+        _add_report,
+        _add_bench,
+        _add_store_info,
+    ):
+        add(sub)
+    return p
 
+
+def _add_run(sub) -> None:
+    # every flag defaults to None: unset flags leave the pipeline's value (survey_mass.pipelines.RUN_FLAGS)
     r = sub.add_parser("run", help="CNN masses for every cluster of a footprint, written as a HATS catalog")
-    r.add_argument(
-        "--footprint",
-        help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX (default: the pipeline's)",
-    )
+    r.add_argument("--footprint", help=f"{FOOTPRINT_HELP} (default: the pipeline's)")
     r.add_argument("--pipeline", help="pipeline TOML (default: the shipped dr12.toml); flags override it")
     r.add_argument("--store", help="cutout store (default: build or reuse the embedded mock store)")
     r.add_argument("--model", help="model directory (default: the shipped weights)")
@@ -62,30 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
     r.add_argument(
         "--attribution",
-        choices=["all", "sample", "none"],
-        help="IG x Grad-CAM summaries for every row, a seeded sample (CPU default), or none",
+        choices=["auto", "all", "sample", "none"],
+        help="IG x Grad-CAM summaries for every row, a seeded sample, or none (auto: all on a GPU, else sample)",
     )
     r.add_argument("--overwrite", action="store_true", help="replace an existing catalog instead of resuming")
     r.add_argument("--no-progress", action="store_true")
 
+
+def _add_footprint(sub) -> None:
     f = sub.add_parser("footprint", help="describe a footprint: area, partition order and partitions")
-    f.add_argument("spec", help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX")
+    f.add_argument("spec", help=FOOTPRINT_HELP)
     f.add_argument("--order", type=int, default=None, help="partition order (default 2)")
     f.add_argument(
         "--json", action="store_true", help="print {name, area_deg2, order, n_partitions, partitions}"
     )
     f.add_argument("--png", metavar="FILE", help="draw a Mollweide map with the redMaPPer clusters over it")
 
+
+def _add_mock(sub) -> None:
     m = sub.add_parser("mock", help="render a mock SDSS survey of cluster cutouts into a Zarr store")
-    m.add_argument(
-        "--footprint", required=True, help="dr12, a MOC FITS file, or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX"
-    )
+    m.add_argument("--footprint", required=True, help=FOOTPRINT_HELP)
     m.add_argument("--out", required=True, help="output store directory (resumes if it exists)")
     m.add_argument(
         "--candidates",
         help="candidate catalog (FITS/CSV/Parquet: ra, dec, z[, richness]); default: redMaPPer DR8",
     )
-    m.add_argument("--seed", type=int, default=2022)
+    m.add_argument("--seed", type=int, help="mock seed (default: MockConfig's, 2022)")
     m.add_argument(
         "--density", type=float, help="draw clusters from the mass function at this many per deg^2"
     )
@@ -101,34 +120,50 @@ def build_parser() -> argparse.ArgumentParser:
         "sky_noise_scale=1.26, seeing_scale=1.5, richness_relation.slope=1.3); recorded in the provenance",
     )
 
+
+def _add_ingest(sub) -> None:
     i = sub.add_parser("ingest", help="cut real SDSS corrected frames into a Zarr cutout store")
     i.add_argument("--frames", required=True, help="directory of frame-{band}-*.fits(.bz2) files")
     i.add_argument("--candidates", required=True, help="candidate catalog (FITS/CSV/Parquet)")
     i.add_argument("--out", required=True)
-    i.add_argument("--cutout-size", type=int, default=64)
+    i.add_argument("--cutout-size", type=int, help="cutout side in pixels (default: the shipped model's, 64)")
     i.add_argument(
         "--pixel-scale",
         type=float,
-        default=6.336,
-        help="store pixel scale in arcsec (default 6.336, SDSS pixels binned 16 x 16, as the shipped model)",
+        help="store pixel scale in arcsec (default: the shipped model's, 6.336: SDSS pixels binned 16 x 16)",
     )
     i.add_argument("--order", type=int, default=2)
+    i.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="local workers (1 = in-process, >1 = a Dask LocalCluster)",
+    )
+    i.add_argument("--scheduler", help="address of a running Dask scheduler")
     i.add_argument("--overwrite", action="store_true")
     i.add_argument("--no-progress", action="store_true")
 
+
+def _add_train(sub) -> None:
+    # unset flags: the pipeline's [training] (with --pipeline), then TrainConfig's defaults
     t = sub.add_parser("train", help="train the two-stage CNN and the richness baseline on a store")
     t.add_argument("--store", required=True)
     t.add_argument("--out", required=True, help="model directory (an interrupted training resumes from it)")
-    t.add_argument("--folds", type=_positive_int, default=5)
-    t.add_argument("--seed", type=int, default=2022)
-    t.add_argument("--epochs", type=_positive_int, default=2, help="stage-1 epochs (default 2)")
     t.add_argument(
-        "--stage1-images", type=_positive_int, default=40000, help="single-band images per stage-1 epoch"
+        "--pipeline", help="take the defaults below from this pipeline's [training] (e.g. train_shipped)"
     )
-    t.add_argument("--variant", choices=["cpu", "gpu"], default="cpu", help="backbone width (gpu: 2x wider)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--folds", type=_positive_int, help="cross-validation folds (default 5)")
+    t.add_argument("--seed", type=int, help="default 2022")
+    t.add_argument("--epochs", type=_positive_int, help="stage-1 epochs (default 2)")
+    t.add_argument(
+        "--stage1-images", type=_positive_int, help="single-band images per stage-1 epoch (default 40000)"
+    )
+    t.add_argument("--variant", choices=["cpu", "gpu"], help="backbone width (gpu: 2x wider; default cpu)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a GPU if there is one")
     t.add_argument("--no-progress", action="store_true")
 
+
+def _add_query(sub) -> None:
     q = sub.add_parser(
         "query",
         help="SQL (DuckDB) over a mass catalog; the table is called 'catalog'",
@@ -159,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-rows", type=_positive_int, default=50, help="rows shown by --format table (default 50)"
     )
 
+
+def _add_explain(sub) -> None:
     e = sub.add_parser("explain", help="recompute one cluster's attribution maps and draw them into a PNG")
     e.add_argument("catalog", help="catalog directory written by survey-mass run")
     e.add_argument("--id", required=True, type=int, help="the cluster's id")
@@ -169,10 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=_positive_int, default=1024, help="integrated-gradients steps (default 1024)"
     )
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser("report", help="sky map, mass-redshift, errors and calibration pictures of a catalog")
     rp.add_argument("catalog", help="catalog directory written by survey-mass run")
     rp.add_argument("--out", required=True, help="directory for the PNGs, report.md and report.json")
 
+
+def _add_bench(sub) -> None:
     bn = sub.add_parser(
         "bench",
         help="throughput: bare model, store I/O, the pipeline with 1..N workers, attribution, and the naive way",
@@ -191,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--workdir", help="keep the benchmark store and files here (default: a temporary folder)")
     bn.add_argument("--no-progress", action="store_true")
 
+
+def _add_store_info(sub) -> None:
     s = sub.add_parser("store-info", help="summarise a cutout store")
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
-    return p
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -223,91 +265,32 @@ def cmd_footprint(args) -> int:
     return 0
 
 
-def _safe_name(spec: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(spec)).strip("_") or "footprint"
-
-
 def cmd_run(args) -> int:
-    from .footprint import parse_footprint
-    from .inference.run import RunOptions, run_catalog
-    from .pipelines import load_pipeline
-    from .resources import model_dir
+    from .api import run_pipeline
+    from .paths import catalog_dataset
+    from .pipelines import load_pipeline, pipeline_with_flags
 
-    pipe = load_pipeline(args.pipeline or "dr12")
-    spec = args.footprint or pipe["footprint"]["spec"]
-    fp = parse_footprint(spec, order=pipe["footprint"].get("partition_order", 2))
-    name = _safe_name(fp.name)
-    device = args.device or pipe["inference"].get("device", "auto")
-    if device == "auto":
-        from .inference.cluster import gpu_available
-
-        device = "cuda" if gpu_available() else "cpu"
-    mode = args.attribution or ("all" if device == "cuda" else pipe["attribution"].get("mode", "sample"))
-    store = args.store or pipe["store"].get("path") or f"{name}_store.zarr"
-    progress = not args.no_progress
-    if not args.store and not pipe["store"].get("path"):
-        from .candidates import load_redmapper
-        from .mock.survey import MockConfig, build_mock_store
-
-        mock = pipe.get("mock", {})
-        print(
-            f"store: building or reusing the embedded mock store {store} (real redMaPPer DR8 candidates)",
-            flush=True,
-        )
-        s = build_mock_store(
-            fp,
-            store,
-            candidates=load_redmapper(),
-            workers=max(args.workers or 0, os.cpu_count() or 1),  # rendering fans out over every core
-            config=MockConfig(seed=mock.get("seed", 2022)),
-            progress=progress,
-        )
-        print(
-            f"store: {s['clusters']} clusters in {s['partitions']} partitions ({s['partitions_built']} rendered in "
-            f"{s['wall_s']} s, {s['partitions_skipped']} reused)",
-            flush=True,
-        )
-    model = args.model or pipe["model"].get("path") or str(model_dir())
-    out = args.out or f"{name}_masses"
-    att = pipe["attribution"]
-    opts = RunOptions(
-        batch_size=pipe["inference"].get("batch_size", 64),
-        device=device,
-        attribution=mode,
-        ig_steps=att.get("ig_steps", RunOptions.ig_steps),
-        sample_fraction=att.get("sample_fraction", 0.05),
+    pipe = pipeline_with_flags(
+        load_pipeline(args.pipeline or "dr12"),
+        footprint=args.footprint,
+        store=args.store,
+        model=args.model,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        device=args.device,
+        attribution=args.attribution,
     )
-    if mode == "sample":
-        print(
-            f"attribution: IG ({opts.ig_steps} steps) x Grad-CAM on a seeded {opts.sample_fraction:.2%} sample "
-            "(IG costs about 1.5 s per cutout on 2 CPU cores); other rows have null summaries and quality bit 64 "
-            "(NO_ATTRIBUTION). Use --attribution all for every row (a GPU is the practical way).",
-            flush=True,
-        )
-    summary = run_catalog(
-        store_path=store,
-        model_path=model,
-        catalog=out,
-        footprint=fp,
-        opts=opts,
-        scheduler=args.scheduler or pipe["cluster"].get("scheduler") or None,
-        workers=args.workers or pipe["cluster"].get("workers", 2),
-        overwrite=args.overwrite,
-        progress=progress,
-        name=f"{name}_masses",
-    )
+    s = run_pipeline(pipe, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(
-        f"catalog {summary['catalog']}: {summary['rows']} rows in {summary['partitions']} partitions "
-        f"({summary['partitions_computed']} computed, {summary['partitions_skipped']} already there); "
-        f"{summary['wall_s']} s, {summary['cutouts_per_s']} cutouts/s; {summary['attributed']} rows attributed; "
-        f"model {summary['model_id']}"
+        f"catalog {s.catalog}: {s.rows} rows in {s.partitions} partitions "
+        f"({s.partitions_computed} computed, {s.partitions_skipped} already there); "
+        f"{s.wall_s} s, {s.cutouts_per_s} cutouts/s; {s.attributed} rows attributed; "
+        f"model {s.model_id}"
     )
-    glob = f"{summary['catalog']}/dataset/**/*.parquet"
+    glob = f"{catalog_dataset(s.catalog)}/**/*.parquet"
     print("query it, e.g. the 10 most massive clusters:")
     print(
-        f'  survey-mass query {out} "SELECT name, z, log10_m500, log10_m500_err, log10_m500_richness '
+        f'  survey-mass query {s.catalog} "SELECT name, z, log10_m500, log10_m500_err, log10_m500_richness '
         f'FROM catalog ORDER BY log10_m500 DESC LIMIT 10"'
     )
     print(f"  (or DuckDB directly: read_parquet('{glob}', hive_partitioning = false))")
@@ -319,9 +302,13 @@ def cmd_mock(args) -> int:
     from .footprint import parse_footprint
     from .mock.survey import MockConfig, build_mock_store
 
-    name = os.path.basename(args.candidates) if args.candidates else "redmapper_dr8_v5.10"
-    # physics overrides (--set) are checked before any work
-    cfg = MockConfig.with_overrides(args.set, seed=args.seed, density=args.density, candidates=name)
+    # unset flags keep MockConfig's defaults; physics overrides (--set) are checked before any work
+    given = {
+        "seed": args.seed,
+        "density": args.density,
+        "candidates": os.path.basename(args.candidates) if args.candidates else None,
+    }
+    cfg = MockConfig.with_overrides(args.set, **{k: v for k, v in given.items() if v is not None})
     fp = parse_footprint(args.footprint)
     cands = read_candidates(args.candidates) if args.candidates else load_redmapper()
     if args.limit:
@@ -344,9 +331,21 @@ def cmd_mock(args) -> int:
     return 0
 
 
+def _shipped_geometry() -> dict:
+    """The shipped model's input geometry (model card ``input``): cutout_size, pixel_scale_arcsec."""
+    from .paths import MODEL_CARD
+    from .resources import model_dir
+
+    return json.loads((model_dir() / MODEL_CARD).read_text())["input"]
+
+
 def cmd_ingest(args) -> int:
     from .store.ingest import ingest_frames
 
+    if args.cutout_size is None or args.pixel_scale is None:
+        geometry = _shipped_geometry()
+        args.cutout_size = args.cutout_size or geometry["cutout_size"]
+        args.pixel_scale = args.pixel_scale or geometry["pixel_scale_arcsec"]
     summary = ingest_frames(
         args.frames,
         args.candidates,
@@ -356,6 +355,8 @@ def cmd_ingest(args) -> int:
         order=args.order,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     print(
         f"ingested {summary['cutouts']} cutouts from {summary['frames']} frames into {summary['store']} "
@@ -366,13 +367,16 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training.train import TrainConfig, train
+    from .paths import REPORT_MD
+    from .pipelines import TrainingSection, load_pipeline
+    from .training.train import train
 
-    if args.folds < 2:
+    if args.folds is not None and args.folds < 2:
         from .errors import SurveyMassError
 
         raise SurveyMassError("--folds must be at least 2")
-    cfg = TrainConfig(
+    section = load_pipeline(args.pipeline).training if args.pipeline else TrainingSection()
+    cfg = section.train_config(
         folds=args.folds,
         seed=args.seed,
         stage1_epochs=args.epochs,
@@ -381,21 +385,21 @@ def cmd_train(args) -> int:
         device=args.device,
     )
     r = train(args.store, args.out, cfg, progress=not args.no_progress)
-    s = r["summary"]
-    acc = ", ".join(f"{b} {v:.2f}" for b, v in r["band_accuracy"].items())
-    print(f"model written to {args.out} ({r['timing_s']['total'] / 60:.1f} min): band accuracy {acc}")
+    s, cal = r.summary, r.calibration
+    acc = ", ".join(f"{b} {v:.2f}" for b, v in r.band_accuracy.items())
+    print(f"model written to {args.out} ({r.timing_s['total'] / 60:.1f} min): band accuracy {acc}")
     print(
-        f"out-of-fold MAE vs labels: CNN {s['mean_fold_mae_cnn']:.3f} dex, richness {s['mean_fold_mae_richness']:.3f} dex "
-        f"(ratio {s['mae_ratio_cnn_over_richness']:.2f}); 68% coverage {r['calibration']['coverage_68_after']:.2f}; "
-        f"report: {args.out}/report.md"
+        f"out-of-fold MAE vs labels: CNN {s.mean_fold_mae_cnn:.3f} dex, richness {s.mean_fold_mae_richness:.3f} dex "
+        f"(ratio {s.mae_ratio_cnn_over_richness:.2f}); 68% coverage {cal.coverage_68_after:.2f}; "
+        f"report: {Path(args.out) / REPORT_MD}"
     )
-    pop = s.get("population")
+    pop = s.population
     if pop:
         print(
-            f"out-of-fold MAE vs true mass, {pop['n']} unlabelled clusters: CNN {pop['cnn_vs_truth']['mae']:.3f} dex, "
-            f"richness {pop['richness_vs_truth']['mae']:.3f} dex (ratio {pop['mae_ratio_cnn_over_richness']:.2f}); "
-            f"CNN 68% coverage {pop['cnn_coverage_68']:.2f} (extrapolation term tau "
-            f"{r['calibration'].get('extrapolation_tau', 0.0):.3f} dex, calibrated on the mock's true masses)"
+            f"out-of-fold MAE vs true mass, {pop.n} unlabelled clusters: CNN {pop.cnn_vs_truth.mae:.3f} dex, "
+            f"richness {pop.richness_vs_truth.mae:.3f} dex (ratio {pop.mae_ratio_cnn_over_richness:.2f}); "
+            f"CNN 68% coverage {pop.cnn_coverage_68:.2f} (extrapolation term tau "
+            f"{cal.extrapolation_tau:.3f} dex, calibrated on the mock's true masses)"
         )
     return 0
 
@@ -510,8 +514,8 @@ def cmd_store_info(args) -> int:
             qual[describe(q)] = qual.get(describe(q), 0) + 1
     info = {
         "store": str(st.path),
-        "survey": st.attrs["survey"],
-        "kind": st.attrs.get("kind"),
+        "survey": st.meta.survey,
+        "kind": st.meta.kind,
         "cutouts": sum(counts.values()),
         "partitions": len(parts),
         "order": st.order,

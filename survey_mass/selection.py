@@ -78,10 +78,11 @@ def selection_for_store(store) -> XraySelection | None:
     A mock store records its physics in its provenance; the selection is read from there (``physics.labels``),
     so overridden label physics is followed.
     """
-    if "label_selection" in store.attrs:
-        return XraySelection.from_dict(store.attrs["label_selection"])
-    if store.attrs.get("kind") == "mock":
-        prov = store.attrs.get("provenance", {})
+    meta = store.meta  # StoreAttributes
+    if meta.label_selection is not None:
+        return XraySelection.from_dict(meta.label_selection)
+    if meta.kind == "mock":
+        prov = meta.provenance
         lab = prov.get("physics", {}).get("labels", {})
         limit = prov.get("label_flux_limit") or lab.get("flux_limit_cgs", FLUX_LIMIT_CGS)
         extra = {k: float(lab[k]) for k in ("l0", "m0", "slope", "ez_power", "sigma_ln_l") if k in lab}

@@ -7,6 +7,10 @@
   the same file and never duplicates rows.
 * Finished partitions are skipped on a rerun; the metadata is written once all partitions exist.
 * A lock file in the output directory refuses a second concurrent run into the same catalog.
+* :func:`run_catalog` returns a :class:`RunSummary` and writes it to ``CATALOG/run.json``
+  (``schemas/run_summary.schema.json`` is generated from it).
+
+Defaults of :class:`RunOptions` are the pipeline's (:mod:`survey_mass.pipelines`), defined there once.
 """
 
 from __future__ import annotations
@@ -18,23 +22,66 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import paths
 from ..errors import SurveyMassError
+from ..pipelines import AttributionSection, ClusterSection, InferenceSection
 from ..quality import Quality
 
 _CACHE: dict[str, object] = {}
 
 
+def _default(section: type[BaseModel], key: str):
+    return section.model_fields[key].default
+
+
 @dataclass
 class RunOptions:
-    batch_size: int = 64
+    """What each partition task needs; the defaults are the pipeline sections' (device: resolved, so cpu)."""
+
+    batch_size: int = _default(InferenceSection, "batch_size")
     device: str = "cpu"
-    attribution: str = "sample"  # all | sample | none
-    ig_steps: int = 384
-    sample_fraction: float = 0.003
+    attribution: str = "sample"  # all | sample | none (a pipeline's "auto" is resolved before)
+    ig_steps: int = _default(AttributionSection, "ig_steps")
+    sample_fraction: float = _default(AttributionSection, "sample_fraction")
     seed: int = 2022
     torch_threads: int = 1
+
+
+class RunSummary(BaseModel):
+    """What a survey run did: returned by :func:`run_catalog` and written to ``CATALOG/run.json``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="survey-mass run summary (CATALOG/run.json)",
+        json_schema_extra={"$id": "survey-mass/run_summary/1"},
+    )
+
+    catalog: str = Field(description="catalog directory")
+    store: str = Field(description="cutout store (absolute path)")
+    footprint: str = Field(description="footprint name")
+    model_id: str = Field(description="id of the model bundle that made the masses")
+    device: str = Field(description="torch device of the inference")
+    attribution: str = Field(description="attribution mode: all, sample or none")
+    rows: int = Field(ge=0, description="rows in the catalog")
+    partitions: int = Field(ge=0, description="partitions of the store inside the footprint")
+    partitions_computed: int = Field(ge=0, description="partitions computed by this run")
+    partitions_skipped: int = Field(ge=0, description="partitions already in the catalog (resumed)")
+    rows_computed: int = Field(ge=0, description="rows computed by this run")
+    attributed: int = Field(ge=0, description="rows attributed by this run")
+    wall_s: float = Field(description="wall time of this run, seconds")
+    cutouts_per_s: float | None = Field(
+        description="rows computed per second (None when nothing was computed)"
+    )
+    cluster: str = Field(description="where the tasks ran: in-process, LocalCluster (...), a scheduler")
+    dashboard: str | None = Field(description="Dask dashboard link (None in-process)")
+    attribution_s: float = Field(description="seconds spent in attribution, summed over tasks")
+
+    def write(self, catalog: str | Path) -> Path:
+        f = paths.run_summary_file(catalog)
+        f.write_text(self.model_dump_json(indent=1))
+        return f
 
 
 def _bundle(model_path: str, device: str):
@@ -213,12 +260,17 @@ def run_catalog(
     footprint,
     opts: RunOptions,
     scheduler: str | None = None,
-    workers: int = 2,
+    workers: int = _default(ClusterSection, "workers"),
+    client=None,
     overwrite: bool = False,
     progress: bool = True,
     name: str = "survey-mass",
-) -> dict:
-    """Run the model over every partition of the store inside the footprint and write the HATS catalog."""
+) -> RunSummary:
+    """Run the model over every partition of the store inside the footprint and write the HATS catalog.
+
+    The tasks run on ``client`` (a ``distributed.Client``) if given, else on ``scheduler``, else on a local
+    cluster of ``workers`` processes (in this process for 1).
+    """
     from .. import __version__
     from ..catalog.writer import check_output, finalize, partition_done, remove_temporaries
     from ..engine import Task, fan_out
@@ -267,6 +319,7 @@ def run_catalog(
             shared_args=threads_per_worker,
             workers=workers,
             scheduler=scheduler,
+            client=client,
             device=opts.device,
             progress=progress,
             desc="partitions",
@@ -291,20 +344,24 @@ def run_catalog(
         rows = finalize(catalog_p, store.order, parts, name=name, provenance=provenance)
     wall = time.perf_counter() - t0
     new_rows = sum(r["rows"] for r in results)
-    summary = {
-        "catalog": str(catalog_p),
-        "rows": rows,
-        "partitions": len(parts),
-        "partitions_computed": len(todo),
-        "partitions_skipped": len(parts) - len(todo),
-        "rows_computed": new_rows,
-        "attributed": sum(r["attributed"] for r in results),
-        "wall_s": round(wall, 1),
-        "cutouts_per_s": round(new_rows / wall, 1) if wall > 0 and new_rows else None,
-        "cluster": kind,
-        "dashboard": dashboard,
-        "model_id": bundle.model_id,
-        "attribution_s": round(sum(r["attribution_s"] for r in results), 1),
-    }
-    paths.run_summary_file(catalog_p).write_text(json.dumps(summary, indent=1))
+    summary = RunSummary(
+        catalog=str(catalog_p),
+        store=str(Path(store_path).resolve()),
+        footprint=footprint.name,
+        model_id=bundle.model_id,
+        device=str(opts.device),
+        attribution=opts.attribution,
+        rows=rows,
+        partitions=len(parts),
+        partitions_computed=len(todo),
+        partitions_skipped=len(parts) - len(todo),
+        rows_computed=new_rows,
+        attributed=sum(r["attributed"] for r in results),
+        wall_s=round(wall, 1),
+        cutouts_per_s=round(new_rows / wall, 1) if wall > 0 and new_rows else None,
+        cluster=kind,
+        dashboard=dashboard,
+        attribution_s=round(sum(r["attribution_s"] for r in results), 1),
+    )
+    summary.write(catalog_p)
     return summary

@@ -22,7 +22,7 @@ def test_full_scan_counts_every_row_once(small_catalog):
     catalog, summary = small_catalog
     df, files = _all_rows(catalog)
     res = query(catalog, "SELECT count(*) AS n, count(DISTINCT id) AS u FROM catalog")
-    assert res.table.column("n")[0].as_py() == len(df) == summary["rows"]
+    assert res.table.column("n")[0].as_py() == len(df) == summary.rows
     assert res.table.column("u")[0].as_py() == len(df)
     assert len(res.files) == len(files) == res.n_partitions
 
@@ -91,7 +91,7 @@ def test_cli_query_formats(small_catalog, tmp_path, capsys):
     assert masses == sorted(masses, reverse=True)
     out = tmp_path / "all.parquet"
     assert main(["query", str(catalog), "--format", "parquet", "--out", str(out)]) == 0
-    assert pq.read_table(out).num_rows == summary["rows"]
+    assert pq.read_table(out).num_rows == summary.rows
     assert main(["query", str(catalog), "--where", "z < 0.15", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].replace('"', "").startswith("id,name,ra,dec,z,") and len(lines) >= 2

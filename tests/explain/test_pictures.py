@@ -57,7 +57,7 @@ def test_report_pictures_and_numbers(small_catalog, tmp_path, capsys):
     assert main(["report", str(catalog), "--out", str(out)]) == 0
     assert "vs log10_m500_true" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
-    assert rep["rows"] == summary["rows"]
+    assert rep["rows"] == summary.rows
     for name in ("sky", "mass_redshift", "errors", "reference"):
         _assert_picture(out / f"{name}.png")
     df = pq.ParquetDataset(sorted((catalog / "dataset").rglob("Npix=*.parquet"))).read().to_pandas()

@@ -27,7 +27,7 @@ def test_catalog_is_valid_hats_and_lsdb_reads_it(small_catalog, small_store):
     st = open_store(small_store)
     store_ids = sorted(np.concatenate([st.columns(p)["id"] for p in st.partitions]).tolist())
     assert sorted(df["id"].tolist()) == store_ids == sorted(_read(cat)["id"].tolist())  # one row per cutout
-    assert summary["rows"] == len(store_ids)
+    assert summary.rows == len(store_ids)
     props = (cat / "hats.properties").read_text()
     for key in (
         "hats_col_ra=ra",
@@ -107,7 +107,7 @@ def test_attribution_sample_is_flagged_and_complete(small_catalog):
     cat, summary = small_catalog
     df = _read(cat)
     done = df["ig_delta"].notna()
-    assert 0 < done.sum() == summary["attributed"] < len(df)
+    assert 0 < done.sum() == summary.attributed < len(df)
     assert ((df.loc[~done, "quality"] & int(Quality.NO_ATTRIBUTION)) > 0).all()
     assert ((df.loc[done, "quality"] & int(Quality.NO_ATTRIBUTION)) == 0).all()
     # IG completeness: convergence delta within 1% of the attributed change for >= 99% of attributed rows
@@ -127,7 +127,7 @@ def test_interrupted_run_resumes_to_the_same_catalog(small_catalog, small_store,
     for f in ("hats.properties", "partition_info.csv"):
         (copy / f).unlink(missing_ok=True)
     s = run_small(small_store, copy)
-    assert s["partitions_computed"] == 1 and s["partitions_skipped"] == len(files) - 1
+    assert s.partitions_computed == 1 and s.partitions_skipped == len(files) - 1
     assert not list((copy / "dataset").rglob(".tmp-*"))
     pd.testing.assert_frame_equal(_read(copy), _read(cat))
 
@@ -141,7 +141,7 @@ def test_a_second_concurrent_run_is_refused(small_store, tmp_path):
     with pytest.raises(SurveyMassError, match="being written by another run"):
         run_small(small_store, out, attribution="none")
     (out / ".lock").write_text("999999999")  # a dead run's stale lock is taken over
-    assert run_small(small_store, out, attribution="none")["rows"] > 0
+    assert run_small(small_store, out, attribution="none").rows > 0
 
 
 def test_output_that_is_not_a_catalog_is_refused(small_store, tmp_path):
@@ -156,7 +156,7 @@ def test_output_that_is_not_a_catalog_is_refused(small_store, tmp_path):
 def test_dask_workers_give_the_same_catalog(small_catalog, small_store, tmp_path):
     cat, _ = small_catalog
     s = run_small(small_store, tmp_path / "dask", workers=2, attribution="none")
-    assert s["cluster"].startswith("LocalCluster (2 workers")
+    assert s.cluster.startswith("LocalCluster (2 workers")
     a, b = _read(cat), _read(tmp_path / "dask")
     for c in ("log10_m500", "log10_m500_err", "log10_m500_richness", "richness"):
         np.testing.assert_allclose(a[c], b[c], rtol=1e-4, atol=1e-5)
