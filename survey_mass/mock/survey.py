@@ -226,8 +226,15 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
         xs.append(x[vis]), ys.append(y[vis]), mags.append(m)
         res.append(mem.re_kpc_at_lstar * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
 
-    # field galaxies and stars over the cutout plus a 4-pixel margin
-    side_deg = (size + 8) * pix / 3600.0
+    _field_sources(cfg, rng, gal_b_deg, (xs, ys, mags, res, ns))
+    return _draw(cfg, rng, (xs, ys, mags, res, ns))
+
+
+def _field_sources(cfg: MockConfig, rng, gal_b_deg: float, lists) -> None:
+    """Append field galaxies and stars over the cutout plus a 4-pixel margin to (xs, ys, mags, res, ns)."""
+    xs, ys, mags, res, ns = lists
+    ph, size = cfg.physics, cfg.cutout_size
+    side_deg = (size + 8) * cfg.pixel_scale_arcsec / 3600.0
     nf = rng.poisson(populations.field_count_per_deg2(ph) * side_deg**2)
     fm, fre, fn = populations.field_galaxies(nf, rng, ph)
     xs.append(rng.uniform(-4, size + 3, nf)), ys.append(rng.uniform(-4, size + 3, nf))
@@ -240,14 +247,29 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
         ns.append(np.zeros(ns_star, int)),
     )
 
-    x = np.concatenate([np.asarray(a, float) for a in xs])
-    y = np.concatenate([np.asarray(a, float) for a in ys])
-    m = np.concatenate([np.asarray(a, float).reshape(-1, 5) for a in mags])
-    re_ = np.concatenate([np.asarray(a, float) for a in res])
-    n_ = np.concatenate([np.asarray(a, int) for a in ns])
+
+def _draw(cfg: MockConfig, rng, lists) -> np.ndarray:
+    """Render the listed sources through the PSF and add the sky and photon noise."""
+    xs, ys, mags, res, ns = lists
+    ph = cfg.physics
+    x = np.concatenate([np.asarray(a, float) for a in xs] or [np.zeros(0)])
+    y = np.concatenate([np.asarray(a, float) for a in ys] or [np.zeros(0)])
+    m = np.concatenate([np.asarray(a, float).reshape(-1, 5) for a in mags] or [np.zeros((0, 5))])
+    re_ = np.concatenate([np.asarray(a, float) for a in res] or [np.zeros(0)])
+    n_ = np.concatenate([np.asarray(a, int) for a in ns] or [np.zeros(0, int)])
     flux = mag_to_nmgy(np.clip(m, 5, 35))
-    img = render.render_bands(x, y, flux, re_, n_, BANDS, size, pix, ph)
-    return render.add_noise(img, pix, rng, ph)
+    img = render.render_bands(x, y, flux, re_, n_, BANDS, cfg.cutout_size, cfg.pixel_scale_arcsec, ph)
+    return render.add_noise(img, cfg.pixel_scale_arcsec, rng, ph)
+
+
+def render_blank(cfg: MockConfig, key: int, gal_b_deg: float = 60.0, *, field: bool = True) -> np.ndarray:
+    """A (5, H, W) cutout with no cluster: sky noise at the survey's depth and, with ``field``, the field
+    galaxies and stars any line of sight holds. What a false candidate's cutout shows."""
+    rng = _rng(cfg.seed, int(key), 19)
+    lists = ([], [], [], [], [])
+    if field:
+        _field_sources(cfg, rng, gal_b_deg, lists)
+    return _draw(cfg, rng, lists)
 
 
 def _galactic_latitude(ra, dec) -> np.ndarray:
