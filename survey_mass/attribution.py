@@ -1,8 +1,9 @@
 """Why the network said what it said: integrated gradients joined to Grad-CAM, and their per-cluster summaries.
 
-The attributed function is the fold-ensemble mean log10 M500 as a function of the *normalised* cutout (each band
-sky-subtracted and divided by its noise, then asinh). The IG baseline is an empty sky (all zeros), so
-attribution says which pixels, relative to blank sky, moved the mass.
+The attributed function is exactly the catalogued one, :meth:`survey_mass.models.mass_model.MassModel.forward`:
+the fold-ensemble mean log10 M500 as a function of the *normalised* cutout (each band sky-subtracted and divided
+by its sky noise, then asinh), standardisation and soft clip included. The IG baseline is an empty sky (all
+zeros), so attribution says which pixels, relative to blank sky, moved the mass.
 
 * captum ``IntegratedGradients`` (Riemann trapezoid, ``steps``) on the mean;
 * captum ``LayerGradCam`` on the backbone's last convolution, upsampled to the cutout, one map per band;
@@ -16,31 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from .models.networks import normalise
+from .models.mass_model import prepare_images
 from .photometry import BANDS
-
-
-class EnsembleMean(nn.Module):
-    """Normalised cutout (N, 5, H, W) + z + log noise -> fold-ensemble mean log10 M500 (N,)."""
-
-    def __init__(self, bundle):
-        super().__init__()
-        self.backbone = bundle.backbone
-        self.heads = nn.ModuleList(bundle.heads)
-        self.register_buffer("mean", torch.from_numpy(bundle.feature_mean))
-        self.register_buffer("std", torch.from_numpy(bundle.feature_std))
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        f = self.backbone(x.reshape(n * c, 1, h, w)).reshape(n, -1)
-        # no out-of-distribution clip here: the straight path from blank sky passes through far-out features,
-        # where a clip's kinks spoil IG's convergence. For every row whose features lie within the clip (all
-        # but quality bit 128) this is exactly the function that made the prediction.
-        feats = (torch.cat([f, z, log_sigma], dim=1) - self.mean) / self.std
-        return torch.stack([head(feats)[0] for head in self.heads]).mean(0)
-
 
 SUMMARY_COLUMNS = tuple(f"attr_frac_{b}" for b in BANDS) + (
     "attr_radius_arcmin",
@@ -65,10 +44,9 @@ def attribute(
     """
     from captum.attr import IntegratedGradients, LayerGradCam
 
-    model = EnsembleMean(bundle).eval()
-    raw = torch.from_numpy(np.nan_to_num(images).astype(np.float32))
-    x, log_sigma = normalise(raw)
-    zz = torch.from_numpy(np.asarray(z, np.float32))[:, None]
+    model = bundle.model.eval()
+    x, log_sigma, _ = prepare_images(np.asarray(images, np.float32))
+    zz = torch.from_numpy(np.asarray(z, np.float32))
     n, c, h, w = x.shape
     ig = IntegratedGradients(model)
     attr, delta = ig.attribute(

@@ -11,7 +11,9 @@ For every cutout:
   selection would detect the cluster (near 0 far below its flux limit) and tau calibrated on the simulated
   survey's true masses (:func:`survey_mass.selection.fit_extrapolation_tau`);
   ``log10_m500_err`` = the three parts in quadrature, s * sqrt(mean_k sigma_k^2 + var_k mu_k + mean_k e_k^2)
-  and the extrapolation, with s the out-of-fold calibration scale.
+  and the extrapolation, with s the out-of-fold calibration scale. All of it is
+  :meth:`survey_mass.models.mass_model.MassModel.predict`; this module adds no arithmetic of its own.
+* **Sky.** ``sky_sigma_{u,g,r,i,z}``: each band's sky noise (nanomaggies per pixel) measured from its sky pixels.
 * **Richness baseline.** ``richness`` (lambda_hat from sep detections) and ``log10_m500_richness`` (mean of the
   fold calibrations).
 * **Quality.** The store's bits plus what the pixels show. Rows whose pixels cannot support a mass (a missing
@@ -21,21 +23,12 @@ For every cutout:
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from ..models.networks import band_features
+from ..photometry import BANDS
 from ..quality import Quality, image_quality
 
 NO_MASS = Quality.MISSING_BAND | Quality.NO_REDSHIFT | Quality.UNREADABLE
-#: standardised features are clipped at FEATURE_CLIP; a row with any beyond OOD_FLAG is flagged OUT_OF_DISTRIBUTION
-FEATURE_CLIP = 10.0
-OOD_FLAG = 30.0
-
-
-def clip(x):
-    """Clip standardised features to +-FEATURE_CLIP (identity for every in-distribution row)."""
-    return x.clamp(-FEATURE_CLIP, FEATURE_CLIP)
-
+SKY_COLUMNS = tuple(f"sky_sigma_{b}" for b in BANDS)
 
 OUTPUT_COLUMNS = (
     "log10_m500",
@@ -45,60 +38,18 @@ OUTPUT_COLUMNS = (
     "log10_m500_err_extrapolation",
     "richness",
     "log10_m500_richness",
+    *SKY_COLUMNS,
     "quality",
 )
 
 
-@torch.no_grad()
-def cnn_masses(
-    bundle, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu"
-) -> dict[str, np.ndarray]:
-    """Fold-ensemble masses and their error parts for (N, 5, H, W) images at redshifts z."""
-    n = images.shape[0]
-    ood = np.zeros(n, bool)
-    mus = np.full((len(bundle.heads), n), np.nan)
-    sig2 = np.full((len(bundle.heads), n), np.nan)
-    epi2 = np.full((len(bundle.heads), n), np.nan)
-    mean = torch.from_numpy(bundle.feature_mean).to(device)
-    std = torch.from_numpy(bundle.feature_std).to(device)
-    for s in range(0, n, batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
-        f, log_sigma = band_features(bundle.backbone, x)
-        zz = torch.from_numpy(np.nan_to_num(z[s : s + batch_size]).astype(np.float32)).to(device)[:, None]
-        feats = torch.cat([f, zz, log_sigma], dim=1)
-        feats = (feats - mean) / std
-        ood[s : s + batch_size] = (feats.abs() > OOD_FLAG).any(dim=1).cpu().numpy()
-        feats = clip(feats)
-        for k, head in enumerate(bundle.heads):
-            mu, ls, epi = head.moments(feats)
-            mus[k, s : s + batch_size] = mu.cpu().numpy()
-            sig2[k, s : s + batch_size] = np.exp(2 * ls.cpu().numpy())
-            epi2[k, s : s + batch_size] = epi.cpu().numpy()
-    scale = float(bundle.card.get("calibration_scale", 1.0))
-    ale = np.sqrt(sig2.mean(axis=0))
-    fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
-    mu = mus.mean(axis=0)
-    extra = extrapolation(bundle, mu, scale * np.hypot(ale, fold), z)
-    return {
-        "log10_m500": mu,
-        "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),
-        "log10_m500_err_aleatoric": scale * ale,
-        "log10_m500_err_fold": scale * fold,
-        "log10_m500_err_extrapolation": extra,
-        "out_of_distribution": ood,
-    }
-
-
-def extrapolation(bundle, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one)."""
-    from ..selection import XraySelection, detection_probability, extrapolation_sigma
-
-    tau = float(bundle.card.get("extrapolation_tau", 0.0))
-    spec = bundle.card.get("label_selection")
-    if tau == 0.0 or not spec:
-        return np.zeros_like(mu)
-    sel = XraySelection.from_dict(spec)
-    return extrapolation_sigma(tau, detection_probability(mu, sigma, sel.m_lim(np.nan_to_num(z)), sel.s))
+def cnn_masses(bundle, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu") -> dict:
+    """Fold-ensemble masses, their error parts and the measured sky sigmas (:meth:`MassModel.predict`)."""
+    out = bundle.model.predict(images, z, batch_size=batch_size, device=device)
+    sky = out.pop("sky_sigma")
+    for k, c in enumerate(SKY_COLUMNS):
+        out[c] = sky[:, k].astype(float)
+    return out
 
 
 def richness_masses(bundle, images: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:

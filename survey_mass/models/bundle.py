@@ -16,120 +16,159 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from .._version import __version__
-from ..errors import SurveyMassError
-from .networks import VARIANTS, Backbone, MassRegressor
+from ..errors import ModelError
+from ..paths import MODEL_BACKBONE as BACKBONE
+from ..paths import MODEL_CARD as CARD
+from ..paths import MODEL_HEADS as HEADS
+from .mass_model import FEATURE_CLIP, OOD_FLAG, MassModel, Standardisation
+from .networks import Backbone, MassRegressor
 from .richness import RichnessBaseline
 
-CARD = "model_card.json"
-BACKBONE = "backbone.safetensors"
-HEADS = "heads.safetensors"
-CARD_VERSION = 1
+CARD_VERSION = 2
 
 
-class ModelError(SurveyMassError):
-    """A model directory that cannot be used."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-def save_bundle(
-    out: Path,
-    *,
-    backbone,
-    heads,
-    feature_mean,
-    feature_std,
-    calibration_scale,
-    extrapolation_tau: float = 0.0,
-    baseline,
-    variant,
-    store,
-    report,
-) -> Path:
+class InputGeometry(_Strict):
+    cutout_size: int
+    pixel_scale_arcsec: float
+    flux_unit: str = "nanomaggy"
+
+
+class TrainingData(_Strict):
+    store: str
+    survey: str
+    provenance: dict[str, Any]
+    n_cutouts: int
+    n_labelled: int
+
+
+class FeatureContract(_Strict):
+    """The stage-2 input contract of :class:`~survey_mass.models.mass_model.MassModel`."""
+
+    n_raw: int
+    keep: list[int]
+    mean: list[float]
+    std: list[float]
+    dropped: list[str]
+    clip: float = FEATURE_CLIP
+    ood_flag: float = OOD_FLAG
+    sky: str = "sep Background, 32-pixel meshes (sigma-clipped), per band"
+    invariance: dict[str, Any] = {}
+
+
+class Calibration(_Strict):
+    scale: float = 1.0
+    tau: float = 0.0
+    selection: dict[str, Any] | None = None
+
+
+class CardMetrics(_Strict):
+    band_accuracy: dict[str, float]
+    mean_fold_mae_cnn: float
+    best_fold_mae_cnn: float
+    mean_fold_mae_richness: float
+    cnn_vs_truth_mae: float | None
+    richness_vs_truth_mae: float | None
+    coverage_68_calibrated: float
+
+
+class ModelCard(_Strict):
+    """``model_card.json``: what a model is, how it was trained and how it is calibrated."""
+
+    card_version: int = CARD_VERSION
+    model_id: str = ""
+    code_version: str = __version__
+    method: str
+    variant: str
+    widths: list[int]
+    bands: list[str]
+    input: InputGeometry
+    training_data: TrainingData
+    seed: int
+    folds: int
+    config: dict[str, Any]
+    features: FeatureContract
+    calibration: Calibration
+    richness_baseline: dict[str, Any]
+    metrics: CardMetrics
+    timing_s: dict[str, float]
+
+
+METHOD = (
+    "Lin et al. 2022 two-stage CNN: band-classifier features (frozen) -> k-fold linear Gaussian heads, "
+    "fitted with the survey's likelihood (labels as X-ray-selected, the other clusters as non-detections) and "
+    "penalised towards invariance under degraded observing conditions"
+)
+
+
+def save_bundle(out: Path, model: MassModel, baseline: RichnessBaseline, card: ModelCard) -> ModelCard:
+    """Write the weights and the card; the model id hashes the weights and the calibration."""
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(
-        {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE)
+        {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()},
+        str(out / BACKBONE),
     )
     tensors = {}
-    for k, h in enumerate(heads):
+    for k, h in enumerate(model.heads):
         for name, v in h.state_dict().items():
             tensors[f"fold{k}.{name}"] = v.detach().cpu().contiguous()
     save_file(tensors, str(out / HEADS))
-    s = report["summary"]
-    card = {
-        "card_version": CARD_VERSION,
-        "model_id": "",
-        "code_version": __version__,
-        "method": (
-            "Lin et al. 2022 two-stage CNN: band-classifier features (frozen) -> k-fold linear Gaussian heads, "
-            "fitted with the survey's likelihood (labels as X-ray-selected, the other clusters as non-detections)"
-        ),
-        "variant": variant,
-        "widths": list(VARIANTS[variant]["widths"]),
-        "bands": list(store.bands),
-        "input": {
-            "cutout_size": store.cutout_size,
-            "pixel_scale_arcsec": store.pixel_scale,
-            "flux_unit": store.attrs["flux_unit"],
-        },
-        "training_data": {
-            "store": report["store"],
-            "survey": store.attrs["survey"],
-            "provenance": report["store_provenance"],
-            "n_cutouts": report["n_cutouts"],
-            "n_labelled": report["n_labelled"],
-        },
-        "seed": report["config"]["seed"],
-        "folds": len(heads),
-        "config": report["config"],
-        "feature_mean": [float(v) for v in feature_mean],
-        "feature_std": [float(v) for v in feature_std],
-        "calibration_scale": calibration_scale,
-        "extrapolation_tau": extrapolation_tau,
-        "label_selection": report.get("label_selection"),
-        "richness_baseline": baseline.to_dict(),
-        "metrics": {
-            "band_accuracy": report["band_accuracy"],
-            "mean_fold_mae_cnn": s["mean_fold_mae_cnn"],
-            "best_fold_mae_cnn": s["best_fold_mae_cnn"],
-            "mean_fold_mae_richness": s["mean_fold_mae_richness"],
-            "cnn_vs_truth_mae": s["cnn_vs_truth"]["mae"],
-            "richness_vs_truth_mae": s["richness_vs_truth"]["mae"],
-            "coverage_68_calibrated": report["calibration"]["coverage_68_after"],
-        },
-        "timing_s": report["timing_s"],
-    }
     digest = hashlib.sha256()
     for f in (BACKBONE, HEADS):
         digest.update((out / f).read_bytes())
-    # the calibration is part of the model: the same weights calibrated differently give other errors
-    digest.update(json.dumps([calibration_scale, extrapolation_tau, card["label_selection"]]).encode())
-    card["model_id"] = f"survey-mass-{variant}-{digest.hexdigest()[:12]}"
-    (out / CARD).write_text(json.dumps(card, indent=1))
-    return out
+    # the input contract and the calibration are part of the model
+    digest.update(json.dumps([card.features.model_dump(), card.calibration.model_dump()]).encode())
+    card = card.model_copy(update={"model_id": f"survey-mass-{card.variant}-{digest.hexdigest()[:12]}"})
+    (out / CARD).write_text(card.model_dump_json(indent=1))
+    return card
+
+
+def feature_contract(model: MassModel, s: Standardisation, invariance: dict | None = None) -> FeatureContract:
+    names = model.input_names()
+    kept = set(int(i) for i in s.keep)
+    return FeatureContract(
+        n_raw=len(names),
+        keep=[int(i) for i in s.keep],
+        mean=[float(v) for v in s.mean],
+        std=[float(v) for v in s.std],
+        dropped=[n for i, n in enumerate(names) if i not in kept],
+        invariance=invariance or {},
+    )
 
 
 @dataclass
 class ModelBundle:
-    """A loaded bundle: the frozen backbone, the fold heads, the feature standardisation and the baseline."""
+    """A loaded bundle: the mass model (backbone, input contract, fold heads, calibration) and the baseline."""
 
     path: Path
-    card: dict
-    backbone: Backbone
-    heads: list[MassRegressor]
-    feature_mean: np.ndarray
-    feature_std: np.ndarray
+    card: ModelCard
+    model: MassModel
     baseline: RichnessBaseline
 
     @property
     def model_id(self) -> str:
-        return self.card["model_id"]
+        return self.card.model_id
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.model.backbone
+
+    @property
+    def heads(self) -> list[MassRegressor]:
+        return list(self.model.heads)
 
     @property
     def card_sha256(self) -> str:
@@ -137,28 +176,42 @@ class ModelBundle:
 
     def check_store(self, store) -> None:
         """Refuse a store whose band order or geometry differs from what the model was trained on."""
-        if list(store.bands) != list(self.card["bands"]):
+        if list(store.bands) != list(self.card.bands):
             raise ModelError(
-                f"model {str(self.path)!r}: band order {self.card['bands']} differs from store {str(store.path)!r} "
+                f"model {str(self.path)!r}: band order {self.card.bands} differs from store {str(store.path)!r} "
                 f"bands {list(store.bands)}"
             )
-        want = self.card["input"]
-        if int(want["cutout_size"]) != store.cutout_size:
+        want = self.card.input
+        if int(want.cutout_size) != store.cutout_size:
             raise ModelError(
-                f"model {str(self.path)!r}: trained on {want['cutout_size']}-pixel cutouts, store "
+                f"model {str(self.path)!r}: trained on {want.cutout_size}-pixel cutouts, store "
                 f"{str(store.path)!r} has {store.cutout_size}"
             )
-        if abs(float(want["pixel_scale_arcsec"]) - store.pixel_scale) > 1e-6:
+        if abs(float(want.pixel_scale_arcsec) - store.pixel_scale) > 1e-6:
             raise ModelError(
-                f'model {str(self.path)!r}: trained on {want["pixel_scale_arcsec"]}" pixels, store '
+                f'model {str(self.path)!r}: trained on {want.pixel_scale_arcsec}" pixels, store '
                 f'{str(store.path)!r} has {store.pixel_scale}"'
             )
 
     def to(self, device) -> ModelBundle:
-        self.backbone.to(device)
-        for h in self.heads:
-            h.to(device)
+        self.model.to(device)
         return self
+
+
+def _read_card(path: Path) -> ModelCard:
+    from pydantic import ValidationError
+
+    try:
+        doc = json.loads((path / CARD).read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"model {str(path / CARD)!r}: not valid JSON ({exc})") from None
+    try:
+        return ModelCard.model_validate(doc)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = "is missing" if e["type"] == "missing" else e["msg"]
+        raise ModelError(f"model {str(path / CARD)!r}: key {where!r} {kind}") from None
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
@@ -172,13 +225,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
     for f in (CARD, BACKBONE, HEADS):
         if not (path / f).is_file():
             raise ModelError(f"model {str(path)!r}: {f} is missing")
-    try:
-        card = json.loads((path / CARD).read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"model {str(path / CARD)!r}: not valid JSON ({exc})") from None
-    for key in ("bands", "input", "widths", "folds", "feature_mean", "feature_std", "richness_baseline"):
-        if key not in card:
-            raise ModelError(f"model {str(path / CARD)!r}: key {key!r} is missing")
+    card = _read_card(path)
     try:
         bb_state = load_file(str(path / BACKBONE))
         head_state = load_file(str(path / HEADS))
@@ -186,33 +233,41 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise ModelError(
             f"model {str(path)!r}: weights are not a safetensors file ({str(exc).splitlines()[0]})"
         ) from None
-    backbone = Backbone(tuple(card["widths"]))
+    backbone = Backbone(tuple(card.widths))
     try:
         backbone.load_state_dict(bb_state)
     except RuntimeError as exc:
         raise ModelError(
             f"model {str(path / BACKBONE)!r}: weights do not fit the network ({str(exc).splitlines()[0]})"
         ) from None
-    backbone.eval()
+    f = card.features
+    model = MassModel(
+        backbone.to(memory_format=torch.channels_last),
+        bands=tuple(card.bands),
+        calibration=card.calibration.model_dump(),
+        standardisation=Standardisation(
+            np.asarray(f.keep, np.int64), np.asarray(f.mean, np.float32), np.asarray(f.std, np.float32)
+        ),
+    )
+    if f.n_raw != len(model.input_names()):
+        raise ModelError(
+            f"model {str(path / CARD)!r}: the card has {f.n_raw} raw inputs, the network makes "
+            f"{len(model.input_names())}"
+        )
     heads = []
-    for k in range(int(card["folds"])):
+    for k in range(int(card.folds)):
         sub = {n[len(f"fold{k}.") :]: v for n, v in head_state.items() if n.startswith(f"fold{k}.")}
-        head = MassRegressor(feature_dim=backbone.out_dim)
+        head = MassRegressor(len(f.keep), model.z_index)
         try:
             head.load_state_dict(sub)
         except RuntimeError as exc:
             raise ModelError(
                 f"model {str(path / HEADS)!r}: fold {k} does not fit ({str(exc).splitlines()[0]})"
             ) from None
-        head.eval()
         heads.append(head)
+    model.heads = torch.nn.ModuleList(heads)
+    model.eval()
     torch.set_grad_enabled(True)
     return ModelBundle(
-        path=path,
-        card=card,
-        backbone=backbone.to(memory_format=torch.channels_last),
-        heads=heads,
-        feature_mean=np.asarray(card["feature_mean"], np.float32),
-        feature_std=np.asarray(card["feature_std"], np.float32),
-        baseline=RichnessBaseline.from_dict(card["richness_baseline"]),
+        path=path, card=card, model=model, baseline=RichnessBaseline.from_dict(card.richness_baseline)
     )

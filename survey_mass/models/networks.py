@@ -7,10 +7,11 @@ Stage 2, :class:`MassRegressor`
     The frozen backbone features of the five bands, the redshift and the per-band noise level in; the mean and
     the aleatoric sigma of log10 M500 out. One linear regressor per cross-validation fold (see its docstring).
 
-Inputs are normalised per band image (:func:`normalise`): the median sky is subtracted and the image is
-divided by its robust noise (MAD), then compressed with asinh. The band classifier therefore cannot win on noise
-levels alone and must learn how sources look in each band. The regressor gets the noise levels back as inputs,
-so flux information is not lost.
+Inputs are normalised per band image (:func:`survey_mass.models.mass_model.normalise`): the sky level measured
+from the sky pixels is subtracted and the image is divided by the sky noise, then compressed with asinh. The band
+classifier therefore cannot win on noise levels alone and must learn how sources look in each band. The
+stage-2 input vector, its standardisation and the fold ensemble belong to
+:class:`survey_mass.models.mass_model.MassModel`.
 """
 
 from __future__ import annotations
@@ -19,25 +20,6 @@ import torch
 from torch import nn
 
 BANDS = ("u", "g", "r", "i", "z")
-ASINH_SOFTENING = 3.0  # in units of the image's noise
-
-
-def normalise(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) nanomaggies -> (asinh-normalised images, log10 noise per image and band (N, C)).
-
-    NaN pixels become 0 after normalisation (the sky level).
-    """
-    x = images.float()
-    finite = torch.isfinite(x)
-    filled = torch.where(finite, x, torch.zeros_like(x))
-    flat = torch.where(finite, x, torch.full_like(x, float("nan"))).flatten(2)
-    med = torch.nanmedian(flat, dim=2).values
-    med = torch.nan_to_num(med, nan=0.0)
-    mad = torch.nanmedian((flat - med[..., None]).abs(), dim=2).values
-    sigma = torch.nan_to_num(1.4826 * mad, nan=1.0).clamp_min(1e-6)
-    z = (filled - med[..., None, None]) / (ASINH_SOFTENING * sigma[..., None, None])
-    z = torch.where(finite, torch.asinh(z), torch.zeros_like(z))
-    return z, torch.log10(sigma)
 
 
 def _norm(channels: int) -> nn.Module:
@@ -99,7 +81,8 @@ class BandClassifier(nn.Module):
 
 
 class MassRegressor(nn.Module):
-    """Stage 2 head: (5 bands x features, z, 5 log-noises) -> (mean, log sigma) of log10 M500.
+    """Stage 2 head: the standardised inputs of :class:`~survey_mass.models.mass_model.MassModel` (``in_dim`` of
+    them, the redshift at ``z_index``) -> (mean, log sigma) of log10 M500.
 
     The head is linear in the standardised features (plus z squared), with one aleatoric sigma per fold. It is
     linear on purpose. Labels exist only for X-ray-selected clusters, so training also uses every unlabelled
@@ -110,10 +93,10 @@ class MassRegressor(nn.Module):
     into this one layer (:meth:`set_from_components`).
     """
 
-    def __init__(self, feature_dim: int):
+    def __init__(self, in_dim: int, z_index: int):
         super().__init__()
-        self.in_dim = len(BANDS) * feature_dim + 1 + len(BANDS)
-        self.z_index = len(BANDS) * feature_dim  # the standardised redshift column
+        self.in_dim = int(in_dim)
+        self.z_index = int(z_index)  # the standardised redshift column
         self.linear = nn.Linear(self.in_dim + 1, 1)
         nn.init.zeros_(self.linear.weight)
         nn.init.constant_(self.linear.bias, 14.2)
@@ -154,14 +137,6 @@ class MassRegressor(nn.Module):
         """Mean and log sigma of log10 M500 (dex)."""
         mu = self.linear(self.design(x))[:, 0]
         return mu, self.log_sigma + torch.zeros_like(mu)
-
-
-def band_features(backbone: Backbone, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 5, H, W) raw cutouts -> (N, 5 * F) frozen features and (N, 5) log10 noise."""
-    x, log_sigma = normalise(images)
-    n, c, h, w = x.shape
-    f = backbone(x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last))
-    return f.reshape(n, c * f.shape[1]), log_sigma
 
 
 VARIANTS = {

@@ -54,10 +54,10 @@ def test_masses_errors_and_passthrough(small_catalog, small_store):
     np.testing.assert_allclose(df["log10_m500_err"], parts, rtol=1e-5)
     # the extrapolation part: at most tau, largest for clusters far below the labels' flux limit
     card = json.loads((model_dir() / "model_card.json").read_text())
-    tau = card["extrapolation_tau"]
+    tau = card["calibration"]["tau"]
     extra = df["log10_m500_err_extrapolation"].to_numpy()
     assert tau > 0 and np.all(extra >= 0) and np.all(extra <= tau + 1e-6) and np.median(extra) > 0.5 * tau
-    sel = XraySelection.from_dict(card["label_selection"])
+    sel = XraySelection.from_dict(card["calibration"]["selection"])
     above = df["log10_m500"].to_numpy() - sel.m_lim(df["z"].to_numpy())
     assert np.corrcoef(np.argsort(np.argsort(above)), np.argsort(np.argsort(extra)))[0, 1] < -0.9
     st = open_store(small_store)

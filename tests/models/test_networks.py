@@ -1,6 +1,8 @@
+import numpy as np
 import torch
 
-from survey_mass.models.networks import VARIANTS, BandClassifier, MassRegressor, band_features, normalise
+from survey_mass.models.mass_model import MassModel, measure_sky, normalise, prepare_images
+from survey_mass.models.networks import VARIANTS, BandClassifier, MassRegressor
 
 
 def test_shapes_and_size():
@@ -9,22 +11,39 @@ def test_shapes_and_size():
     assert 50_000 < n_params < 400_000  # sized for CPU inference
     x = torch.randn(3, 1, 64, 64)
     assert clf(x).shape == (3, 5)
-    f, log_sigma = band_features(clf.backbone, torch.rand(2, 5, 64, 64))
-    assert f.shape == (2, 5 * clf.backbone.out_dim) and log_sigma.shape == (2, 5)
-    head = MassRegressor(clf.backbone.out_dim)
+    model = MassModel(clf.backbone)
+    raw = model.raw_inputs_of(np.random.default_rng(0).random((2, 5, 64, 64)).astype(np.float32), np.ones(2))
+    assert raw.shape == (2, len(model.input_names())) == (2, 5 * clf.backbone.out_dim + 1 + 5)
+    head = MassRegressor(raw.shape[1], model.z_raw_index)
     mu, ls = head(torch.randn(4, head.in_dim))
     assert mu.shape == ls.shape == (4,)
 
 
 def test_normalise_handles_nan_and_scale():
-    img = torch.randn(1, 5, 64, 64) * 0.2 + 1.0
-    img[0, 2, :10] = float("nan")
-    x, log_sigma = normalise(img)
+    rng = np.random.default_rng(1)
+    img = (rng.standard_normal((1, 5, 64, 64)) * 0.2 + 1.0).astype(np.float32)
+    img[0, 2, :10] = np.nan
+    x, log_sigma, sigma = prepare_images(img)
     assert torch.isfinite(x).all()
-    assert torch.allclose(log_sigma, torch.log10(torch.tensor(0.2)), atol=0.05)
+    assert np.allclose(sigma, 0.2, rtol=0.05)
     # scaling the image by 10 changes only the noise level, not the normalised image
-    x2, ls2 = normalise(img * 10)
-    assert torch.allclose(x, x2, atol=1e-4) and torch.allclose(ls2 - log_sigma, torch.ones(1, 5), atol=1e-4)
+    x2, ls2, _ = prepare_images(img * 10)
+    assert torch.allclose(x, x2, atol=1e-3) and torch.allclose(ls2 - log_sigma, torch.ones(1, 5), atol=1e-3)
+
+
+def test_sky_sigma_comes_from_sky_pixels_not_sources():
+    """Rich source content inflates the whole-cutout MAD; the sky measurement clips the sources away."""
+    rng = np.random.default_rng(2)
+    img = rng.standard_normal((1, 1, 64, 64)).astype(np.float32) * 0.1
+    yy, xx = np.mgrid[:64, :64]
+    for cx, cy in rng.uniform(4, 60, (25, 2)):  # a rich cluster's members and the field
+        img[0, 0] += (1.0 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.5**2))).astype(np.float32)
+    mad = 1.4826 * np.median(np.abs(img - np.median(img)))
+    level, sigma = measure_sky(img)
+    assert mad > 0.125  # the sources inflate the whole-cutout MAD by 25%
+    assert abs(sigma[0, 0] / 0.1 - 1) < 0.15 and sigma[0, 0] < mad - 0.01
+    x = normalise(torch.from_numpy(img), torch.from_numpy(level), torch.from_numpy(sigma))
+    assert torch.isfinite(x).all()
 
 
 def test_eval_equals_train_mode():

@@ -1,0 +1,309 @@
+"""The mass model: the one owner of the stage-2 input contract.
+
+Everything that turns a (N, 5, H, W) cutout and its redshift into a mass goes through :class:`MassModel`, so
+training, prediction, attribution, ``bench`` and ``explain`` evaluate one function:
+
+1. **Sky.** Each band's sky level and noise are measured from its *sky pixels* (:func:`measure_sky`: sep's
+   background mesh, which sigma-clips the sources away), not from the whole cutout, whose spread follows its
+   source content.
+2. **Normalisation.** The band image minus its sky, over 3 sky sigmas, through asinh (:func:`normalise`);
+   masked (NaN) pixels become 0, the sky.
+3. **Raw inputs** (:meth:`MassModel.raw_inputs`, the only place the vector is assembled): the frozen stage-1
+   backbone features of each band, then the redshift, then log10 of each band's sky sigma
+   (:meth:`MassModel.input_names` names every entry).
+4. **Standardisation** (:meth:`MassModel.standardise`) with statistics over the whole training pool; inputs
+   whose spread over the pool is negligible (below :data:`NEGLIGIBLE_STD` of the median) are dropped; the
+   result is soft-clipped, ``c tanh(x / c)`` with c = :data:`FEATURE_CLIP`, a smooth function that integrated
+   gradients can follow. A row with any |standardised input| > :data:`OOD_FLAG` is flagged.
+5. **Heads.** k linear fold heads (:class:`~survey_mass.models.networks.MassRegressor`); the catalogued mass is
+   their mean, bent smoothly into :data:`MASS_RANGE` (:func:`bound_mass`), :meth:`MassModel.forward`, which is
+   also the function attribution differentiates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..photometry import BANDS
+from .networks import Backbone, MassRegressor
+
+ASINH_SOFTENING = 3.0  # in units of the band's sky sigma
+#: standardised inputs are soft-clipped to +-FEATURE_CLIP; a row with any beyond OOD_FLAG is flagged
+FEATURE_CLIP = 10.0
+OOD_FLAG = 30.0
+#: an input whose std over the training pool is below this fraction of the median std is dropped
+NEGLIGIBLE_STD = 1e-3
+#: sep background mesh (pixels) for the sky measurement: 2 x 2 meshes over a 64-pixel cutout
+SKY_MESH = 32
+SIGMA_FLOOR = 1e-6
+#: the masses the catalogue speaks for (log10 M500c / Msun): the linear heads' mean is bent smoothly into this
+#: range (:func:`bound_mass`), so a cutout with no cluster at all (pure sky noise at low z extrapolates to
+#: about 12.2) reads as the least massive cluster rather than as a number no cluster has. The bend moves masses
+#: more than 0.5 dex inside the range by less than 1e-5 dex.
+MASS_RANGE = (12.5, 16.0)
+MASS_BEND = 0.05
+
+
+def measure_sky(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sky level and sky sigma (nanomaggies), shape (N, C) each, of (N, C, H, W) cutouts.
+
+    sep's ``Background`` on a mesh of :data:`SKY_MESH` pixels: in each mesh the pixels are sigma-clipped
+    around the median until sources are gone, and the level is the clipped mode; the global values average the
+    meshes. A band with no finite pixel gets level 0 and sigma NaN; a constant band gets :data:`SIGMA_FLOOR`.
+    """
+    import sep
+
+    images = np.asarray(images)
+    n, c, h, w = images.shape
+    level = np.zeros((n, c), np.float32)
+    sigma = np.full((n, c), np.nan, np.float32)
+    mesh = max(min(SKY_MESH, h, w), 1)
+    for k in range(n):
+        for b in range(c):
+            img = images[k, b]
+            finite = np.isfinite(img)
+            if not finite.any():
+                continue
+            data = np.ascontiguousarray(np.where(finite, img, 0.0), dtype=np.float32)
+            try:
+                bk = sep.Background(data, mask=~finite, bw=mesh, bh=mesh, fw=1, fh=1)
+                lv, rms = float(bk.globalback), float(bk.globalrms)
+            except Exception:  # sep refuses pathological images; fall back to the median and MAD
+                lv = float(np.median(img[finite]))
+                rms = float(1.4826 * np.median(np.abs(img[finite] - lv)))
+            level[k, b] = lv if np.isfinite(lv) else 0.0
+            sigma[k, b] = max(rms, SIGMA_FLOOR) if np.isfinite(rms) else SIGMA_FLOOR
+    return level, sigma
+
+
+def normalise(images: torch.Tensor, level: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """asinh((image - sky level) / (3 sky sigma)) per band; NaN pixels become 0 (the sky). Differentiable."""
+    x = images.float()
+    lv = level.to(x)[..., None, None]
+    sg = torch.nan_to_num(sigma.to(x), nan=1.0).clamp_min(SIGMA_FLOOR)[..., None, None]
+    finite = torch.isfinite(x)
+    filled = torch.where(finite, x, lv.expand_as(x))
+    return torch.asinh((filled - lv) / (ASINH_SOFTENING * sg))
+
+
+def prepare_images(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """(N, 5, H, W) nanomaggies -> (normalised images, log10 sky sigma (N, 5), sky sigma (N, 5) in nmgy)."""
+    level, sigma = measure_sky(images)
+    x = normalise(
+        torch.from_numpy(np.asarray(images, np.float32)), torch.from_numpy(level), torch.from_numpy(sigma)
+    )
+    log_sigma = torch.from_numpy(np.log10(np.nan_to_num(sigma, nan=1.0)).astype(np.float32))
+    return x, log_sigma, sigma
+
+
+def soft_clip(x: torch.Tensor) -> torch.Tensor:
+    """c tanh(x / c): the identity near 0, bounded by c = FEATURE_CLIP, smooth everywhere."""
+    return FEATURE_CLIP * torch.tanh(x / FEATURE_CLIP)
+
+
+def bound_mass(mu: torch.Tensor) -> torch.Tensor:
+    """lo + b softplus((mu - lo) / b), then the same at the top: the identity well inside :data:`MASS_RANGE`,
+    smooth everywhere (integrated gradients follow it)."""
+    lo, hi = MASS_RANGE
+    mu = lo + MASS_BEND * torch.nn.functional.softplus((mu - lo) / MASS_BEND)
+    return hi - MASS_BEND * torch.nn.functional.softplus((hi - mu) / MASS_BEND)
+
+
+@dataclass(frozen=True)
+class Standardisation:
+    """Which raw inputs the heads see (``keep``) and their mean and std over the training pool."""
+
+    keep: np.ndarray  # int indices into the raw input vector
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, *, always_keep: tuple[int, ...] = ()) -> Standardisation:
+        """Statistics over ``raw`` (pool rows x raw inputs); negligible-variance inputs are dropped."""
+        raw = np.asarray(raw, np.float64)
+        std = raw.std(axis=0)
+        keep = std > 0
+        for _ in range(10):  # relative to the median of the inputs kept, until that set is stable
+            new = std > NEGLIGIBLE_STD * float(np.median(std[keep]))
+            new[list(always_keep)] = True
+            if (new == keep).all():
+                break
+            keep = new
+        idx = np.flatnonzero(keep)
+        scale = np.where(
+            std[idx] > 0, std[idx], 1.0
+        )  # a constant input kept on purpose (z of a single-z pool)
+        return cls(idx.astype(np.int64), raw.mean(axis=0)[idx].astype(np.float32), scale.astype(np.float32))
+
+
+class MassModel(nn.Module):
+    """Backbone + standardisation + fold heads: cutouts and redshifts in, log10 M500 and its error parts out.
+
+    ``calibration`` holds the error calibration (``scale``, ``tau``, ``selection``), applied by :meth:`predict`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        heads: list[MassRegressor] | None = None,
+        standardisation: Standardisation | None = None,
+        *,
+        bands: tuple[str, ...] = BANDS,
+        calibration: dict | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.bands = tuple(bands)
+        self.heads = nn.ModuleList(heads or [])
+        self.calibration = dict(calibration or {})
+        self.register_buffer("keep", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("mean", torch.zeros(0))
+        self.register_buffer("std", torch.zeros(0))
+        if standardisation is not None:
+            self.set_standardisation(standardisation)
+
+    # --- the input contract ----------------------------------------------------------------------------------
+
+    @property
+    def feature_dim(self) -> int:
+        """Backbone features per band."""
+        return self.backbone.out_dim
+
+    @property
+    def z_raw_index(self) -> int:
+        return len(self.bands) * self.feature_dim
+
+    def input_names(self) -> list[str]:
+        """Name of every raw input, in order: ``{band}.f{k}``, ``z``, ``log10_sky_sigma_{band}``."""
+        names = [f"{b}.f{k}" for b in self.bands for k in range(self.feature_dim)]
+        return names + ["z"] + [f"log10_sky_sigma_{b}" for b in self.bands]
+
+    def band_slices(self) -> dict[str, np.ndarray]:
+        """Kept-input positions of each group: every band's features, ``redshift`` and ``depth``."""
+        keep = self.keep.cpu().numpy()
+        raw_group = np.empty(len(self.input_names()), dtype=object)
+        for i, b in enumerate(self.bands):
+            raw_group[i * self.feature_dim : (i + 1) * self.feature_dim] = b
+        raw_group[self.z_raw_index] = "redshift"
+        raw_group[self.z_raw_index + 1 :] = "depth"
+        groups = raw_group[keep]
+        return {g: np.flatnonzero(groups == g) for g in (*self.bands, "redshift", "depth")}
+
+    @property
+    def z_index(self) -> int:
+        """Position of the redshift among the kept inputs (the heads add its square)."""
+        pos = np.flatnonzero(self.keep.cpu().numpy() == self.z_raw_index)
+        return int(pos[0])
+
+    def set_standardisation(self, s: Standardisation) -> None:
+        if self.z_raw_index not in set(np.asarray(s.keep).tolist()):
+            raise ValueError("the redshift input must be kept")
+        self.keep = torch.as_tensor(np.asarray(s.keep), dtype=torch.long)
+        self.mean = torch.as_tensor(np.asarray(s.mean), dtype=torch.float32)
+        self.std = torch.as_tensor(np.asarray(s.std), dtype=torch.float32)
+
+    def band_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (N, C, H, W) -> (N, C * F): the backbone applied to each band image."""
+        n, c, h, w = x.shape
+        f = self.backbone(x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last))
+        return f.reshape(n, c * f.shape[1])
+
+    def raw_inputs(self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+        """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas."""
+        z = torch.nan_to_num(z.to(x).reshape(-1, 1))
+        return torch.cat([self.band_features(x), z, log_sigma.to(x)], dim=1)
+
+    def standardise_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """Standardised kept inputs, before the soft clip."""
+        return (raw[:, self.keep] - self.mean) / self.std
+
+    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
+        """What the heads see: the standardised kept inputs, soft-clipped."""
+        return soft_clip(self.standardise_raw(raw))
+
+    # --- the function -------------------------------------------------------------------------------------
+
+    def head_moments(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per fold (K, N): mean, log aleatoric sigma and epistemic variance."""
+        out = [h.moments(xs) for h in self.heads]
+        return tuple(torch.stack([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+        """The catalogued mass, fold-ensemble mean log10 M500 (N,), of normalised cutouts: what attribution
+        differentiates."""
+        return self.forward_raw(self.raw_inputs(x, z, log_sigma))
+
+    def forward_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """The ensemble mean from raw input vectors (the tail of :meth:`forward`)."""
+        xs = self.standardise(raw)
+        return bound_mass(torch.stack([h(xs)[0] for h in self.heads]).mean(0))
+
+    @torch.no_grad()
+    def raw_inputs_of(
+        self, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu"
+    ) -> np.ndarray:
+        """Raw input vectors of (N, 5, H, W) cutouts (training's feature extraction)."""
+        out = []
+        for s in range(0, images.shape[0], batch_size):
+            x, log_sigma, _ = prepare_images(images[s : s + batch_size])
+            zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32))
+            out.append(self.raw_inputs(x.to(device), zz.to(device), log_sigma.to(device)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.input_names())), np.float32)
+
+    @torch.no_grad()
+    def predict(
+        self, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu"
+    ) -> dict[str, np.ndarray]:
+        """Fold-ensemble masses, their error parts, the sky sigmas and the out-of-distribution flag."""
+        n = images.shape[0]
+        k = len(self.heads)
+        mus, sig2, epi2 = (np.full((k, n), np.nan) for _ in range(3))
+        ood = np.zeros(n, bool)
+        sky = np.full((n, len(self.bands)), np.nan, np.float32)
+        for s in range(0, n, batch_size):
+            x, log_sigma, sky[s : s + batch_size] = prepare_images(images[s : s + batch_size])
+            zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
+            raw = self.raw_inputs(x.to(device), zz, log_sigma.to(device))
+            pre = self.standardise_raw(raw)
+            ood[s : s + batch_size] = (pre.abs() > OOD_FLAG).any(dim=1).cpu().numpy()
+            mu, ls, epi = self.head_moments(soft_clip(pre))
+            mus[:, s : s + batch_size] = mu.cpu().numpy()
+            sig2[:, s : s + batch_size] = np.exp(2 * ls.cpu().numpy())
+            epi2[:, s : s + batch_size] = epi.cpu().numpy()
+        return {
+            **self.errors(mus, sig2, epi2, np.asarray(z, float)),
+            "sky_sigma": sky,
+            "out_of_distribution": ood,
+        }
+
+    def errors(
+        self, mus: np.ndarray, sig2: np.ndarray, epi2: np.ndarray, z: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The ensemble mean and the calibrated error parts from per-fold moments (K, N)."""
+        scale = float(self.calibration.get("scale", 1.0))
+        ale = np.sqrt(sig2.mean(axis=0))
+        fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
+        mu = bound_mass(torch.from_numpy(mus.mean(axis=0))).numpy()
+        extra = self.extrapolation(mu, scale * np.hypot(ale, fold), z)
+        return {
+            "log10_m500": mu,
+            "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),
+            "log10_m500_err_aleatoric": scale * ale,
+            "log10_m500_err_fold": scale * fold,
+            "log10_m500_err_extrapolation": extra,
+        }
+
+    def extrapolation(self, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one)."""
+        from ..selection import XraySelection, detection_probability, extrapolation_sigma
+
+        tau = float(self.calibration.get("tau", 0.0))
+        spec = self.calibration.get("selection")
+        if tau == 0.0 or not spec:
+            return np.zeros_like(mu)
+        sel = XraySelection.from_dict(spec)
+        return extrapolation_sigma(tau, detection_probability(mu, sigma, sel.m_lim(np.nan_to_num(z)), sel.s))
