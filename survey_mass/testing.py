@@ -170,7 +170,9 @@ def train_smoke_model(store: str | Path, out: str | Path) -> tuple[Path, dict]:
     """A model trained in well under a minute on a labelled store: (model directory, training report)."""
     from .training.train import TrainConfig, train
 
-    cfg = TrainConfig(folds=3, stage1_images=2800, stage1_epochs=4, background_cutouts=300, seed=1)
+    cfg = TrainConfig(
+        folds=3, stage1_images=2800, stage1_epochs=4, background_cutouts=300, invariance_cutouts=300, seed=1
+    )
     report = train(store, out, cfg, progress=False)
     return Path(out), report
 
@@ -270,3 +272,38 @@ def copy_model(out: str | Path) -> Path:
 
     shutil.copytree(model_dir(), out, ignore=shutil.ignore_patterns("*.png", "report.*"))
     return Path(out)
+
+
+def same_scenes(
+    out: str | Path, overrides: list[str] | tuple[str, ...] = (), *, n: int = 60, seed: int = 7
+) -> Path:
+    """The first ``n`` clusters of :func:`small_candidates` rendered with the same seed (the same scenes and
+    noise draws) under physics ``overrides`` such as ``["sky_noise_scale=1.2589"]``."""
+    from .footprint import parse_footprint
+    from .mock.survey import MockConfig, build_mock_store
+
+    build_mock_store(
+        parse_footprint(SMALL_REGION),
+        out,
+        candidates=small_candidates().iloc[:n],
+        config=MockConfig.with_overrides(list(overrides), seed=seed),
+        workers=1,
+        progress=False,
+    )
+    return Path(out)
+
+
+def predict_store(store_path: str | Path, model_path: str | Path | None = None) -> dict:
+    """The shipped (or given) model's predictions for every cutout of a store, rows in store order."""
+    import numpy as np
+
+    from .inference.predict import predict_partition
+    from .models.bundle import load_bundle
+    from .resources import model_dir
+    from .store import open_store
+
+    bundle = load_bundle(model_path or model_dir())
+    st = open_store(store_path)
+    parts = [predict_partition(bundle, st.images(p), st.columns(p), richness=False) for p in st.partitions]
+    ids = np.concatenate([st.columns(p)["id"] for p in st.partitions])
+    return {"id": ids, **{k: np.concatenate([q[k] for q in parts]) for k in parts[0]}}

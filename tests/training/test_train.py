@@ -17,26 +17,26 @@ def test_folds_partition_the_clusters():
 
 def test_smoke_training_learns(smoke_model):
     out, r = smoke_model
-    assert r["timing_s"]["total"] < 60
+    assert r.timing_s["total"] < 60
     # stage 1: loss falls and every band is recognised well above chance (0.2)
-    assert r["stage1_loss_per_epoch"][-1] < r["stage1_loss_per_epoch"][0]
-    assert np.mean(list(r["band_accuracy"].values())) > 0.4
+    assert r.stage1_loss_per_epoch[-1] < r.stage1_loss_per_epoch[0]
+    assert np.mean(list(r.band_accuracy.values())) > 0.4
     # stage 2: along each fold's ridge path (strongest first) the training NLL falls
-    for curve in r["stage2_curves"]:
+    for curve in r.stage2_curves:
         assert curve[-1][0] < curve[0][0]
     # the unlabelled clusters take part as non-detections, and their out-of-fold masses are reported
-    pop = r["summary"]["population"]
-    assert pop["n"] == r["n_cutouts"] - r["n_labelled"] > 0
-    assert pop["cnn_vs_truth"]["mae"] < 0.4 and pop["richness_vs_truth"]["mae"] < 0.4
-    s = r["summary"]
-    assert s["cnn_vs_label"]["mae"] < 0.35 and s["richness_vs_label"]["mae"] < 0.35
-    assert 0.55 < r["calibration"]["coverage_68_after"] < 0.8
+    pop = r.summary.population
+    assert pop.n == r.n_cutouts - r.n_labelled > 0
+    assert pop.cnn_vs_truth.mae < 0.4 and pop.richness_vs_truth.mae < 0.4
+    s = r.summary
+    assert s.cnn_vs_label.mae < 0.35 and s.richness_vs_label.mae < 0.35
+    assert 0.55 < r.calibration.coverage_68_after < 0.8
     # the mock's true masses calibrate the error below the labels' selection: coverage of the population
     # reaches 68% (the labels' calibration alone cannot tell that scatter)
-    tau = r["calibration"]["extrapolation_tau"]
-    assert tau >= 0 and pop["cnn_coverage_68"] >= pop["cnn_coverage_68_labels_only"]
+    tau = r.calibration.extrapolation_tau
+    assert tau >= 0 and pop.cnn_coverage_68 >= pop.cnn_coverage_68_labels_only
     if tau > 0:
-        assert abs(pop["cnn_coverage_68"] - 0.6827) < 0.02
+        assert abs(pop.cnn_coverage_68 - 0.6827) < 0.02
     for f in (
         "report.json",
         "report.md",
@@ -125,8 +125,8 @@ def test_interrupted_training_resumes(labelled_store, tmp_path):
     (out / "checkpoints" / "fold1.pt").unlink()
     (out / "heads.safetensors").unlink()
     again = train(labelled_store, out, cfg, progress=False)
-    assert again["timing_s"]["stage1"] < first["timing_s"]["stage1"]  # stage 1 was not redone
-    np.testing.assert_allclose(again["oof"]["cnn"], first["oof"]["cnn"], atol=1e-5)
+    assert again.timing_s["stage1"] < first.timing_s["stage1"]  # stage 1 was not redone
+    np.testing.assert_allclose(again.oof["cnn"], first.oof["cnn"], atol=1e-5)
 
 
 def test_linear_head_learns_the_population_from_labels_and_non_detections():
@@ -165,3 +165,31 @@ def test_linear_head_learns_the_population_from_labels_and_non_detections():
         far = head.epistemic_var(torch.from_numpy(4 * x[:100])).numpy()
     assert (epi > 0).all() and np.median(np.sqrt(epi)) < 0.5 * sigma
     assert np.median(far) > 4 * np.median(epi[:100])
+
+
+def test_invariance_penalty_makes_the_head_ignore_nuisance_directions():
+    """Feature 1 carries mass information but also moves with the observing conditions (a nuisance); with the
+    penalty the head stops responding to that movement, without it the head follows it."""
+    import torch
+
+    from survey_mass.training.train import TrainConfig, train_head
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    zi = 7
+    m = 14.0 + 0.2 * x[:, 0] + 0.2 * x[:, 1] + 0.1 * rng.standard_normal(n)
+    y = m + 0.05 * rng.standard_normal(n)  # every row labelled, no selection
+    delta = np.zeros((500, 8), np.float32)
+    delta[:, 1] = 0.5 + 0.1 * rng.standard_normal(500)  # worse conditions push feature 1 up
+    delta[:, 2] = 0.5 * delta[:, 1]  # ... and feature 2 with it, which carries no mass
+    shifts = {}
+    for gamma in (0.0, 1000.0):
+        cfg = TrainConfig(stage2_components=7, stage2_ridge=(1e-4,), invariance_weight=gamma)
+        head, info = train_head(x, y, None, cfg, 0, z_index=zi, nuisance=delta)
+        with torch.no_grad():
+            a = head(torch.from_numpy(x[:500]))[0]
+            b = head(torch.from_numpy(x[:500] + delta))[0]
+        shifts[gamma] = float((b - a).mean())
+    assert shifts[0.0] > 0.08  # the plain fit follows the conditions
+    assert abs(shifts[1000.0]) < 0.1 * shifts[0.0]

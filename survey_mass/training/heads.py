@@ -1,0 +1,211 @@
+"""Stage-2 heads: one linear head per fold, fitted with the survey's likelihood and an invariance penalty.
+
+A head is linear in the whitened leading principal components of the standardised inputs (plus z and z^2).
+Besides the likelihood and a ridge penalty, the fit penalises the head's response to *nuisance* directions:
+the mean change of the inputs when the same cutouts are degraded (more sky noise, wider PSF), per noise factor
+and redshift tercile (:func:`survey_mass.training.train.nuisance_shifts`). With ``invariance`` = gamma the
+objective gains gamma * N * mean_g (delta_g . w)^2, so the fitted masses do not drift, on average, when the
+observing conditions change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..models.networks import MassRegressor
+
+
+def head_nll(mu, sigma, y, labelled, m_lim, selection, *, joint: bool = True):
+    """Per-row negative log-likelihood of the stage-2 data under a population prediction (mu, sigma).
+
+    Without a selection, only labelled rows exist: the Gaussian NLL (label noise inside sigma). With one, the
+    survey's likelihood of labels and non-detections, :func:`survey_mass.selection.survey_nll`.
+    """
+    if selection is None:
+        return 0.5 * (y - mu) ** 2 / sigma**2 + torch.log(sigma)
+    from ..selection import survey_nll
+
+    return survey_nll(
+        mu, sigma, y, labelled, m_lim, selection.s, selection.label_noise_dex, joint=joint, xp=torch
+    )
+
+
+def _penalty(w, n_rows: int, ridge: float, n_free: int, nuisance, invariance: float):
+    """Ridge on the component weights plus the invariance penalty gamma N mean((delta . w)^2)."""
+    pen = ridge * n_rows * (w[:n_free] ** 2).sum()
+    if nuisance is not None and invariance > 0:
+        pen = pen + invariance * n_rows * ((nuisance @ w[:n_free]) ** 2).mean()
+    return pen
+
+
+def _fit_ridge(
+    design,
+    y,
+    labelled,
+    m_lim,
+    selection,
+    ridge: float,
+    n_free: int,
+    joint: bool,
+    nuisance=None,
+    invariance=0.0,
+):
+    """Maximum penalised likelihood of (w, b, log sigma); a penalty of ``ridge`` per row falls on the first
+    ``n_free`` weights (the principal components), not on the redshift terms; ``nuisance`` (m, n_free) are
+    input changes under degraded conditions, in the same components, penalised with weight ``invariance``."""
+    w = torch.zeros(design.shape[1], dtype=torch.float64)
+    lab_y = y[labelled]
+    b = torch.tensor(float(lab_y.mean()) if lab_y.numel() else 14.2, dtype=torch.float64)
+    ls = torch.tensor(np.log(0.25), dtype=torch.float64)
+    params = [w.requires_grad_(), b.requires_grad_(), ls.requires_grad_()]
+    opt = torch.optim.LBFGS(params, lr=0.5, max_iter=400, history_size=20, line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        mu = design @ w + b
+        loss = head_nll(mu, torch.exp(ls).expand_as(mu), y, labelled, m_lim, selection, joint=joint).sum()
+        loss = loss + _penalty(w, design.shape[0], ridge, n_free, nuisance, invariance)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(objective)
+    return w.detach(), float(b.detach()), float(ls.detach())
+
+
+def _laplace_factor(
+    design,
+    y,
+    labelled,
+    m_lim,
+    selection,
+    ridge,
+    k,
+    joint,
+    w,
+    b,
+    ls,
+    proj,
+    centre,
+    z_index,
+    nuisance,
+    invariance,
+):
+    """U such that |U [x, z^2, 1]|^2 is the variance of the head's mean from its weights' uncertainty.
+
+    Laplace approximation: the weights' posterior covariance is the inverse Hessian of the penalised negative
+    log-likelihood at the optimum (sigma held fixed). In design coordinates d' = [pcs, z, z^2, 1] the predictive
+    variance is d'^T C d' = |L^T d'|^2 with C = L L^T; the map from the head's inputs to d' is folded in.
+    """
+    theta0 = torch.cat([w, torch.tensor([b], dtype=torch.float64)])
+    sig = torch.full((design.shape[0],), float(np.exp(ls)), dtype=torch.float64)
+
+    def objective(theta):
+        mu = design @ theta[:-1] + theta[-1]
+        loss = head_nll(mu, sig, y, labelled, m_lim, selection, joint=joint).sum()
+        return loss + _penalty(theta[:-1], design.shape[0], ridge, k, nuisance, invariance)
+
+    hess = torch.autograd.functional.hessian(objective, theta0)
+    hess = 0.5 * (hess + hess.T) + 1e-9 * torch.eye(hess.shape[0], dtype=torch.float64)
+    chol = torch.linalg.cholesky(torch.linalg.inv(hess))
+    n_in = proj.shape[0]
+    a = torch.zeros(k + 3, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
+    a[:k, :n_in] = proj.T
+    a[:k, -1] = -(proj.T @ centre)
+    a[k, z_index] = 1.0
+    a[k + 1, n_in] = 1.0
+    a[k + 2, -1] = 1.0
+    return (chol.T @ a).float()
+
+
+def train_head(
+    x_pool: np.ndarray,
+    y_pool: np.ndarray,
+    m_lim_pool: np.ndarray | None,
+    cfg,
+    seed: int,
+    *,
+    selection=None,
+    z_index: int,
+    nuisance: np.ndarray | None = None,
+) -> tuple[MassRegressor, dict]:
+    """One fold's linear head from its training pool (labels NaN for unlabelled clusters).
+
+    The pool's features are projected on their leading principal components (whitened), the head is fitted
+    with a ridge penalty for each strength in ``cfg.stage2_ridge`` on 85% of the pool, and the strength with the
+    best likelihood on the other 15% (the fold's validation split) is kept: the linear model's form of early
+    stopping. The projection is then folded into one linear layer, so inference sees a plain linear head.
+    ``nuisance`` (m, D) are changes of the standardised inputs under degraded conditions; the head is penalised
+    for responding to them with weight ``cfg.invariance_weight``.
+    """
+    torch.manual_seed(seed)
+    x = torch.from_numpy(np.asarray(x_pool, np.float64))
+    y = torch.from_numpy(np.asarray(y_pool, np.float64))
+    labelled = torch.isfinite(y)
+    joint = bool((~labelled).any())
+    m_lim = None if m_lim_pool is None else torch.from_numpy(np.asarray(m_lim_pool, np.float64))
+    centre = x.mean(dim=0)
+    _, sv, vt = torch.linalg.svd(x - centre, full_matrices=False)
+    k = min(cfg.stage2_components, vt.shape[0])
+    proj = vt[:k].T / sv[:k] * np.sqrt(x.shape[0])  # whitened principal components
+    zcol = x[:, z_index : z_index + 1]
+    design = torch.cat([(x - centre) @ proj, zcol, zcol**2], dim=1)
+    gamma = float(getattr(cfg, "invariance_weight", 0.0))
+    nuis = None
+    if nuisance is not None and len(nuisance) and gamma > 0:
+        nuis = torch.from_numpy(np.asarray(nuisance, np.float64)) @ proj  # z is never degraded
+    rng = np.random.default_rng(seed)
+    val = torch.from_numpy(rng.random(x.shape[0]) < 0.15)
+    tr = ~val
+
+    def rows(mask):
+        return design[mask], y[mask], labelled[mask], None if m_lim is None else m_lim[mask]
+
+    curve, best = [], None
+    dtr, ytr, ltr, mtr = rows(tr)
+    split = ((dtr, ytr, ltr, mtr), rows(val))
+    for ridge in cfg.stage2_ridge:
+        w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k, joint, nuis, gamma)
+        with torch.no_grad():
+            nll = []
+            for d, yy, ll, mm in split:
+                mu = d @ w + b
+                sig = torch.full_like(mu, float(np.exp(ls)))
+                nll.append(float(head_nll(mu, sig, yy, ll, mm, selection, joint=joint).mean()))
+        curve.append((nll[0], nll[1]))
+        if best is None or nll[1] < best[0]:
+            best = (nll[1], ridge)
+    # refit on the whole pool with the chosen strength, then fold the projection into the head
+    w, b, ls = _fit_ridge(design, y, labelled, m_lim, selection, best[1], k, joint, nuis, gamma)
+    weight = torch.zeros(x.shape[1] + 1, dtype=torch.float64)
+    weight[: x.shape[1]] = proj @ w[:k]
+    weight[z_index] += w[k]
+    weight[-1] = w[k + 1]
+    bias = b - float(centre @ (proj @ w[:k]))
+    head = MassRegressor(x.shape[1], z_index)
+    head.set_from_components(weight.float(), bias, ls)
+    head.epistemic = _laplace_factor(
+        design, y, labelled, m_lim, selection, best[1], k, joint, w, b, ls, proj, centre, z_index, nuis, gamma
+    )
+    info = {
+        "ridge": best[1],
+        "ridge_path": list(cfg.stage2_ridge),
+        "val_nll": best[0],
+        "curve": curve,
+        "n_pool": int(x.shape[0]),
+        "n_labelled": int(labelled.sum()),
+        "components": k,
+        "invariance_weight": gamma,
+        "nuisance_rms_dex": None if nuis is None else float(torch.sqrt(((nuis @ w[:k]) ** 2).mean())),
+    }
+    return head, info
+
+
+@torch.no_grad()
+def predict_head(head: MassRegressor, x: np.ndarray, device) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and total sigma (aleatoric and the head's parameter uncertainty) of each row."""
+    head.eval()
+    mu, log_s, epi = head.moments(torch.from_numpy(x).to(device))
+    var = torch.exp(2 * log_s) + epi
+    return mu.cpu().numpy().astype(float), np.sqrt(var.cpu().numpy().astype(float))
