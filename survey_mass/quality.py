@@ -23,8 +23,8 @@ class Quality(IntFlag):
     UNREADABLE = 32
     #: attribution summaries were not computed for this row (attribution sampled or off)
     NO_ATTRIBUTION = 64
-    #: the cutout's features lie far outside the training set (|z-score| > 30, e.g. a very bright star);
-    #: features are clipped at 10 and the mass is less trustworthy
+    #: the cutout's inputs lie far outside the training pool (|z-score| > 10, e.g. a very bright star);
+    #: inputs are soft-clipped at 10 sigma (MassModel) and the mass is less trustworthy
     OUT_OF_DISTRIBUTION = 128
 
 

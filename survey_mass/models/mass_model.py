@@ -34,7 +34,7 @@ from .networks import Backbone, MassRegressor
 ASINH_SOFTENING = 3.0  # in units of the band's sky sigma
 #: standardised inputs are soft-clipped to +-FEATURE_CLIP; a row with any beyond OOD_FLAG is flagged
 FEATURE_CLIP = 10.0
-OOD_FLAG = 30.0
+OOD_FLAG = 10.0
 #: an input whose std over the training pool is below this fraction of the median std is dropped
 NEGLIGIBLE_STD = 1e-3
 #: sep background mesh (pixels) for the sky measurement: 2 x 2 meshes over a 64-pixel cutout
