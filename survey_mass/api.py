@@ -155,7 +155,7 @@ def run_pipeline(
     if mode == "sample" and log:
         log(
             f"attribution: IG ({opts.ig_steps} steps) x Grad-CAM on a seeded {opts.sample_fraction:.2%} sample "
-            "(IG costs about 1.5 s per cutout on 2 CPU cores); other rows have null summaries and quality bit 64 "
+            "(IG costs about 4 s per cutout on 2 CPU cores); other rows have null summaries and quality bit 64 "
             "(NO_ATTRIBUTION). Use --attribution all for every row (a GPU is the practical way)."
         )
     return run_catalog(

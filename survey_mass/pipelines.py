@@ -108,9 +108,9 @@ class AttributionSection(_Section):
     mode: Literal["auto", "all", "sample", "none"] = Field(
         "auto", description="auto: all on a GPU, sample on a CPU"
     )
-    ig_steps: int = Field(384, ge=2, le=4096, description="integrated-gradients steps")
+    ig_steps: int = Field(768, ge=2, le=4096, description="integrated-gradients steps (trapezoid rule)")
     sample_fraction: float = Field(
-        0.003, ge=0, le=1, description="fraction of rows attributed in mode sample"
+        0.002, ge=0, le=1, description="fraction of rows attributed in mode sample"
     )
 
 

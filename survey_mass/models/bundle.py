@@ -245,6 +245,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
         backbone.to(memory_format=torch.channels_last),
         bands=tuple(card.bands),
         calibration=card.calibration.model_dump(),
+        ood_flag=card.features.ood_flag,
         standardisation=Standardisation(
             np.asarray(f.keep, np.int64), np.asarray(f.mean, np.float32), np.asarray(f.std, np.float32)
         ),

@@ -154,8 +154,10 @@ class MassModel(nn.Module):
         *,
         bands: tuple[str, ...] = BANDS,
         calibration: dict | None = None,
+        ood_flag: float = OOD_FLAG,
     ):
         super().__init__()
+        self.ood_flag = float(ood_flag)
         self.backbone = backbone
         self.bands = tuple(bands)
         self.heads = nn.ModuleList(heads or [])
@@ -269,7 +271,7 @@ class MassModel(nn.Module):
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
             raw = self.raw_inputs(x.to(device), zz, log_sigma.to(device))
             pre = self.standardise_raw(raw)
-            ood[s : s + batch_size] = (pre.abs() > OOD_FLAG).any(dim=1).cpu().numpy()
+            ood[s : s + batch_size] = (pre.abs() > self.ood_flag).any(dim=1).cpu().numpy()
             mu, ls, epi = self.head_moments(soft_clip(pre))
             mus[:, s : s + batch_size] = mu.cpu().numpy()
             sig2[:, s : s + batch_size] = np.exp(2 * ls.cpu().numpy())

@@ -29,13 +29,13 @@ def test_explain_recomputes_attribution_and_draws_it(small_catalog, tmp_path, ca
     df = pq.ParquetDataset(sorted((catalog / "dataset").rglob("Npix=*.parquet"))).read().to_pandas()
     row = df[np.isfinite(df.ig_delta)].iloc[0]  # a row the run attributed, to compare with
     png = tmp_path / "one.png"
-    assert main(["explain", str(catalog), "--id", str(int(row.id)), "--png", str(png), "--steps", "384"]) == 0
+    assert main(["explain", str(catalog), "--id", str(int(row.id)), "--png", str(png), "--steps", "768"]) == 0
     out = capsys.readouterr().out
     assert f"cluster {int(row.id)}" in out and str(png) in out
     _assert_picture(png, 1200, 600)
     from survey_mass.explain.cluster import explain_cluster
 
-    r = explain_cluster(catalog, int(row.id), tmp_path / "again.png", steps=384)  # the run's default
+    r = explain_cluster(catalog, int(row.id), tmp_path / "again.png", steps=768)  # the run's default
     fr = [r[f"attr_frac_{b}"] for b in "ugriz"]
     assert abs(sum(fr) - 1) < 1e-6
     # the same computation as the run's: the summaries agree with the catalog row
