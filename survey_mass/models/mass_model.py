@@ -184,17 +184,6 @@ class MassModel(nn.Module):
         names = [f"{b}.f{k}" for b in self.bands for k in range(self.feature_dim)]
         return names + ["z"] + [f"log10_sky_sigma_{b}" for b in self.bands]
 
-    def band_slices(self) -> dict[str, np.ndarray]:
-        """Kept-input positions of each group: every band's features, ``redshift`` and ``depth``."""
-        keep = self.keep.cpu().numpy()
-        raw_group = np.empty(len(self.input_names()), dtype=object)
-        for i, b in enumerate(self.bands):
-            raw_group[i * self.feature_dim : (i + 1) * self.feature_dim] = b
-        raw_group[self.z_raw_index] = "redshift"
-        raw_group[self.z_raw_index + 1 :] = "depth"
-        groups = raw_group[keep]
-        return {g: np.flatnonzero(groups == g) for g in (*self.bands, "redshift", "depth")}
-
     @property
     def z_index(self) -> int:
         """Position of the redshift among the kept inputs (the heads add its square)."""

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import paths
-from ..models.mass_model import MassModel, Standardisation, measure_sky, normalise
+from ..models.mass_model import MassModel, Standardisation, measure_sky, prepare_images
 from ..models.networks import VARIANTS, BandClassifier, MassRegressor
 from ..photometry import BANDS, PSF_FWHM
 from .heads import head_nll, predict_head, train_head
@@ -135,11 +135,6 @@ class Stage1Result:
     seconds: float
 
 
-def _normalised(images: np.ndarray) -> torch.Tensor:
-    level, sigma = measure_sky(images)
-    return normalise(torch.from_numpy(images), torch.from_numpy(level), torch.from_numpy(sigma))
-
-
 def _band_accuracy(model: BandClassifier, x: torch.Tensor, pairs: np.ndarray, device) -> dict[str, float]:
     model.eval()
     correct, total = np.zeros(5), np.zeros(5)
@@ -164,7 +159,7 @@ def train_stage1(
     n_cut = min(table.id.size, max(cfg.stage1_images // len(BANDS), 16))
     pick = np.sort(rng.choice(table.id.size, size=n_cut, replace=False))
     x = torch.cat(
-        [_normalised(read_cutouts(store, table, pick[s : s + 2048])) for s in range(0, n_cut, 2048)]
+        [prepare_images(read_cutouts(store, table, pick[s : s + 2048]))[0] for s in range(0, n_cut, 2048)]
     )
     n_val = max(n_cut // 10, 1)
     perm = rng.permutation(n_cut)
