@@ -27,6 +27,17 @@ import numpy as np
 from ..photometry import BANDS
 from ..quality import Quality, image_quality
 
+#: the mass estimators in every catalogue row: estimator -> its mass column; its 68% error is the column + "_err".
+#: ``headline``: pixels and the candidate's catalogue richness together (pixels alone where it has none);
+#: ``pixels``: the CNN from pixels and z alone; ``lambda``: the catalogue richness and z alone (the baseline a
+#: user of the candidate catalogue already has); ``richness``: our sep lambda-hat from the same cutouts.
+ESTIMATORS = {
+    "headline": "log10_m500",
+    "pixels": "log10_m500_pixels",
+    "lambda": "log10_m500_lambda",
+    "richness": "log10_m500_richness",
+}
+
 NO_MASS = Quality.MISSING_BAND | Quality.NO_REDSHIFT | Quality.UNREADABLE
 SKY_COLUMNS = tuple(f"sky_sigma_{b}" for b in BANDS)
 
