@@ -61,9 +61,15 @@ def normalise(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
     Raises
     ------
     CatalogInputError
-        Naming the file and the first offending row for missing columns, NaN or out-of-range coordinates,
-        non-positive redshifts and duplicate ids.
+        Naming the file for a table with no rows, and the first offending row for missing columns, NaN or
+        out-of-range coordinates, non-positive redshifts, duplicate ids and richnesses that are not finite and
+        positive (NaN, or an empty cell, means unknown and is allowed).
     """
+    if len(df) == 0:
+        have = ", ".join(map(str, df.columns)) or "none"
+        raise CatalogInputError(
+            f"candidates {source!r}: no rows (columns: {have}); a candidate catalog needs at least one cluster"
+        )
     lower = {c.lower(): c for c in df.columns}
     out = pd.DataFrame(index=df.index)
     for std, names in ALIASES.items():
@@ -111,7 +117,19 @@ def normalise(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
         out["name"] = [f"C{i}" for i in out["id"]]
     out["name"] = out["name"].astype(str)
     if "richness" in out:
+        raw = out["richness"].to_numpy()
+        given = pd.notna(out["richness"]).to_numpy()
         out["richness"] = pd.to_numeric(out["richness"], errors="coerce").astype(np.float64)
+        lam = out["richness"].to_numpy()
+        with np.errstate(invalid="ignore"):
+            # NaN (an empty cell) is "unknown" and allowed; text, zero, negative and infinite values are not
+            bad = (given & np.isnan(lam)) | (~np.isnan(lam) & ~(np.isfinite(lam) & (lam > 0)))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise CatalogInputError(
+                f"candidates {source!r}: row {row}: richness {str(raw[row])!r} is not a finite positive number "
+                f"(leave it empty when unknown) ({bad.sum()} row(s) in all)"
+            )
     return out.reset_index(drop=True)
 
 

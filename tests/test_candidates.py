@@ -53,3 +53,51 @@ def test_bad_catalogs_name_the_row(tmp_path, df, words):
     with pytest.raises(CatalogInputError, match=words) as e:
         read_candidates(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_header_only_file_says_no_rows(tmp_path):
+    p = tmp_path / "header_only.csv"
+    p.write_text("ra,dec,z,richness\n")
+    with pytest.raises(CatalogInputError, match="no rows") as e:
+        read_candidates(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("bad", [-5.0, 0.0, np.inf, -np.inf])
+def test_richness_must_be_finite_and_positive(tmp_path, fmt, bad):
+    df = pd.DataFrame({"ra": [1.0, 2.0, 3.0], "dec": [0.0, 0.0, 0.0], "z": [0.2] * 3, "richness": [30.0, 40.0, bad]})
+    p = _write(tmp_path, df, fmt)
+    with pytest.raises(CatalogInputError, match=r"row 2: richness .* not a finite positive number") as e:
+        read_candidates(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_richness_text_is_refused_but_empty_means_unknown(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("ra,dec,z,richness\n1,0,0.2,\n2,0,0.3,25\n")
+    cat = read_candidates(p)
+    assert np.isnan(cat["richness"].iloc[0]) and cat["richness"].iloc[1] == 25.0
+    p.write_text("ra,dec,z,richness\n1,0,0.2,\n2,0,0.3,lots\n")
+    with pytest.raises(CatalogInputError, match="row 1: richness 'lots'"):
+        read_candidates(p)
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("ra,dec,z,richness\n", ["no rows"]),
+        ("ra,dec,z,richness\n150.5,1.0,0.2,30\n151.0,1.0,0.3,-12\n", ["row 1", "richness"]),
+    ],
+)
+def test_cli_mock_refuses_bad_candidates_in_one_line(tmp_path, capsys, text, words):
+    from survey_mass.testing import assert_one_line_error, cli
+
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    out = tmp_path / "X.zarr"
+    code, _, err = cli(
+        ["mock", "--footprint", "box:150,152,0,2", "--candidates", p, "--out", out, "--no-progress"], capsys
+    )
+    assert_one_line_error(code, err, str(p), *words)
+    assert not out.exists()
