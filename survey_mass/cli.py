@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_report,
         _add_bench,
         _add_store_info,
+        _add_validate,
     ):
         add(sub)
     return p
@@ -237,6 +238,34 @@ def _add_store_info(sub) -> None:
     s = sub.add_parser("store-info", help="summarise a cutout store")
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
+
+
+def _add_validate(sub) -> None:
+    # unset --footprint/--seed keep the suite's; the orchestration is survey_mass.validate.validate
+    v = sub.add_parser(
+        "validate",
+        help="robustness: a model's MAE, bias and 68%% coverage on mock surveys with perturbed physics",
+    )
+    v.add_argument("--model", help="model directory (default: the shipped weights)")
+    v.add_argument("--suite", help="suite TOML (default: the shipped survey_mass/data/validation_suite.toml)")
+    v.add_argument("--footprint", help=f"{FOOTPRINT_HELP} (default: the suite's)")
+    v.add_argument("--seed", type=int, help="mock seed of every store (default: the suite's)")
+    v.add_argument(
+        "--out",
+        default="validation",
+        help="directory for the stores, catalogs, validation.json and validation.md (reused on a rerun; "
+        "default ./validation)",
+    )
+    v.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="workers for the mock builds and the inference (1 = in-process, >1 = a Dask LocalCluster)",
+    )
+    v.add_argument(
+        "--only", action="append", metavar="NAME", help="run only this perturbation of the suite (repeatable)"
+    )
+    v.add_argument("--no-progress", action="store_true")
 
 
 # --- commands ---------------------------------------------------------------------------------------------
@@ -495,6 +524,25 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from .resources import model_dir
+    from .validate import REPORT_JSON, REPORT_MD, format_table, load_suite, validate
+
+    suite = load_suite(args.suite, footprint=args.footprint, seed=args.seed, only=args.only)
+    report = validate(
+        args.model or model_dir(),
+        suite,
+        args.out,
+        workers=args.workers,
+        progress=not args.no_progress,
+        log=None if args.no_progress else (lambda line: print(line, flush=True)),
+    )
+    print(f"model {report.model_id} on {report.footprint} (seed {report.seed}), {report.wall_s} s:")
+    print(format_table(report), end="")
+    print(f"written: {Path(args.out) / REPORT_MD}, {Path(args.out) / REPORT_JSON}")
+    return 0
+
+
 def cmd_store_info(args) -> int:
     import numpy as np
 
@@ -543,6 +591,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "report": cmd_report,
     "bench": cmd_bench,
+    "validate": cmd_validate,
 }
 
 

@@ -30,6 +30,7 @@ GENERATED: dict[str, tuple[str, str]] = {
     RUN_SUMMARY: ("survey_mass.inference.run", "RunSummary"),
     MODEL_CARD: ("survey_mass.models.bundle", "ModelCard"),
     TRAINING_REPORT: ("survey_mass.training.report", "TrainingReport"),
+    "validation_report.schema.json": ("survey_mass.validate", "ValidationReport"),
 }
 
 
