@@ -26,6 +26,11 @@ class Quality(IntFlag):
     #: the cutout's inputs lie far outside the training pool (|z-score| > 10, e.g. a very bright star);
     #: inputs are soft-clipped at 10 sigma (MassModel) and the mass is less trustworthy
     OUT_OF_DISTRIBUTION = 128
+    #: the pixels show no cluster at the candidate's redshift: no red-sequence overdensity above the field
+    #: (:func:`survey_mass.models.richness.no_cluster`)
+    NO_CLUSTER = 256
+    #: the redshift lies outside the range the model was trained on; no mass is given (:func:`redshift_quality`)
+    OUTSIDE_Z_RANGE = 512
 
 
 def describe(bits: int) -> str:
@@ -48,3 +53,23 @@ def image_quality(images) -> int:
     if (~nan.reshape(images.shape[0], -1).all(axis=1) & (flat == 0).all(axis=1)).any():
         bits |= Quality.ZERO_BAND
     return int(bits)
+
+
+def redshift_quality(z, z_range: tuple[float, float]):
+    """Quality bits each row earns from its redshift alone: :attr:`Quality.OUTSIDE_Z_RANGE` where ``z`` is finite
+    but outside the closed interval ``z_range`` = (lo, hi) the model was trained on, else 0.
+
+    A NaN redshift earns nothing here (that is :attr:`Quality.NO_REDSHIFT`'s business). Returns an int32 array
+    shaped like ``z``.
+
+    >>> redshift_quality([0.05, 0.1, 0.3, 0.55, 0.9, float("nan")], (0.1, 0.55)).tolist()
+    [512, 0, 0, 0, 512, 0]
+    """
+    import numpy as np
+
+    lo, hi = (float(v) for v in z_range)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"z_range must be finite with lo <= hi, got {z_range!r}")
+    z = np.asarray(z, dtype=np.float64)
+    outside = np.isfinite(z) & ((z < lo) | (z > hi))
+    return np.where(outside, np.int32(Quality.OUTSIDE_Z_RANGE), np.int32(0)).astype(np.int32)

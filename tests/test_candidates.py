@@ -66,7 +66,9 @@ def test_header_only_file_says_no_rows(tmp_path):
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 @pytest.mark.parametrize("bad", [-5.0, 0.0, np.inf, -np.inf])
 def test_richness_must_be_finite_and_positive(tmp_path, fmt, bad):
-    df = pd.DataFrame({"ra": [1.0, 2.0, 3.0], "dec": [0.0, 0.0, 0.0], "z": [0.2] * 3, "richness": [30.0, 40.0, bad]})
+    df = pd.DataFrame(
+        {"ra": [1.0, 2.0, 3.0], "dec": [0.0, 0.0, 0.0], "z": [0.2] * 3, "richness": [30.0, 40.0, bad]}
+    )
     p = _write(tmp_path, df, fmt)
     with pytest.raises(CatalogInputError, match=r"row 2: richness .* not a finite positive number") as e:
         read_candidates(p)
