@@ -136,6 +136,8 @@ def _load_moc_file(path: Path):
 def parse_footprint(spec: str, *, order: int = DEFAULT_PARTITION_ORDER) -> Footprint:
     """Turn a ``--footprint`` value into a :class:`Footprint`.
 
+    ``NAME-box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX`` is footprint NAME without the box (a region held out).
+
     Raises
     ------
     FootprintError
@@ -144,6 +146,14 @@ def parse_footprint(spec: str, *, order: int = DEFAULT_PARTITION_ORDER) -> Footp
     spec = str(spec).strip()
     if not spec:
         raise FootprintError("footprint: empty specification")
+    if "-box:" in spec.lower():  # A-box:...: footprint A without a box (e.g. a region held out of training)
+        k = spec.lower().rindex("-box:")
+        base = parse_footprint(spec[:k], order=order)
+        cut = _parse_box(spec[k + 1 :])
+        fp = Footprint(name=spec, moc=base.moc.difference(cut), order=order)
+        if fp.moc.sky_fraction <= 0:
+            raise FootprintError(f"footprint {spec!r}: the region is empty")
+        return fp
     if spec.lower().startswith("box:"):
         name, moc = spec, _parse_box(spec)
     elif spec.lower() in NAMED:

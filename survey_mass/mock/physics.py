@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .. import astro
 from ..errors import SurveyMassError
 from ..photometry import DEPTH_95, PSF_FWHM
-from ..selection import FLUX_LIMIT_CGS, LABEL_NOISE_DEX
+from ..selection import FLUX_LIMIT_CGS
 
 # --- the parameters -------------------------------------------------------------------------------------------
 
@@ -69,7 +69,11 @@ class Cosmology(_Params):
     H0: float = Field(astro.H0, gt=0)
     Om0: float = Field(astro.OM0, gt=0, lt=1)
     Ob0: float = Field(astro.OB0, ge=0, lt=1)
-    sigma8: float = Field(0.81, gt=0)
+    #: 0.75, not Planck's 0.81: with 0.81 the real redMaPPer abundance and the Simet et al. 2017 lensing masses
+    #: can only be met with sigma_ln_lambda|M = 0.51, twice Rozo & Rykoff 2014's 0.25; at 0.75 (within the
+    #: S8 ~ 0.75-0.79 of cluster-abundance and weak-lensing analyses, e.g. Costanzi et al. 2019, KiDS, DES) the
+    #: joint fit gives 0.26 (:mod:`survey_mass.mock.abundance`)
+    sigma8: float = Field(0.75, gt=0)
     ns: float = Field(0.96, gt=0)
 
     @property
@@ -78,26 +82,63 @@ class Cosmology(_Params):
 
 
 class RichnessRelation(_Params):
-    """P(lambda | M): Simet et al. 2017, log10 M200m [h^-1 Msun] = pivot + slope log10(lambda / 40)."""
+    """P(lambda | M): ln lambda ~ N(ln 40 + ln 10 (log10 M200m - pivot) / slope, sigma_int^2 + 1/<lambda>).
 
-    log10_M200m_at_lambda40_hinv: float = 14.344
-    slope: float = Field(1.33, gt=0)
-    sigma_ln_lambda_intrinsic: float = Field(0.25, ge=0)
+    M200m in h^-1 Msun. The defaults are fitted jointly to the real redMaPPer abundance and the Simet et al.
+    2017 lensing masses (:mod:`survey_mass.mock.abundance`; ``python -m survey_mass.mock.abundance``).
+    """
+
+    #: log10 M200m [h^-1 Msun] of haloes whose mean ln lambda is ln 40
+    pivot_log10_M200m_hinv: float = 14.491
+    slope: float = Field(1.111, gt=0)
+    sigma_ln_lambda_intrinsic: float = Field(0.26, ge=0)
     #: add the Poisson variance 1/<lambda> to the intrinsic scatter in ln lambda
     poisson: bool = True
-    #: redshift at which <log10 M200m | lambda = 40> is matched to the pivot (after the Eddington bias)
-    anchor_z: float = Field(0.3, gt=0.02, lt=0.7)
 
 
 class BCGPhysics(_Params):
-    """Brighter BCGs at fixed richness sit in more massive haloes (Hansen et al. 2009; Reyes et al. 2008)."""
+    """The central galaxy at fixed halo mass: m_i = m_ref(z) + dmag_dlog10M (log10 M500 - m_40(z)) - sigma eps_B.
 
-    dmag_dlog10M: float = -1.25
-    #: floor of the scatter of d_BCG at fixed mass (mag)
+    m_ref(z) is the real redMaPPer central galaxies' mean i magnitude at lambda = 40 (:data:`BCG_FIT`) and m_40(z)
+    the mean log mass of lambda = 40 clusters (:func:`survey_mass.mock.halos.bcg_mean_mag`); the slope
+    -0.75 mag/dex is Hansen et al. 2009's L_BCG ∝ M^0.3 (the real catalogue's own slope at fixed richness,
+    -0.41 mag per ln lambda, gives -0.82 through the mock's E[log M | lambda]). sigma is set so that the spread
+    of m_i at fixed richness matches the real catalogue's (0.47 mag), with a floor.
+    """
+
+    dmag_dlog10M: float = -0.75
+    #: floor of the scatter of the BCG magnitude at fixed mass (mag)
     min_scatter_mag: float = Field(0.05, gt=0)
     #: r_e = re_kpc (L / L_ref)^re_slope, L_ref = astro.BCG_LUMINOSITY_LSTAR L*
     re_kpc: float = Field(12.0, gt=0)
     re_slope: float = 0.7
+
+
+class HaloScatter(_Params):
+    """How a halo's deviations at fixed mass are shared (the correlation matrix of eps_lambda, eps_B, eps_L).
+
+    eps_lambda is the halo's intrinsic richness excess (sigma_int eps_lambda in ln lambda); bright and faint
+    members share it (``faint_members_share``: the faint satellites' mean count is multiplied by
+    exp(sigma_int eps_lambda), as one halo occupation sets both). eps_B is the central galaxy's luminosity excess
+    and eps_L the X-ray luminosity's (ln L_X = <ln L_X | M> + sigma_ln_l eps_L).
+
+    * rho_bcg_lambda = -0.3: at fixed mass, haloes that formed early have brighter centrals and fewer
+      satellites (magnitude gap; Bradshaw et al. 2020, Farahi et al. 2020 find anti-correlations of -0.2 to
+      -0.5 between central and satellite stellar mass).
+    * rho_lx_lambda = -0.3 and rho_lx_bcg = -0.2: hot gas and stars anti-correlate at fixed halo mass
+      (Farahi et al. 2019: r = -0.52 between gas mass and stellar mass), diluted here because lambda counts
+      only satellites and L_X is not gas mass.
+    """
+
+    faint_members_share: bool = True
+    rho_bcg_lambda: float = Field(-0.3, ge=-0.95, le=0.95)
+    rho_lx_lambda: float = Field(-0.3, ge=-0.95, le=0.95)
+    rho_lx_bcg: float = Field(-0.2, ge=-0.95, le=0.95)
+
+    def correlation(self) -> np.ndarray:
+        """The 3 x 3 correlation matrix of (eps_lambda, eps_B, eps_L)."""
+        a, b, c = self.rho_bcg_lambda, self.rho_lx_lambda, self.rho_lx_bcg
+        return np.array([[1.0, a, b], [a, 1.0, c], [b, c, 1.0]])
 
 
 class Concentration(_Params):
@@ -145,16 +186,70 @@ class Stars(_Params):
     min_abs_b_deg: float = 20.0
 
 
-class Labels(_Params):
-    """X-ray flux-limited labels (MCXC/REFLEX-like): L500 = l0 E(z)^ez_power (M500 / m0)^slope erg/s."""
+class LabelSurvey(_Params):
+    """One X-ray survey of the labels' mix: its flux limit over a declination band, or over a fraction of it.
 
-    flux_limit_cgs: float = Field(FLUX_LIMIT_CGS, gt=0)
-    label_noise_dex: float = Field(LABEL_NOISE_DEX, ge=0)
+    ``sky_fraction`` < 1 picks that fraction of order-6 HEALPix cells (0.84 deg^2 each) by a hash of the cell:
+    the pointed serendipitous surveys' scattered deep fields.
+    """
+
+    name: str
+    flux_limit_cgs: float = Field(gt=0)
+    dec_range: tuple[float, float] = (-90.0, 90.0)
+    sky_fraction: float = Field(1.0, gt=0, le=1)
+
+
+#: MCXC's mix (Piffaretti et al. 2011), roughly: RASS bright surveys in the north (NORAS/BCS, ~2e-12) and the
+#: south (REFLEX, 3e-12), and deep serendipitous ROSAT fields (400SD: ~400 deg^2 at 1.4e-13, Burenin et al.
+#: 2007; here 2% of the sky). Fluxes in the 0.1-2.4 keV band, erg/s/cm^2.
+MCXC_LIKE_SURVEYS = (
+    LabelSurvey(name="RASS-north (NORAS/BCS-like)", flux_limit_cgs=FLUX_LIMIT_CGS, dec_range=(2.5, 90.0)),
+    LabelSurvey(name="RASS-south (REFLEX-like)", flux_limit_cgs=3.0e-12, dec_range=(-90.0, 2.5)),
+    LabelSurvey(name="serendipitous (400SD-like)", flux_limit_cgs=1.4e-13, sky_fraction=0.02),
+)
+
+
+class Labels(_Params):
+    """X-ray flux-limited labels like MCXC's: L500 = l0 E(z)^ez_power (M500 / m0)^slope erg/s, and the label
+    mass is the mass that the mean relation gives for the *observed* L_X (as MCXC's M500 come from L500).
+
+    ln L_X scatters by ``sigma_ln_l`` around the relation (its deviation shares the halo's scatter:
+    :class:`HaloScatter`), and the flux is measured with ``flux_error_ln`` more. A cluster is labelled when its
+    observed flux passes the limit of the survey covering its position (``surveys``; the deepest one wins).
+    So the label error *is* the selection variable: labels near a flux limit scatter high (Malmquist bias).
+    """
+
+    surveys: tuple[LabelSurvey, ...] = MCXC_LIKE_SURVEYS
+    flux_error_ln: float = Field(0.1, ge=0)
     l0: float = Field(astro.LX_L0, gt=0)
     m0: float = Field(astro.LX_M0, gt=0)
     slope: float = astro.LX_SLOPE
     ez_power: float = astro.LX_EZ_POWER
     sigma_ln_l: float = Field(astro.LX_SIGMA_LN_L, ge=0)
+
+    @property
+    def label_scatter_dex(self) -> float:
+        """Width (dex) of the label mass around the true mass: L_X scatter and flux error over the slope."""
+        return float(np.hypot(self.sigma_ln_l, self.flux_error_ln) / np.log(10) / self.slope)
+
+
+class ObservingConditions(_Params):
+    """Sky brightness (depth) and seeing per field and band, drawn per cutout, correlated across bands.
+
+    SDSS: the r-band PSF FWHM has a median near 1.3-1.4" and 68% of fields within about 1.1-1.7" (Abazajian et
+    al. 2009; Ross et al. 2011), the bands of one field share most of it (all five are observed within 6 min);
+    the sky brightness varies by ~0.2-0.4 mag with the moon, most in u and g. Here ln FWHM_b = ln(nominal_b) +
+    seeing_sigma_ln (r_s xi + sqrt(1 - r_s^2) xi_b) and the sky (mag) Delta_b = sky_sigma_mag_b (r_k zeta +
+    sqrt(1 - r_k^2) zeta_b); the pixel noise scales with sqrt(sky flux), 10^(-0.2 Delta_b). The nominal values
+    (``render.psf_fwhm_arcsec``, ``render.depth_95``) are the medians. ``vary = false`` gives every cutout the
+    nominal conditions.
+    """
+
+    vary: bool = True
+    seeing_sigma_ln: float = Field(0.15, ge=0)
+    seeing_band_correlation: float = Field(0.9, ge=0, le=1)
+    sky_sigma_mag: PerBand = PerBand(u=0.35, g=0.3, r=0.25, i=0.2, z=0.2)
+    sky_band_correlation: float = Field(0.7, ge=0, le=1)
 
 
 class RenderPhysics(_Params):
@@ -183,12 +278,14 @@ class MockPhysics(_Params):
     field: FieldGalaxies = FieldGalaxies()
     stars: Stars = Stars()
     labels: Labels = Labels()
+    halo_scatter: HaloScatter = HaloScatter()
+    observing: ObservingConditions = ObservingConditions()
     render: RenderPhysics = RenderPhysics()
     #: clusters drawn from the mass function have at least this richness
     richness_floor: float = Field(20.0, gt=0)
     #: ranges of the mass-function draws where there are no candidates
     redshift_range_no_candidates: tuple[float, float] = (0.05, 0.6)
-    mass_range_no_candidates_log10: tuple[float, float] = (13.5, 15.3)
+    mass_range_no_candidates_log10: tuple[float, float] = (12.95, 15.5)
     #: multiplies every band's sky noise sigma (the same standard-normal draws, scaled)
     sky_noise_scale: float = Field(1.0, gt=0)
     #: multiplies every band's PSF FWHM when rendering (the sky noise per pixel is that of the nominal seeing)
@@ -257,7 +354,7 @@ def apply_overrides(physics: MockPhysics, overrides: list[str] | tuple[str, ...]
 
 LITTLE_H = astro.LITTLE_H
 
-LOGM_GRID = np.round(np.arange(13.3, 15.6001, 0.01), 4)
+LOGM_GRID = np.round(np.arange(12.9, 15.6001, 0.01), 4)
 Z_GRID = np.round(np.arange(0.02, 0.70001, 0.01), 4)
 
 
@@ -359,37 +456,13 @@ def distance_modulus(z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
 
 
 def mean_ln_lambda(log10_m500: np.ndarray, z: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """<ln lambda | M500c, z> from Simet et al. 2017 (their masses are M200m in h^-1 Msun)."""
+    """<ln lambda | M500c, z> (:class:`RichnessRelation`; masses converted to M200m in h^-1 Msun)."""
     g = grids(ph.cosmology)
     zi = _zi(z)
     mi = np.clip(np.rint((np.asarray(log10_m500) - LOGM_GRID[0]) / 0.01).astype(int), 0, LOGM_GRID.size - 1)
     log10_m200m_h = np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(ph.cosmology.h)
     rr = ph.richness_relation
-    pivot = rr.log10_M200m_at_lambda40_hinv + _richness_offset(ph.cosmology, rr)
-    return np.log(40.0) + (log10_m200m_h - pivot) / rr.slope * np.log(10.0)
-
-
-@lru_cache(maxsize=8)
-def _richness_offset(cosmology: Cosmology, rr: RichnessRelation) -> float:
-    """Offset (dex) of the <ln lambda | M> pivot so that <log10 M200m | lambda = 40, z = 0.3> = 14.344.
-
-    Simet et al. 2017 measure the mean mass of clusters *at fixed richness*. Inverting a <lambda | M> relation
-    through the steep mass function (Eddington bias) lowers <M | lambda> by ~0.15 dex, so the pivot of
-    P(lambda | M) is shifted until the posterior reproduces their measurement.
-    """
-    import math
-
-    target = rr.log10_M200m_at_lambda40_hinv
-    g = grids(cosmology)
-    zi = int(_zi(np.array([rr.anchor_z]))[0])
-    off = 0.0
-    for _ in range(6):
-        logp = _log_posterior_raw(np.array([40.0]), np.array([rr.anchor_z]), off, g, rr, cosmology.h)[0]
-        p = np.exp(logp - logp.max())
-        p /= p.sum()
-        m200m_h = LOGM_GRID + g.dlog_200m[zi] + math.log10(cosmology.h)
-        off += target - float((p * m200m_h).sum())
-    return off
+    return np.log(40.0) + (log10_m200m_h - rr.pivot_log10_M200m_hinv) / rr.slope * np.log(10.0)
 
 
 def sigma_ln_lambda(mean_ln: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
@@ -446,9 +519,7 @@ def log_mass_posterior(richness, z, d_bcg=None, ph: MockPhysics = DEFAULT_PHYSIC
     richness = np.atleast_1d(np.asarray(richness, dtype=float))
     z = np.atleast_1d(np.asarray(z, dtype=float))
     logm = LOGM_GRID[None, :]
-    rr = ph.richness_relation
-    offset = _richness_offset(ph.cosmology, rr)
-    logp = _log_posterior_raw(richness, z, offset, grids(ph.cosmology), rr, ph.cosmology.h)
+    logp = _log_posterior_raw(richness, z, grids(ph.cosmology), ph.richness_relation, ph.cosmology.h)
     if d_bcg is not None:
         d_bcg = np.atleast_1d(np.asarray(d_bcg, dtype=float))
         p = np.exp(logp - logp.max(axis=1, keepdims=True))
@@ -464,13 +535,13 @@ def log_mass_posterior(richness, z, d_bcg=None, ph: MockPhysics = DEFAULT_PHYSIC
 
 
 def _log_posterior_raw(
-    richness: np.ndarray, z: np.ndarray, offset: float, g: _Grids, rr: RichnessRelation, little_h: float
+    richness: np.ndarray, z: np.ndarray, g: _Grids, rr: RichnessRelation, little_h: float
 ) -> np.ndarray:
     zi = _zi(z)
     logm = np.broadcast_to(LOGM_GRID[None, :], (z.size, LOGM_GRID.size))
     mi = np.broadcast_to(np.arange(LOGM_GRID.size)[None, :], logm.shape)
     m200m_h = logm + g.dlog_200m[zi[:, None], mi] + np.log10(little_h)
-    mu = np.log(40.0) + (m200m_h - (rr.log10_M200m_at_lambda40_hinv + offset)) / rr.slope * np.log(10.0)
+    mu = np.log(40.0) + (m200m_h - rr.pivot_log10_M200m_hinv) / rr.slope * np.log(10.0)
     sig = _sigma_ln_lambda(mu, rr)
     lnl = np.log(richness)[:, None]
     return np.log(g.dn_dlog10m[zi] + 1e-300) - 0.5 * ((lnl - mu) / sig) ** 2 - np.log(sig)

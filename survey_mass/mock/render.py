@@ -66,11 +66,15 @@ def sersic_mog(n: int) -> tuple[np.ndarray, np.ndarray]:
     return amp / amp.sum(), var
 
 
-def psf_mog(band: str, ph: MockPhysics | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, sigmas in arcsec) of the double-Gaussian PSF of a band (FWHM times ``ph.seeing_scale``)."""
+def psf_mog(
+    band: str, ph: MockPhysics | None = None, fwhm: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, sigmas in arcsec) of the double-Gaussian PSF of a band: core FWHM ``fwhm`` (a field's own
+    seeing), else the nominal FWHM times ``ph.seeing_scale``."""
     ph = ph or DEFAULT_PHYSICS
     rp = ph.render
-    s = rp.psf_fwhm_arcsec[band] * ph.seeing_scale * FWHM_TO_SIGMA
+    core = rp.psf_fwhm_arcsec[band] * ph.seeing_scale if fwhm is None else float(fwhm)
+    s = core * FWHM_TO_SIGMA
     return np.array([1 - rp.psf_wing_fraction, rp.psf_wing_fraction]), np.array([s, rp.psf_wing_scale * s])
 
 
@@ -116,9 +120,10 @@ def render_bands(
     size: int,
     pixel_scale: float,
     ph: MockPhysics | None = None,
+    psf_fwhm: np.ndarray | None = None,
 ) -> np.ndarray:
     """Noise-free images (nanomaggies per pixel), shape (len(bands), size, size), of point sources and Sérsic
-    galaxies.
+    galaxies. ``psf_fwhm`` (one per band, arcsec) is the field's seeing; None: the nominal one.
 
     ``x``/``y`` are pixel coordinates (0 at the centre of the first pixel), ``flux`` is (n objects, n bands),
     ``sersic_n`` is 0 for a star, 1 or 4 for a galaxy. The profiles are shared by all bands; only the PSF and
@@ -132,7 +137,7 @@ def render_bands(
     obj, pa, pv = _profile_components(np.asarray(re_arcsec, float), np.asarray(sersic_n), pixel_scale)
     amps, sigs, owner, counts = [], [], [], []
     for b, band in enumerate(bands):
-        pw, ps = psf_mog(band, ph)
+        pw, ps = psf_mog(band, ph, None if psf_fwhm is None else psf_fwhm[b])
         amp = (flux[obj, b] * pa)[:, None] * pw[None, :]
         var = pv[:, None] + ((ps / pixel_scale) ** 2)[None, :]
         # where even the PSF's wing is much smaller than a pixel, the two PSF Gaussians are indistinguishable
@@ -293,15 +298,23 @@ def point_source_depth(
 
 
 def add_noise(
-    images: np.ndarray, pixel_scale: float, rng: np.random.Generator, ph: MockPhysics | None = None
+    images: np.ndarray,
+    pixel_scale: float,
+    rng: np.random.Generator,
+    ph: MockPhysics | None = None,
+    sky_factor: np.ndarray | None = None,
 ) -> np.ndarray:
     """Add sky and source photon noise to a (5, H, W) noise-free cutout in place and return it.
 
-    ``ph.sky_noise_scale`` scales the sky sigma, not the draws: the same ``rng`` gives the same noise pattern.
+    The sky sigma is the nominal one times ``sky_factor`` (one per band: the field's sky), else times
+    ``ph.sky_noise_scale``. Factors scale the sky sigma, not the draws: the same ``rng`` gives the same noise
+    pattern.
     """
     ph = ph or DEFAULT_PHYSICS
     for b, band in enumerate(BANDS):
         sky = sky_sigma_nmgy(band, pixel_scale, ph)
+        if sky_factor is not None:
+            sky = sky / ph.sky_noise_scale * float(sky_factor[b])
         src_var = np.clip(images[b], 0, None) * ph.render.nmgy_per_electron[band]
         images[b] += (np.sqrt(sky**2 + src_var) * rng.standard_normal(images[b].shape)).astype(np.float32)
     return images

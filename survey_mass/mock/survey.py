@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .. import astro
 from ..photometry import BANDS, mag_to_nmgy
-from . import physics, populations, render
+from . import halos, physics, populations, render
 from .physics import DEFAULT_PHYSICS, MockPhysics, apply_overrides
 
 SURVEY_NAME = "SDSS DR12 (mock)"
@@ -79,36 +79,19 @@ def _rng(*key: int) -> np.random.Generator:
     )
 
 
-def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) -> pd.DataFrame:
-    """Give each real candidate a true mass, a BCG and, for a few, a label."""
-    rng = _rng(cfg.seed, cfg.order, pixel, 11)
+def _halo_columns(out: pd.DataFrame, h, z: np.ndarray, cfg: MockConfig, rng) -> pd.DataFrame:
+    """Write the drawn haloes, their X-ray survey's flux limit and the labels into the cluster table."""
     ph = cfg.physics
-    out = cand.reset_index(drop=True).copy()
-    z = out["z"].to_numpy(float)
-    n = len(out)
-    if "richness" not in out or out["richness"].isna().all():
-        logm, _ = _mass_given_z(z, rng, ph)
-        out["richness"] = physics.draw_richness(logm, z, rng, ph)
-        known_mass = logm
-    else:
-        known_mass = None
-        lam = out["richness"].to_numpy(float)
-        if np.isnan(lam).any():
-            fill_m, _ = _mass_given_z(z, rng, ph)
-            out.loc[np.isnan(lam), "richness"] = physics.draw_richness(fill_m, z, rng, ph)[np.isnan(lam)]
-    lam = out["richness"].to_numpy(float)
-    real_i = out["bcg_mag_i"].to_numpy(float) if "bcg_mag_i" in out else np.full(n, np.nan)
-    real_i = np.where((real_i > 10) & (real_i < 25), real_i, np.nan)
-    if known_mass is None:
-        d_bcg = real_i - physics.bcg_reference_mag(z, lam, ph)
-        logm = physics.sample_mass_given_richness(lam, z, rng, d_bcg=d_bcg, ph=ph)
-    else:
-        logm = known_mass
-    out["log10_m500_true"] = logm
-    # a BCG for candidates without a real central galaxy, drawn given the mass
-    offset = _bcg_offset_given_mass(lam, z, logm, rng, ph)
-    out["bcg_i_model"] = np.where(np.isfinite(real_i), real_i, physics.bcg_reference_mag(z, lam, ph) + offset)
-    _, label = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit, ph=ph)
+    out["richness"] = h.richness
+    out["log10_m500_true"] = h.log10_m500
+    out["log10_m500_oracle"] = h.oracle
+    out["eps_lambda"] = h.eps_lambda
+    out["bcg_i_model"] = h.bcg_mag_i
+    limit = halos.label_flux_limit(out["ra"].to_numpy(float), out["dec"].to_numpy(float), ph)
+    if cfg.label_flux_limit is not None:
+        limit = np.full(len(out), float(cfg.label_flux_limit))
+    out["label_flux_limit"] = limit
+    _, label = halos.draw_labels(h.log10_m500, z, h.eps_lx, limit, rng, ph)
     if "log10_m500_label" in out and out["log10_m500_label"].notna().any():
         out["log10_m500_label"] = out["log10_m500_label"].astype(float)
     else:
@@ -116,7 +99,28 @@ def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) ->
     return out
 
 
-def _mass_given_z(z: np.ndarray, rng, ph: MockPhysics) -> tuple[np.ndarray, np.ndarray]:
+def clusters_from_candidates(cand: pd.DataFrame, cfg: MockConfig, pixel: int) -> pd.DataFrame:
+    """Give each real candidate a true mass drawn from p(M | lambda, BCG, z), its deviations and, for a few, a
+    label (:mod:`survey_mass.mock.halos`). Candidates without a richness get a mass from n(M | z) and a drawn
+    lambda."""
+    rng = _rng(cfg.seed, cfg.order, pixel, 11)
+    ph = cfg.physics
+    out = cand.reset_index(drop=True).copy()
+    z = out["z"].to_numpy(float)
+    n = len(out)
+    lam = out["richness"].to_numpy(float) if "richness" in out else np.full(n, np.nan)
+    real_i = out["bcg_mag_i"].to_numpy(float) if "bcg_mag_i" in out else np.full(n, np.nan)
+    real_i = np.where((real_i > 10) & (real_i < 25), real_i, np.nan)
+    known = np.isfinite(lam)
+    h = halos.haloes_from_candidates(np.where(known, lam, 30.0), z, real_i, rng, ph)
+    if (~known).any():
+        hz = halos.haloes_given_mass(_mass_given_z(z[~known], rng, ph), z[~known], rng, ph)
+        for f in ("log10_m500", "richness", "eps_lambda", "eps_bcg", "eps_lx", "bcg_mag_i", "oracle"):
+            getattr(h, f)[~known] = getattr(hz, f)
+    return _halo_columns(out, h, z, cfg, rng)
+
+
+def _mass_given_z(z: np.ndarray, rng, ph: MockPhysics) -> np.ndarray:
     """Masses for candidates with a redshift only: from n(M, z) weighted by P(lambda >= floor | M)."""
     w, zs, ms = physics.mf_weights(ph)
     logm = np.empty(z.size)
@@ -124,18 +128,7 @@ def _mass_given_z(z: np.ndarray, rng, ph: MockPhysics) -> tuple[np.ndarray, np.n
         row = w[np.clip(np.searchsorted(zs, zi), 0, zs.size - 1)]
         cdf = np.cumsum(row) / row.sum()
         logm[i] = ms[np.searchsorted(cdf, rng.random())]
-    return logm, z
-
-
-def _bcg_offset_given_mass(lam, z, logm, rng, ph: MockPhysics) -> np.ndarray:
-    logp = physics.log_mass_posterior(lam, z, ph=ph)
-    p = np.exp(logp - logp.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    mean = (p * physics.LOGM_GRID[None, :]).sum(axis=1)
-    var = (p * (physics.LOGM_GRID[None, :] - mean[:, None]) ** 2).sum(axis=1).mean() if len(lam) else 0.0
-    slope = ph.bcg.dmag_dlog10M
-    s_d = physics.bcg_scatter(var, ph)
-    return slope * (logm - mean) + s_d * rng.standard_normal(len(lam))
+    return logm
 
 
 def clusters_from_mass_function(
@@ -148,31 +141,27 @@ def clusters_from_mass_function(
     ph = cfg.physics
     density = cfg.density if cfg.density is not None else physics.expected_density_per_deg2(ph)
     n = rng.poisson(density * area_deg2)
-    logm, z = physics.sample_clusters_from_mass_function(n, rng, ph)
-    lam = np.empty(n)
-    for k in range(n):  # lambda >= floor given M (rejection; the weights already favour such masses)
-        for _ in range(200):
-            lam[k] = physics.draw_richness(logm[k : k + 1], z[k : k + 1], rng, ph)[0]
-            if lam[k] >= ph.richness_floor:
-                break
+    h, z = halos.haloes_from_mass_function(n, rng, ph)
     cells = rng.choice(cells_o10, size=n) if n else np.zeros(0, dtype=np.int64)
     sub = cells.astype(np.int64) * 4**8 + rng.integers(0, 4**8, n)
     ra, dec = hp.pix2ang(2**18, sub, nest=True, lonlat=True)
     ids = pixel * 1_000_000 + np.arange(n)
-    df = pd.DataFrame(
-        {"id": ids, "name": [f"MOCK{i}" for i in ids], "ra": ra, "dec": dec, "z": z, "richness": lam}
-    )
-    df["log10_m500_true"] = logm
-    df["bcg_i_model"] = physics.bcg_reference_mag(z, lam, ph) + _bcg_offset_given_mass(lam, z, logm, rng, ph)
-    _, df["log10_m500_label"] = physics.draw_labels(logm, z, rng, flux_limit=cfg.label_flux_limit, ph=ph)
-    return df
+    df = pd.DataFrame({"id": ids, "name": [f"MOCK{i}" for i in ids], "ra": ra, "dec": dec, "z": z})
+    return _halo_columns(df, h, z, cfg, rng)
 
 
 # --- pixels ---------------------------------------------------------------------------------------------------
 
 
-def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
-    """Noisy (5, H, W) cutout of one cluster, from its row (z, richness, log10_m500_true, BCG mags...)."""
+def field_conditions(cfg: MockConfig, key: int) -> halos.Conditions:
+    """The observing conditions of the field of cutout ``key`` (its own random stream, so switching the
+    variation off leaves every other draw of the scene alone)."""
+    return halos.draw_conditions(_rng(cfg.seed, int(key), 23), cfg.physics)
+
+
+def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> tuple[np.ndarray, halos.Conditions]:
+    """Noisy (5, H, W) cutout of one cluster, from its row (z, richness, log10_m500_true, BCG mags...), and the
+    field's observing conditions."""
     rng = _rng(cfg.seed, int(c["id"]), 17)
     ph = cfg.physics
     size, pix = cfg.cutout_size, cfg.pixel_scale_arcsec
@@ -204,9 +193,11 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     ratio = physics.schechter_fraction(*mem.faint_lstar, mem.schechter_alpha) / physics.schechter_fraction(
         *mem.bright_lstar, mem.schechter_alpha
     )
-    # faint satellites are an independent Poisson draw from the halo's mean occupation (Kravtsov et al. 2004):
-    # they share neither the catalogue lambda's measurement noise nor its projection effects
-    n_faint = rng.poisson(lam_m * ratio)
+    # faint satellites are a Poisson draw from the halo's occupation (Kravtsov et al. 2004), which shares the
+    # halo's richness deviation eps_lambda at fixed mass (HaloScatter.faint_members_share) but not the
+    # catalogue lambda's Poisson and measurement noise
+    eps = float(c.get("eps_lambda", 0.0)) if ph.halo_scatter.faint_members_share else 0.0
+    n_faint = rng.poisson(lam_m * ratio * np.exp(ph.richness_relation.sigma_ln_lambda_intrinsic * eps))
     nm = n_bright + n_faint
     if nm:
         r = physics.sample_projected_nfw(nm, rs, r_lam, rng)
@@ -227,7 +218,8 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
         res.append(mem.re_kpc_at_lstar * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
 
     _field_sources(cfg, rng, gal_b_deg, (xs, ys, mags, res, ns))
-    return _draw(cfg, rng, (xs, ys, mags, res, ns))
+    cond = field_conditions(cfg, int(c["id"]))
+    return _draw(cfg, rng, (xs, ys, mags, res, ns), cond), cond
 
 
 def _field_sources(cfg: MockConfig, rng, gal_b_deg: float, lists) -> None:
@@ -248,8 +240,8 @@ def _field_sources(cfg: MockConfig, rng, gal_b_deg: float, lists) -> None:
     )
 
 
-def _draw(cfg: MockConfig, rng, lists) -> np.ndarray:
-    """Render the listed sources through the PSF and add the sky and photon noise."""
+def _draw(cfg: MockConfig, rng, lists, cond: halos.Conditions) -> np.ndarray:
+    """Render the listed sources through the field's PSF and add its sky and photon noise."""
     xs, ys, mags, res, ns = lists
     ph = cfg.physics
     x = np.concatenate([np.asarray(a, float) for a in xs] or [np.zeros(0)])
@@ -258,8 +250,10 @@ def _draw(cfg: MockConfig, rng, lists) -> np.ndarray:
     re_ = np.concatenate([np.asarray(a, float) for a in res] or [np.zeros(0)])
     n_ = np.concatenate([np.asarray(a, int) for a in ns] or [np.zeros(0, int)])
     flux = mag_to_nmgy(np.clip(m, 5, 35))
-    img = render.render_bands(x, y, flux, re_, n_, BANDS, cfg.cutout_size, cfg.pixel_scale_arcsec, ph)
-    return render.add_noise(img, cfg.pixel_scale_arcsec, rng, ph)
+    img = render.render_bands(
+        x, y, flux, re_, n_, BANDS, cfg.cutout_size, cfg.pixel_scale_arcsec, ph, psf_fwhm=cond.psf_fwhm
+    )
+    return render.add_noise(img, cfg.pixel_scale_arcsec, rng, ph, sky_factor=cond.sky_factor)
 
 
 def render_blank(cfg: MockConfig, key: int, gal_b_deg: float = 60.0, *, field: bool = True) -> np.ndarray:
@@ -269,7 +263,7 @@ def render_blank(cfg: MockConfig, key: int, gal_b_deg: float = 60.0, *, field: b
     lists = ([], [], [], [], [])
     if field:
         _field_sources(cfg, rng, gal_b_deg, lists)
-    return _draw(cfg, rng, lists)
+    return _draw(cfg, rng, lists, field_conditions(cfg, key))
 
 
 def _galactic_latitude(ra, dec) -> np.ndarray:
@@ -284,8 +278,13 @@ def make_partition(cfg: MockConfig, pixel: int, clusters: pd.DataFrame) -> tuple
     images = np.empty((n, 5, cfg.cutout_size, cfg.cutout_size), dtype=np.float32)
     b = _galactic_latitude(clusters["ra"], clusters["dec"]) if n else np.zeros(0)
     rows = clusters.to_dict("records")
+    psf = np.empty((n, 5), np.float32)
+    sky = np.empty((n, 5), np.float32)
+    nominal = np.array([render.sky_sigma_nmgy(bd, cfg.pixel_scale_arcsec, cfg.physics) for bd in BANDS])
     for k, row in enumerate(rows):
-        images[k] = render_cluster(row, cfg, float(b[k]))
+        images[k], cond = render_cluster(row, cfg, float(b[k]))
+        psf[k] = cond.psf_fwhm
+        sky[k] = nominal / cfg.physics.sky_noise_scale * cond.sky_factor
     columns = {
         "id": clusters["id"].to_numpy(np.int64),
         "name": clusters["name"].astype(str).to_numpy(),
@@ -296,6 +295,10 @@ def make_partition(cfg: MockConfig, pixel: int, clusters: pd.DataFrame) -> tuple
         "richness": clusters["richness"].to_numpy(np.float32),
         "log10_m500_label": clusters["log10_m500_label"].to_numpy(np.float32),
         "log10_m500_true": clusters["log10_m500_true"].to_numpy(np.float32),
+        "log10_m500_oracle": clusters["log10_m500_oracle"].to_numpy(np.float32),
+        "label_flux_limit": clusters["label_flux_limit"].to_numpy(np.float64),
+        **{f"obs_sky_sigma_{bd}": sky[:, j] for j, bd in enumerate(BANDS)},
+        **{f"obs_psf_fwhm_{bd}": psf[:, j] for j, bd in enumerate(BANDS)},
     }
     return images, columns
 
@@ -338,9 +341,15 @@ def plan(footprint, cfg: MockConfig, candidates: pd.DataFrame | None) -> list[Pa
 
     if candidates is not None and cfg.density is None:
         inside = candidates[footprint.contains(candidates["ra"].to_numpy(), candidates["dec"].to_numpy())]
-        if len(inside):
-            part = partition_of(inside["ra"].to_numpy(), inside["dec"].to_numpy(), cfg.order)
-            return [PartitionJob(int(p), inside[part == p]) for p in np.unique(part)]
+        if not len(inside):
+            from ..errors import CatalogInputError
+
+            raise CatalogInputError(
+                f"mock: none of the {len(candidates)} candidates ({cfg.candidates}) lies inside footprint "
+                f"{footprint.name!r}; give another footprint, or --no-candidates to draw clusters from the mass function"
+            )
+        part = partition_of(inside["ra"].to_numpy(), inside["dec"].to_numpy(), cfg.order)
+        return [PartitionJob(int(p), inside[part == p]) for p in np.unique(part)]
     jobs = []
     for p in footprint.partitions:
         cell = MOC.from_healpix_cells(np.array([p], np.uint64), np.array([cfg.order], np.uint8), cfg.order)

@@ -11,7 +11,11 @@ Contract (:class:`StoreAttributes`, from which ``schemas/store_attributes.schema
     compression cheap);
   - per-cutout columns ``id`` (int64), ``name`` (str), ``ra``, ``dec`` (float64), ``z`` (float32),
     ``quality`` (int32 bitmask, :class:`~survey_mass.quality.Quality`), ``richness`` when the candidate
-    catalog has it, ``log10_m500_label`` (NaN when unlabelled) and, in a mock, ``log10_m500_true``.
+    catalog has it, ``log10_m500_label`` (NaN when unlabelled), ``label_flux_limit`` (the flux limit of the
+    labels' X-ray survey at the cutout's position, erg/s/cm^2, when known), the field's observing conditions
+    ``obs_sky_sigma_{band}`` (sky noise per pixel, nanomaggies) and ``obs_psf_fwhm_{band}`` (arcsec) when the
+    source of the pixels records them, and, in a mock, ``log10_m500_true`` and ``log10_m500_oracle`` (the mock's
+    own E[log10 M500 | lambda, central galaxy, z]).
 
 A partition is written under a temporary name and renamed when complete, so a reader never sees half a
 partition and an interrupted build resumes from the partitions that exist.
@@ -69,7 +73,13 @@ OPTIONAL_COLUMNS = {
     "richness": np.float32,
     "log10_m500_label": np.float32,
     "log10_m500_true": np.float32,
+    "log10_m500_oracle": np.float32,
+    "label_flux_limit": np.float64,
+    **{f"obs_sky_sigma_{b}": np.float32 for b in BANDS},
+    **{f"obs_psf_fwhm_{b}": np.float32 for b in BANDS},
 }
+#: columns a catalogue passes through from the store, unchanged, where the store has them
+PASSTHROUGH_COLUMNS = tuple(c for c in OPTIONAL_COLUMNS if c != "richness")
 
 
 class StoreAttributes(BaseModel):
