@@ -82,8 +82,7 @@ REPORT_MD = "report.md"
 #: figures of the training report, by name
 TRAINING_FIGURES = {
     "pred_vs_label": "pred_vs_label.png",
-    "residuals": "residuals.png",
-    "calibration": "calibration.png",
+    "coverage": "coverage.png",
 }
 #: figures of a catalog report (``survey-mass report``), by the key its summary lists them under
 CATALOG_REPORT_FIGURES = {
@@ -94,9 +93,9 @@ CATALOG_REPORT_FIGURES = {
 }
 
 
-def fold_checkpoint(k: int) -> str:
-    """Training checkpoint of stage-2 fold ``k``, inside :data:`CHECKPOINTS`."""
-    return f"fold{int(k)}.pt"
+def fold_checkpoint(k: int, head_set: str = "pixels") -> str:
+    """Training checkpoint of stage-2 fold ``k`` of a set of heads, inside :data:`CHECKPOINTS`."""
+    return f"fold{int(k)}.pt" if head_set == "pixels" else f"{head_set}_fold{int(k)}.pt"
 
 
 def order_dir_name(order: int) -> str:

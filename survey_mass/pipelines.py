@@ -89,6 +89,9 @@ class TrainingSection(_Section):
     variant: Literal["cpu", "gpu"] | None = None
     stage1_images: int | None = Field(None, ge=100)
     stage1_epochs: int | None = Field(None, ge=1)
+    calibration_stores: tuple[str, ...] | None = Field(
+        None, description="independent mock stores for the simulation-calibrated error term"
+    )
 
     def train_config(self, **flags: Any) -> TrainConfig:
         """A TrainConfig: ``flags`` that are not None, then this section's keys, then TrainConfig's defaults."""

@@ -34,6 +34,8 @@ from . import astro
 #: (``MockPhysics.labels``), and what a mock store that does not record them was made with
 FLUX_LIMIT_CGS = 2.0e-12
 LABEL_NOISE_DEX = 0.12
+#: labels derived from L_X are exact at the flux limit; this small width stands for their rounding
+LABEL_ROUNDING_DEX = 0.01
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,19 +52,50 @@ class XraySelection:
     sigma_ln_l: float = astro.LX_SIGMA_LN_L
     label_noise_dex: float = LABEL_NOISE_DEX
     ez_power: float = astro.LX_EZ_POWER
+    #: the label mass is derived from the observed L_X (as MCXC's are), so its error *is* the selection
+    #: variable: labelled iff label >= m_lim. Otherwise the label carries independent noise label_noise_dex.
+    labels_from_lx: bool = False
+    #: the flux measurement error (in ln), part of the selection variable when labels_from_lx
+    flux_error_ln: float = 0.0
 
-    def m_lim(self, z: np.ndarray) -> np.ndarray:
-        """log10 M500 whose mean luminosity is at the flux limit at redshift z."""
+    def m_lim(self, z: np.ndarray, flux_limit: np.ndarray | None = None) -> np.ndarray:
+        """log10 M500 whose mean luminosity is at the flux limit at redshift z (per row where ``flux_limit``
+        gives each position's limit; NaN or missing limits are the selection's own)."""
         z = np.asarray(z, float)
+        limit = np.full(z.shape, self.flux_limit_cgs)
+        if flux_limit is not None:
+            fl = np.asarray(flux_limit, float)
+            limit = np.where(np.isfinite(fl) & (fl > 0), fl, limit)
         ez = astro.efunc(z)
         dl = astro.luminosity_distance_cm(z)
-        llim = np.log10(self.flux_limit_cgs * 4 * np.pi * dl**2)
+        llim = np.log10(limit * 4 * np.pi * dl**2)
         return (llim - np.log10(self.l0) - self.ez_power * np.log10(ez)) / self.slope + np.log10(self.m0)
 
     @property
     def s(self) -> float:
-        """Width of the selection in log10 mass (the L_X scatter over the slope)."""
-        return self.sigma_ln_l / np.log(10) / self.slope
+        """Width of the selection in log10 mass (the L_X scatter, and the flux error, over the slope)."""
+        return float(np.hypot(self.sigma_ln_l, self.flux_error_ln)) / np.log(10) / self.slope
+
+    def effective(self, sigma, xp=np):
+        """(sigma, s, sigma_n) to put into the closed-form likelihoods for a population width ``sigma``.
+
+        With independent label noise they are (sigma, s, label_noise_dex). With labels derived from L_X, the
+        label y = m + e is itself the selection variable: y ~ N(mu, sqrt(sigma^2 + s^2)) truncated at m_lim,
+        which is the same formula with (sqrt(sigma^2 + s^2), 0, a 0.01 dex rounding of the labels).
+        """
+        if not self.labels_from_lx:
+            return sigma, self.s, self.label_noise_dex
+        return xp.sqrt(sigma**2 + self.s**2), 0.0, LABEL_ROUNDING_DEX
+
+    def nll(self, mu, sigma, y, labelled, m_lim, *, joint: bool = True, xp=np):
+        """Per-row negative log-likelihood of labels and non-detections (:func:`survey_nll`)."""
+        sig, s, sn = self.effective(sigma, xp)
+        return survey_nll(mu, sig, y, labelled, m_lim, s, sn, joint=joint, xp=xp)
+
+    def selected_moments(self, mu, sigma, m_lim):
+        """Mean and sd of a selected cluster's label (:func:`selected_moments`)."""
+        sig, s, sn = self.effective(np.asarray(sigma, float))
+        return selected_moments(mu, sig, m_lim, s, sn)
 
     def to_dict(self) -> dict:
         return {"kind": "xray_flux_limit", **asdict(self)}
@@ -84,8 +117,16 @@ def selection_for_store(store) -> XraySelection | None:
     if meta.kind == "mock":
         prov = meta.provenance
         lab = prov.get("physics", {}).get("labels", {})
-        limit = prov.get("label_flux_limit") or lab.get("flux_limit_cgs", FLUX_LIMIT_CGS)
+        surveys = lab.get("surveys") or [{"flux_limit_cgs": lab.get("flux_limit_cgs", FLUX_LIMIT_CGS)}]
+        limit = prov.get("label_flux_limit") or max(float(s["flux_limit_cgs"]) for s in surveys)
         extra = {k: float(lab[k]) for k in ("l0", "m0", "slope", "ez_power", "sigma_ln_l") if k in lab}
+        if "surveys" in lab:  # labels derived from the observed L_X (the MCXC-like mock)
+            return XraySelection(
+                flux_limit_cgs=float(limit),
+                labels_from_lx=True,
+                flux_error_ln=float(lab.get("flux_error_ln", 0.0)),
+                **extra,
+            )
         noise = float(lab.get("label_noise_dex", LABEL_NOISE_DEX))
         return XraySelection(flux_limit_cgs=float(limit), label_noise_dex=noise, **extra)
     return None

@@ -177,6 +177,8 @@ def train_smoke_model(store: str | Path, out: str | Path) -> tuple[Path, dict]:
         background_cutouts=300,
         invariance_cutouts=120,
         invariance_weight=0.0,  # the penalty triples stage 2's L-BFGS time; tests/training tests it alone
+        stage2_components=32,
+        stage2_ridge=(0.05, 0.01),
         seed=1,
     )
     report = train(store, out, cfg, progress=False)

@@ -4,7 +4,9 @@ Layout::
 
     MODEL_DIR/model_card.json      what it is: geometry, band order, data, seed, folds, metrics, code version
     MODEL_DIR/backbone.safetensors stage-1 feature extractor
-    MODEL_DIR/heads.safetensors    the k stage-2 regressors (keys fold{k}.*)
+    MODEL_DIR/heads.safetensors    the k stage-2 regressors of the headline model (keys fold{k}.*) and, when
+                                   the headline takes the catalogue richness, of the pixels-only model
+                                   (keys pixels.fold{k}.*)
 
 Weights are safetensors: loading them never runs code. A bundle whose band order or input geometry differs from
 a store's is refused with a one-line message.
@@ -27,11 +29,12 @@ from ..errors import ModelError
 from ..paths import MODEL_BACKBONE as BACKBONE
 from ..paths import MODEL_CARD as CARD
 from ..paths import MODEL_HEADS as HEADS
+from .catalogue import CatalogueRelation
 from .mass_model import FEATURE_CLIP, OOD_FLAG, MassModel, Standardisation
 from .networks import Backbone, MassRegressor
 from .richness import RichnessBaseline
 
-CARD_VERSION = 2
+CARD_VERSION = 3
 
 
 class _Strict(BaseModel):
@@ -50,6 +53,8 @@ class TrainingData(_Strict):
     provenance: dict[str, Any]
     n_cutouts: int
     n_labelled: int
+    #: the redshifts the model was trained on; outside them it gives no mass
+    z_range: tuple[float, float]
 
 
 class FeatureContract(_Strict):
@@ -72,14 +77,20 @@ class Calibration(_Strict):
     selection: dict[str, Any] | None = None
 
 
+class HeadSet(_Strict):
+    """A second set of fold heads on the same backbone (the pixels-only model): its inputs and calibration."""
+
+    features: FeatureContract
+    calibration: Calibration
+
+
 class CardMetrics(_Strict):
+    """Out-of-fold figures of the training report, per estimator (:data:`survey_mass.inference.predict.ESTIMATORS`)."""
+
     band_accuracy: dict[str, float]
-    mean_fold_mae_cnn: float
-    best_fold_mae_cnn: float
-    mean_fold_mae_richness: float
-    cnn_vs_truth_mae: float | None
-    richness_vs_truth_mae: float | None
-    coverage_68_calibrated: float
+    mean_fold_mae_vs_label: dict[str, float]
+    mae_vs_truth: dict[str, float | None]
+    coverage_68_vs_truth: dict[str, float | None]
 
 
 class ModelCard(_Strict):
@@ -97,21 +108,35 @@ class ModelCard(_Strict):
     seed: int
     folds: int
     config: dict[str, Any]
+    #: the headline model takes ln of the candidate catalogue's richness as an input
+    richness_input: bool = False
+    #: the headline model's inputs and calibration
     features: FeatureContract
     calibration: Calibration
+    #: the pixels-only model, when the headline takes the richness (else the headline is pixels-only)
+    pixels: HeadSet | None = None
+    #: the catalogue mass-richness relation (:class:`~survey_mass.models.catalogue.CatalogueRelation`)
+    lambda_relation: dict[str, Any] = {}
     richness_baseline: dict[str, Any]
     metrics: CardMetrics
     timing_s: dict[str, float]
 
 
 METHOD = (
-    "Lin et al. 2022 two-stage CNN: band-classifier features (frozen) -> k-fold linear Gaussian heads, "
-    "fitted with the survey's likelihood (labels as X-ray-selected, the other clusters as non-detections) and "
-    "penalised towards invariance under degraded observing conditions"
+    "Lin et al. 2022 two-stage CNN: band-classifier features (frozen) and the catalogue richness -> k-fold "
+    "linear heteroscedastic Gaussian heads, fitted with the survey's likelihood (labels as X-ray-selected, the "
+    "other clusters as non-detections) and penalised towards invariance under degraded observing conditions"
 )
 
 
-def save_bundle(out: Path, model: MassModel, baseline: RichnessBaseline, card: ModelCard) -> ModelCard:
+def save_bundle(
+    out: Path,
+    model: MassModel,
+    baseline: RichnessBaseline,
+    card: ModelCard,
+    *,
+    pixels: MassModel | None = None,
+) -> ModelCard:
     """Write the weights and the card; the model id hashes the weights and the calibration."""
     from safetensors.torch import save_file
 
@@ -122,15 +147,25 @@ def save_bundle(out: Path, model: MassModel, baseline: RichnessBaseline, card: M
         str(out / BACKBONE),
     )
     tensors = {}
-    for k, h in enumerate(model.heads):
-        for name, v in h.state_dict().items():
-            tensors[f"fold{k}.{name}"] = v.detach().cpu().contiguous()
+    for prefix, m in (("", model), ("pixels.", pixels)):
+        for k, h in enumerate(m.heads if m is not None else []):
+            for name, v in h.state_dict().items():
+                tensors[f"{prefix}fold{k}.{name}"] = v.detach().cpu().contiguous()
     save_file(tensors, str(out / HEADS))
     digest = hashlib.sha256()
     for f in (BACKBONE, HEADS):
         digest.update((out / f).read_bytes())
     # the input contract and the calibration are part of the model
-    digest.update(json.dumps([card.features.model_dump(), card.calibration.model_dump()]).encode())
+    digest.update(
+        json.dumps(
+            [
+                card.features.model_dump(),
+                card.calibration.model_dump(),
+                card.pixels.model_dump() if card.pixels else None,
+                card.lambda_relation,
+            ]
+        ).encode()
+    )
     card = card.model_copy(update={"model_id": f"survey-mass-{card.variant}-{digest.hexdigest()[:12]}"})
     (out / CARD).write_text(card.model_dump_json(indent=1))
     return card
@@ -151,12 +186,20 @@ def feature_contract(model: MassModel, s: Standardisation, invariance: dict | No
 
 @dataclass
 class ModelBundle:
-    """A loaded bundle: the mass model (backbone, input contract, fold heads, calibration) and the baseline."""
+    """A loaded bundle: the headline mass model (backbone, input contract, fold heads, calibration), the
+    pixels-only model (the same object when the headline takes no richness), the catalogue relation and the
+    lambda-hat baseline."""
 
     path: Path
     card: ModelCard
     model: MassModel
     baseline: RichnessBaseline
+    pixels: MassModel
+    relation: CatalogueRelation
+
+    @property
+    def z_range(self) -> tuple[float, float]:
+        return tuple(self.card.training_data.z_range)
 
     @property
     def model_id(self) -> str:
@@ -195,6 +238,7 @@ class ModelBundle:
 
     def to(self, device) -> ModelBundle:
         self.model.to(device)
+        self.pixels.to(device)
         return self
 
 
@@ -236,16 +280,37 @@ def load_bundle(path: str | Path) -> ModelBundle:
     backbone = Backbone(tuple(card.widths))
     try:
         backbone.load_state_dict(bb_state)
+        backbone = backbone.to(memory_format=torch.channels_last)
     except RuntimeError as exc:
         raise ModelError(
             f"model {str(path / BACKBONE)!r}: weights do not fit the network ({str(exc).splitlines()[0]})"
         ) from None
-    f = card.features
+    model = _mass_model(path, card, backbone, card.features, card.calibration, card.richness_input)
+    _load_heads(path, model, head_state, "", int(card.folds))
+    pixels = model
+    if card.pixels is not None:
+        pixels = _mass_model(path, card, backbone, card.pixels.features, card.pixels.calibration, False)
+        _load_heads(path, pixels, head_state, "pixels.", int(card.folds))
+    torch.set_grad_enabled(True)
+    return ModelBundle(
+        path=path,
+        card=card,
+        model=model,
+        baseline=RichnessBaseline.from_dict(card.richness_baseline),
+        pixels=pixels,
+        relation=CatalogueRelation.from_dict(card.lambda_relation),
+    )
+
+
+def _mass_model(
+    path: Path, card: ModelCard, backbone, f: FeatureContract, cal: Calibration, richness: bool
+) -> MassModel:
     model = MassModel(
-        backbone.to(memory_format=torch.channels_last),
+        backbone,
         bands=tuple(card.bands),
-        calibration=card.calibration.model_dump(),
-        ood_flag=card.features.ood_flag,
+        calibration=cal.model_dump(),
+        ood_flag=f.ood_flag,
+        richness_input=richness,
         standardisation=Standardisation(
             np.asarray(f.keep, np.int64), np.asarray(f.mean, np.float32), np.asarray(f.std, np.float32)
         ),
@@ -255,20 +320,21 @@ def load_bundle(path: str | Path) -> ModelBundle:
             f"model {str(path / CARD)!r}: the card has {f.n_raw} raw inputs, the network makes "
             f"{len(model.input_names())}"
         )
+    return model
+
+
+def _load_heads(path: Path, model: MassModel, head_state: dict, prefix: str, folds: int) -> None:
     heads = []
-    for k in range(int(card.folds)):
-        sub = {n[len(f"fold{k}.") :]: v for n, v in head_state.items() if n.startswith(f"fold{k}.")}
-        head = MassRegressor(len(f.keep), model.z_index)
+    for k in range(folds):
+        key = f"{prefix}fold{k}."
+        sub = {n[len(key) :]: v for n, v in head_state.items() if n.startswith(key)}
+        head = MassRegressor(len(model.keep), model.z_index)
         try:
             head.load_state_dict(sub)
         except RuntimeError as exc:
             raise ModelError(
-                f"model {str(path / HEADS)!r}: fold {k} does not fit ({str(exc).splitlines()[0]})"
+                f"model {str(path / HEADS)!r}: {prefix}fold {k} does not fit ({str(exc).splitlines()[0]})"
             ) from None
         heads.append(head)
     model.heads = torch.nn.ModuleList(heads)
     model.eval()
-    torch.set_grad_enabled(True)
-    return ModelBundle(
-        path=path, card=card, model=model, baseline=RichnessBaseline.from_dict(card.richness_baseline)
-    )

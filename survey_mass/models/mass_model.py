@@ -9,8 +9,9 @@ training, prediction, attribution, ``bench`` and ``explain`` evaluate one functi
 2. **Normalisation.** The band image minus its sky, over 3 sky sigmas, through asinh (:func:`normalise`);
    masked (NaN) pixels become 0, the sky.
 3. **Raw inputs** (:meth:`MassModel.raw_inputs`, the only place the vector is assembled): the frozen stage-1
-   backbone features of each band, then the redshift, then log10 of each band's sky sigma
-   (:meth:`MassModel.input_names` names every entry).
+   backbone features of each band, then the redshift, then log10 of each band's sky sigma, then, for a model
+   with ``richness_input``, ln of the candidate catalogue's richness (:meth:`MassModel.input_names` names every
+   entry).
 4. **Standardisation** (:meth:`MassModel.standardise`) with statistics over the whole training pool; inputs
    whose spread over the pool is negligible (below :data:`NEGLIGIBLE_STD` of the median) are dropped; the
    result is soft-clipped, ``c tanh(x / c)`` with c = :data:`FEATURE_CLIP`, a smooth function that integrated
@@ -155,9 +156,11 @@ class MassModel(nn.Module):
         bands: tuple[str, ...] = BANDS,
         calibration: dict | None = None,
         ood_flag: float = OOD_FLAG,
+        richness_input: bool = False,
     ):
         super().__init__()
         self.ood_flag = float(ood_flag)
+        self.richness_input = bool(richness_input)
         self.backbone = backbone
         self.bands = tuple(bands)
         self.heads = nn.ModuleList(heads or [])
@@ -182,7 +185,26 @@ class MassModel(nn.Module):
     def input_names(self) -> list[str]:
         """Name of every raw input, in order: ``{band}.f{k}``, ``z``, ``log10_sky_sigma_{band}``."""
         names = [f"{b}.f{k}" for b in self.bands for k in range(self.feature_dim)]
-        return names + ["z"] + [f"log10_sky_sigma_{b}" for b in self.bands]
+        names += ["z"] + [f"log10_sky_sigma_{b}" for b in self.bands]
+        return names + (["ln_richness"] if self.richness_input else [])
+
+    @property
+    def richness_raw_index(self) -> int | None:
+        """Position of ln richness among the raw inputs (None without a richness input)."""
+        return len(self.input_names()) - 1 if self.richness_input else None
+
+    @property
+    def direct_indices(self) -> tuple[int, ...]:
+        """Kept inputs the heads take unpenalised beside the principal components: ln richness."""
+        if not self.richness_input:
+            return ()
+        pos = np.flatnonzero(self.keep.cpu().numpy() == self.richness_raw_index)
+        return (int(pos[0]),)
+
+    def always_keep(self) -> tuple[int, ...]:
+        """Raw inputs the standardisation must keep whatever their spread: z and ln richness."""
+        keep = (self.z_raw_index,)
+        return keep + ((self.richness_raw_index,) if self.richness_input else ())
 
     @property
     def z_index(self) -> int:
@@ -203,10 +225,26 @@ class MassModel(nn.Module):
         f = self.backbone(x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last))
         return f.reshape(n, c * f.shape[1])
 
-    def raw_inputs(self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-        """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas."""
+    def raw_inputs(
+        self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor, richness: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas[, ln richness]."""
         z = torch.nan_to_num(z.to(x).reshape(-1, 1))
-        return torch.cat([self.band_features(x), z, log_sigma.to(x)], dim=1)
+        parts = [self.band_features(x), z, log_sigma.to(x)]
+        if self.richness_input:
+            if richness is None:
+                raise ValueError("this mass model takes the catalogue richness as an input")
+            parts.append(torch.log(richness.to(x).reshape(-1, 1).clamp_min(1e-3)))
+        return torch.cat(parts, dim=1)
+
+    def extend_raw(self, raw_pixels: np.ndarray, richness: np.ndarray | None) -> np.ndarray:
+        """Raw inputs of this model from a pixels-only model's raw inputs (same backbone): ln richness appended
+        when the model takes it (training extracts the pixel features once for both models)."""
+        raw_pixels = np.asarray(raw_pixels, np.float32)
+        if not self.richness_input:
+            return raw_pixels
+        lam = np.log(np.clip(np.asarray(richness, np.float64), 1e-3, None)).astype(np.float32)
+        return np.concatenate([raw_pixels, lam[:, None]], axis=1)
 
     def standardise_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardised kept inputs, before the soft clip."""
@@ -223,78 +261,115 @@ class MassModel(nn.Module):
         out = [h.moments(xs) for h in self.heads]
         return tuple(torch.stack([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor, richness: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The catalogued mass, fold-ensemble mean log10 M500 (N,), of normalised cutouts: what attribution
         differentiates."""
-        return self.forward_raw(self.raw_inputs(x, z, log_sigma))
+        return self.forward_raw(self.raw_inputs(x, z, log_sigma, richness))
 
     def forward_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """The ensemble mean from raw input vectors (the tail of :meth:`forward`)."""
         xs = self.standardise(raw)
         return bound_mass(torch.stack([h(xs)[0] for h in self.heads]).mean(0))
 
-    @torch.no_grad()
     def raw_inputs_of(
-        self, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu"
+        self,
+        images: np.ndarray,
+        z: np.ndarray,
+        richness: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        device="cpu",
     ) -> np.ndarray:
         """Raw input vectors of (N, 5, H, W) cutouts (training's feature extraction)."""
-        out = []
-        for s in range(0, images.shape[0], batch_size):
-            x, log_sigma, _ = prepare_images(images[s : s + batch_size])
-            zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32))
-            out.append(self.raw_inputs(x.to(device), zz.to(device), log_sigma.to(device)).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.input_names())), np.float32)
+        return self.raw_inputs_and_sky(images, z, richness, batch_size=batch_size, device=device)[0]
 
     @torch.no_grad()
     def predict(
-        self, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu"
+        self,
+        images: np.ndarray,
+        z: np.ndarray,
+        richness: np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        device="cpu",
     ) -> dict[str, np.ndarray]:
         """Fold-ensemble masses, their error parts, the sky sigmas and the out-of-distribution flag."""
+        raw, sky = self.raw_inputs_and_sky(images, z, richness, batch_size=batch_size, device=device)
+        return {**self.predict_raw(raw, z, device=device), "sky_sigma": sky}
+
+    @torch.no_grad()
+    def raw_inputs_and_sky(
+        self, images: np.ndarray, z: np.ndarray, richness=None, *, batch_size: int = 64, device="cpu"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw input vectors (N, D) and measured sky sigmas (N, 5) of cutouts."""
         n = images.shape[0]
-        k = len(self.heads)
-        mus, sig2, epi2 = (np.full((k, n), np.nan) for _ in range(3))
-        ood = np.zeros(n, bool)
         sky = np.full((n, len(self.bands)), np.nan, np.float32)
+        raw = np.zeros((n, len(self.input_names())), np.float32)
         for s in range(0, n, batch_size):
             x, log_sigma, sky[s : s + batch_size] = prepare_images(images[s : s + batch_size])
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
-            raw = self.raw_inputs(x.to(device), zz, log_sigma.to(device))
-            pre = self.standardise_raw(raw)
-            ood[s : s + batch_size] = (pre.abs() > self.ood_flag).any(dim=1).cpu().numpy()
-            mu, ls, epi = self.head_moments(soft_clip(pre))
-            mus[:, s : s + batch_size] = mu.cpu().numpy()
-            sig2[:, s : s + batch_size] = np.exp(2 * ls.cpu().numpy())
-            epi2[:, s : s + batch_size] = epi.cpu().numpy()
-        return {
-            **self.errors(mus, sig2, epi2, np.asarray(z, float)),
-            "sky_sigma": sky,
-            "out_of_distribution": ood,
-        }
+            lam = _richness_tensor(richness, s, batch_size, device)
+            raw[s : s + batch_size] = (
+                self.raw_inputs(x.to(device), zz, log_sigma.to(device), lam).cpu().numpy()
+            )
+        return raw, sky
+
+    @torch.no_grad()
+    def predict_raw(self, raw: np.ndarray, z: np.ndarray, *, device="cpu") -> dict[str, np.ndarray]:
+        """Fold-ensemble masses, error parts and the out-of-distribution flag from raw input vectors."""
+        pre = self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)).to(device))
+        ood = (pre.abs() > self.ood_flag).any(dim=1).cpu().numpy()
+        mu, ls, epi = self.head_moments(soft_clip(pre))
+        mus, sig2, epi2 = (
+            mu.cpu().numpy().astype(float),
+            np.exp(2 * ls.cpu().numpy().astype(float)),
+            epi.cpu().numpy().astype(float),
+        )
+        return {**self.errors(mus, sig2, epi2, np.asarray(z, float)), "out_of_distribution": ood}
 
     def errors(
         self, mus: np.ndarray, sig2: np.ndarray, epi2: np.ndarray, z: np.ndarray
     ) -> dict[str, np.ndarray]:
         """The ensemble mean and the calibrated error parts from per-fold moments (K, N)."""
-        scale = float(self.calibration.get("scale", 1.0))
-        ale = np.sqrt(sig2.mean(axis=0))
-        fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
-        mu = bound_mass(torch.from_numpy(mus.mean(axis=0))).numpy()
-        extra = self.extrapolation(mu, scale * np.hypot(ale, fold), z)
-        return {
-            "log10_m500": mu,
-            "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),
-            "log10_m500_err_aleatoric": scale * ale,
-            "log10_m500_err_fold": scale * fold,
-            "log10_m500_err_extrapolation": extra,
-        }
+        return ensemble_errors(mus, sig2, epi2, z, self.calibration)
 
-    def extrapolation(self, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one)."""
-        from ..selection import XraySelection, detection_probability, extrapolation_sigma
 
-        tau = float(self.calibration.get("tau", 0.0))
-        spec = self.calibration.get("selection")
-        if tau == 0.0 or not spec:
-            return np.zeros_like(mu)
-        sel = XraySelection.from_dict(spec)
-        return extrapolation_sigma(tau, detection_probability(mu, sigma, sel.m_lim(np.nan_to_num(z)), sel.s))
+def _richness_tensor(richness, start: int, size: int, device) -> torch.Tensor | None:
+    if richness is None:
+        return None
+    return torch.from_numpy(np.asarray(richness[start : start + size], np.float32)).to(device)
+
+
+def ensemble_errors(
+    mus: np.ndarray, sig2: np.ndarray, epi2: np.ndarray, z: np.ndarray, calibration: dict
+) -> dict[str, np.ndarray]:
+    """The fold-ensemble mean (bent into :data:`MASS_RANGE`) and the calibrated error parts of per-fold
+    moments (K, N): aleatoric s sqrt(mean sigma_k^2), fold s sqrt(var mu_k + mean e_k^2), the extrapolation
+    term and their quadrature sum, with s the calibration's ``scale``."""
+    scale = float(calibration.get("scale", 1.0))
+    ale = np.sqrt(sig2.mean(axis=0))
+    fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
+    mu = bound_mass(torch.from_numpy(mus.mean(axis=0))).numpy()
+    extra = extrapolation(calibration, mu, scale * np.hypot(ale, fold), z)
+    return {
+        "log10_m500": mu,
+        "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),
+        "log10_m500_err_aleatoric": scale * ale,
+        "log10_m500_err_fold": scale * fold,
+        "log10_m500_err_extrapolation": extra,
+    }
+
+
+def extrapolation(calibration: dict, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one); tau is
+    calibrated on independent mocks."""
+    from ..selection import XraySelection, detection_probability, extrapolation_sigma
+
+    tau = float(calibration.get("tau", 0.0))
+    spec = calibration.get("selection")
+    if tau == 0.0 or not spec:
+        return np.zeros_like(mu)
+    sel = XraySelection.from_dict(spec)
+    return extrapolation_sigma(tau, detection_probability(mu, sigma, sel.m_lim(np.nan_to_num(z)), sel.s))

@@ -80,6 +80,18 @@ class BandClassifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+#: the mass at which a head's log sigma is its ``log_sigma`` (heteroscedastic heads: sigma changes with mu)
+SIGMA_PIVOT = 14.3
+#: the slope of log sigma in mu is bounded (|slope| <= this), so sigma stays finite far from the pivot
+SIGMA_SLOPE_MAX = 1.5
+
+
+def log_sigma_of(mu, log_sigma, slope):
+    """log sigma = log_sigma + s (mu - SIGMA_PIVOT), with s = SIGMA_SLOPE_MAX tanh(slope / SIGMA_SLOPE_MAX)."""
+    s = SIGMA_SLOPE_MAX * torch.tanh(torch.as_tensor(slope) / SIGMA_SLOPE_MAX)
+    return log_sigma + s * (mu - SIGMA_PIVOT)
+
+
 class MassRegressor(nn.Module):
     """Stage 2 head: the standardised inputs of :class:`~survey_mass.models.mass_model.MassModel` (``in_dim`` of
     them, the redshift at ``z_index``) -> (mean, log sigma) of log10 M500.
@@ -101,6 +113,8 @@ class MassRegressor(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.constant_(self.linear.bias, 14.2)
         self.log_sigma = nn.Parameter(torch.tensor(-1.4))
+        #: heteroscedastic: log sigma = log_sigma + log_sigma_slope (mu - SIGMA_PIVOT)
+        self.log_sigma_slope = nn.Parameter(torch.tensor(0.0))
         #: U with epistemic variance |U [x, z^2, 1]|^2: the Laplace approximation to the head's posterior
         #: (its rows are set by training; none means no parameter uncertainty)
         self.register_buffer("epistemic", torch.zeros(0, self.in_dim + 2))
@@ -115,12 +129,19 @@ class MassRegressor(nn.Module):
         """The head's inputs: the features and the square of the standardised redshift."""
         return torch.cat([x, x[:, self.z_index : self.z_index + 1] ** 2], dim=1)
 
-    def set_from_components(self, weight: torch.Tensor, bias: float, log_sigma: float) -> None:
-        """Load a fitted linear map of :meth:`design` (weight of length ``in_dim + 1``)."""
+    def set_from_components(
+        self, weight: torch.Tensor, bias: float, log_sigma: float, log_sigma_slope: float = 0.0
+    ) -> None:
+        """Load a fitted linear map of :meth:`design` (weight of length ``in_dim + 1``) and its sigma(mu)."""
         with torch.no_grad():
             self.linear.weight.copy_(weight.reshape(1, -1).to(self.linear.weight))
             self.linear.bias.fill_(float(bias))
             self.log_sigma.fill_(float(log_sigma))
+            self.log_sigma_slope.fill_(float(log_sigma_slope))
+
+    def log_sigma_of(self, mu: torch.Tensor) -> torch.Tensor:
+        """The aleatoric log sigma of a prediction mu (heteroscedastic in the predicted mass)."""
+        return log_sigma_of(mu, self.log_sigma, self.log_sigma_slope)
 
     def epistemic_var(self, x: torch.Tensor) -> torch.Tensor:
         """Variance of the predicted mean from the uncertainty of the head's own weights (dex^2)."""
@@ -131,12 +152,12 @@ class MassRegressor(nn.Module):
         d = self.design(x)
         mu = self.linear(d)[:, 0]
         epi = ((d @ self.epistemic[:, :-1].T.to(d) + self.epistemic[:, -1].to(d)) ** 2).sum(dim=1)
-        return mu, self.log_sigma + torch.zeros_like(mu), epi
+        return mu, self.log_sigma_of(mu), epi
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log sigma of log10 M500 (dex)."""
         mu = self.linear(self.design(x))[:, 0]
-        return mu, self.log_sigma + torch.zeros_like(mu)
+        return mu, self.log_sigma_of(mu)
 
 
 VARIANTS = {

@@ -256,23 +256,12 @@ class RichnessBaseline:
             return [float(c) for c in coef] + [sigma]
         from scipy.optimize import minimize
 
-        from ..selection import survey_nll
-
         m_lim = selection.m_lim(z) if m_lim is None else m_lim
         joint = not lab.all()  # no non-detections to hand: the labels given their selection
 
         def nll(p):
             with np.errstate(invalid="ignore", divide="ignore"):
-                rows = survey_nll(
-                    a @ p[:3],
-                    np.exp(p[3]),
-                    log_m,
-                    lab,
-                    m_lim,
-                    selection.s,
-                    selection.label_noise_dex,
-                    joint=joint,
-                )
+                rows = selection.nll(a @ p[:3], np.exp(p[3]), log_m, lab, m_lim, joint=joint)
             return float(np.sum(rows))
 
         start = np.array([*coef, np.log(max(sigma, 0.05))])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.networks import MassRegressor
+from ..models.networks import MassRegressor, log_sigma_of
 
 
 def head_nll(mu, sigma, y, labelled, m_lim, selection, *, joint: bool = True):
@@ -24,11 +24,7 @@ def head_nll(mu, sigma, y, labelled, m_lim, selection, *, joint: bool = True):
     """
     if selection is None:
         return 0.5 * (y - mu) ** 2 / sigma**2 + torch.log(sigma)
-    from ..selection import survey_nll
-
-    return survey_nll(
-        mu, sigma, y, labelled, m_lim, selection.s, selection.label_noise_dex, joint=joint, xp=torch
-    )
+    return selection.nll(mu, sigma, y, labelled, m_lim, joint=joint, xp=torch)
 
 
 def _penalty(w, n_rows: int, ridge: float, n_free: int, nuisance, invariance: float):
@@ -50,28 +46,36 @@ def _fit_ridge(
     joint: bool,
     nuisance=None,
     invariance=0.0,
+    heteroscedastic: bool = True,
+    init=None,
 ):
-    """Maximum penalised likelihood of (w, b, log sigma); a penalty of ``ridge`` per row falls on the first
+    """Maximum penalised likelihood of (w, b, (log sigma, its slope in mu)); a penalty of ``ridge`` per row falls on the first
     ``n_free`` weights (the principal components), not on the redshift terms; ``nuisance`` (m, n_free) are
     input changes under degraded conditions, in the same components, penalised with weight ``invariance``."""
     w = torch.zeros(design.shape[1], dtype=torch.float64)
     lab_y = y[labelled]
     b = torch.tensor(float(lab_y.mean()) if lab_y.numel() else 14.2, dtype=torch.float64)
-    ls = torch.tensor(np.log(0.25), dtype=torch.float64)
+    ls = torch.tensor([np.log(0.25), 0.0], dtype=torch.float64)  # log sigma at the pivot, its slope in mu
+    if init is not None:  # warm start from (w, b, (log sigma, slope))
+        w = init[0].clone()
+        b = torch.tensor(float(init[1]), dtype=torch.float64)
+        ls = torch.tensor([float(init[2][0]), float(init[2][1])], dtype=torch.float64)
     params = [w.requires_grad_(), b.requires_grad_(), ls.requires_grad_()]
     opt = torch.optim.LBFGS(params, lr=0.5, max_iter=400, history_size=20, line_search_fn="strong_wolfe")
 
     def objective():
         opt.zero_grad()
         mu = design @ w + b
-        loss = head_nll(mu, torch.exp(ls).expand_as(mu), y, labelled, m_lim, selection, joint=joint).sum()
+        sigma = torch.exp(log_sigma_of(mu, ls[0], ls[1] if heteroscedastic else 0.0))
+        loss = head_nll(mu, sigma, y, labelled, m_lim, selection, joint=joint).sum()
         loss = loss + _penalty(w, design.shape[0], ridge, n_free, nuisance, invariance)
         loss.backward()
         return loss
 
     for _ in range(3):
         opt.step(objective)
-    return w.detach(), float(b.detach()), float(ls.detach())
+    ls = ls.detach()
+    return w.detach(), float(b.detach()), (float(ls[0]), float(ls[1]) if heteroscedastic else 0.0)
 
 
 def _laplace_factor(
@@ -89,17 +93,20 @@ def _laplace_factor(
     proj,
     centre,
     z_index,
+    direct,
     nuisance,
     invariance,
 ):
     """U such that |U [x, z^2, 1]|^2 is the variance of the head's mean from its weights' uncertainty.
 
     Laplace approximation: the weights' posterior covariance is the inverse Hessian of the penalised negative
-    log-likelihood at the optimum (sigma held fixed). In design coordinates d' = [pcs, z, z^2, 1] the predictive
-    variance is d'^T C d' = |L^T d'|^2 with C = L L^T; the map from the head's inputs to d' is folded in.
+    log-likelihood at the optimum (sigma held at its fitted values). In design coordinates
+    d' = [pcs, z, z^2, direct..., 1] the predictive variance is d'^T C d' = |L^T d'|^2 with C = L L^T; the map
+    from the head's inputs to d' is folded in.
     """
     theta0 = torch.cat([w, torch.tensor([b], dtype=torch.float64)])
-    sig = torch.full((design.shape[0],), float(np.exp(ls)), dtype=torch.float64)
+    with torch.no_grad():
+        sig = torch.exp(log_sigma_of(design @ w + b, ls[0], ls[1]))
 
     def objective(theta):
         mu = design @ theta[:-1] + theta[-1]
@@ -110,12 +117,15 @@ def _laplace_factor(
     hess = 0.5 * (hess + hess.T) + 1e-9 * torch.eye(hess.shape[0], dtype=torch.float64)
     chol = torch.linalg.cholesky(torch.linalg.inv(hess))
     n_in = proj.shape[0]
-    a = torch.zeros(k + 3, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
+    nd = len(direct)
+    a = torch.zeros(k + 3 + nd, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
     a[:k, :n_in] = proj.T
     a[:k, -1] = -(proj.T @ centre)
     a[k, z_index] = 1.0
     a[k + 1, n_in] = 1.0
-    a[k + 2, -1] = 1.0
+    for j, d in enumerate(direct):
+        a[k + 2 + j, d] = 1.0
+    a[k + 2 + nd, -1] = 1.0
     return (chol.T @ a).float()
 
 
@@ -128,6 +138,7 @@ def train_head(
     *,
     selection=None,
     z_index: int,
+    direct: tuple[int, ...] = (),
     nuisance: np.ndarray | None = None,
 ) -> tuple[MassRegressor, dict]:
     """One fold's linear head from its training pool (labels NaN for unlabelled clusters).
@@ -135,9 +146,11 @@ def train_head(
     The pool's features are projected on their leading principal components (whitened), the head is fitted
     with a ridge penalty for each strength in ``cfg.stage2_ridge`` on 85% of the pool, and the strength with the
     best likelihood on the other 15% (the fold's validation split) is kept: the linear model's form of early
-    stopping. The projection is then folded into one linear layer, so inference sees a plain linear head.
-    ``nuisance`` (m, D) are changes of the standardised inputs under degraded conditions; the head is penalised
-    for responding to them with weight ``cfg.invariance_weight``.
+    stopping. The redshift, its square and the ``direct`` inputs (the catalogue richness) enter unpenalised
+    beside the components. sigma is heteroscedastic, log-linear in the predicted mass. The projection is then
+    folded into one linear layer, so inference sees a plain linear head. ``nuisance`` (m, D) are changes of the
+    standardised inputs under degraded conditions; the head is penalised for responding to them with weight
+    ``cfg.invariance_weight``.
     """
     torch.manual_seed(seed)
     x = torch.from_numpy(np.asarray(x_pool, np.float64))
@@ -150,8 +163,10 @@ def train_head(
     k = min(cfg.stage2_components, vt.shape[0])
     proj = vt[:k].T / sv[:k] * np.sqrt(x.shape[0])  # whitened principal components
     zcol = x[:, z_index : z_index + 1]
-    design = torch.cat([(x - centre) @ proj, zcol, zcol**2], dim=1)
+    direct = tuple(int(d) for d in direct)
+    design = torch.cat([(x - centre) @ proj, zcol, zcol**2, *[x[:, d : d + 1] for d in direct]], dim=1)
     gamma = float(getattr(cfg, "invariance_weight", 0.0))
+    hetero = bool(getattr(cfg, "heteroscedastic", True))
     nuis = None
     if nuisance is not None and len(nuisance) and gamma > 0:
         nuis = torch.from_numpy(np.asarray(nuisance, np.float64)) @ proj  # z is never degraded
@@ -165,28 +180,51 @@ def train_head(
     curve, best = [], None
     dtr, ytr, ltr, mtr = rows(tr)
     split = ((dtr, ytr, ltr, mtr), rows(val))
+    # the strength is chosen with one sigma per head (fast); the final fit adds sigma's slope in mu
     for ridge in cfg.stage2_ridge:
-        w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k, joint, nuis, gamma)
+        w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k, joint, nuis, gamma, False)
         with torch.no_grad():
             nll = []
             for d, yy, ll, mm in split:
                 mu = d @ w + b
-                sig = torch.full_like(mu, float(np.exp(ls)))
+                sig = torch.exp(log_sigma_of(mu, ls[0], ls[1]))
                 nll.append(float(head_nll(mu, sig, yy, ll, mm, selection, joint=joint).mean()))
         curve.append((nll[0], nll[1]))
         if best is None or nll[1] < best[0]:
             best = (nll[1], ridge)
     # refit on the whole pool with the chosen strength, then fold the projection into the head
-    w, b, ls = _fit_ridge(design, y, labelled, m_lim, selection, best[1], k, joint, nuis, gamma)
+    w, b, ls = _fit_ridge(design, y, labelled, m_lim, selection, best[1], k, joint, nuis, gamma, False)
+    if hetero:
+        w, b, ls = _fit_ridge(
+            design, y, labelled, m_lim, selection, best[1], k, joint, nuis, gamma, True, init=(w, b, ls)
+        )
     weight = torch.zeros(x.shape[1] + 1, dtype=torch.float64)
     weight[: x.shape[1]] = proj @ w[:k]
     weight[z_index] += w[k]
     weight[-1] = w[k + 1]
+    for j, d in enumerate(direct):
+        weight[d] += w[k + 2 + j]
     bias = b - float(centre @ (proj @ w[:k]))
     head = MassRegressor(x.shape[1], z_index)
-    head.set_from_components(weight.float(), bias, ls)
+    head.set_from_components(weight.float(), bias, *ls)
     head.epistemic = _laplace_factor(
-        design, y, labelled, m_lim, selection, best[1], k, joint, w, b, ls, proj, centre, z_index, nuis, gamma
+        design,
+        y,
+        labelled,
+        m_lim,
+        selection,
+        best[1],
+        k,
+        joint,
+        w,
+        b,
+        ls,
+        proj,
+        centre,
+        z_index,
+        direct,
+        nuis,
+        gamma,
     )
     info = {
         "ridge": best[1],
@@ -196,6 +234,8 @@ def train_head(
         "n_pool": int(x.shape[0]),
         "n_labelled": int(labelled.sum()),
         "components": k,
+        "direct_inputs": list(direct),
+        "log_sigma": list(ls),
         "invariance_weight": gamma,
         "nuisance_rms_dex": None if nuis is None else float(torch.sqrt(((nuis @ w[:k]) ** 2).mean())),
     }

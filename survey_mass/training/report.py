@@ -36,36 +36,39 @@ def metrics(pred: np.ndarray, ref: np.ndarray) -> Metric:
 class FoldMetrics(_Strict):
     fold: int
     n: int
-    cnn_vs_label: Metric
-    richness_vs_label: Metric
-    cnn_vs_truth: Metric
-    richness_vs_truth: Metric
-    ridge: float
+    #: out-of-fold MAE against the labels, per estimator (each label taken as a selected cluster)
+    mae_vs_label: dict[str, float | None]
+    ridge: dict[str, float]
 
 
-class Population(_Strict):
-    """Out-of-fold predictions for the clusters without a label, against the mock's true masses."""
-
+class BinScore(_Strict):
+    lo: float
+    hi: float
     n: int
-    cnn_vs_truth: Metric
-    richness_vs_truth: Metric
-    cnn_coverage_68: float
-    cnn_coverage_68_labels_only: float
-    richness_coverage_68: float
-    mae_ratio_cnn_over_richness: float
+    mae: float | None
+    bias: float | None
+    coverage: float | None
+
+
+class EstimatorScore(_Strict):
+    """One estimator, out of fold: against the labels, and against the true masses of the clusters without
+    one (with its calibrated error: coverage overall and in tertiles)."""
+
+    vs_label: Metric
+    label_coverage_68: float
+    vs_truth: Metric | None
+    coverage_68: float | None
+    coverage_by: dict[str, list[BinScore]]
 
 
 class Summary(_Strict):
-    cnn_vs_label: Metric
-    richness_vs_label: Metric
-    cnn_vs_truth: Metric
-    richness_vs_truth: Metric
+    estimators: dict[str, EstimatorScore]
     label_vs_truth: Metric
-    mean_fold_mae_cnn: float
-    mean_fold_mae_richness: float
-    best_fold_mae_cnn: float
-    mae_ratio_cnn_over_richness: float
-    population: Population | None
+    #: the mock's own E[M | lambda, BCG, z] against the truth (every cluster of the pool)
+    oracle_vs_truth: Metric | None
+    mean_fold_mae: dict[str, float]
+    best_fold_mae: dict[str, float]
+    n_population: int
 
 
 class Evaluation(_Strict):
@@ -75,10 +78,13 @@ class Evaluation(_Strict):
 
 
 class CalibrationReport(_Strict):
+    """Per estimator: the scale on sigma (labels, out of fold) and tau (independent mocks)."""
+
     scale: float
     coverage_68_before: float
     coverage_68_after: float
     extrapolation_tau: float
+    n_calibration_rows: int
 
 
 class FeatureReport(_Strict):
@@ -100,11 +106,14 @@ class TrainingReport(_Strict):
     n_labelled: int
     band_accuracy: dict[str, float]
     stage1_loss_per_epoch: list[float]
-    stage2_curves: list[list[list[float]]]
+    stage2_curves: dict[str, list[list[list[float]]]]
     per_fold: list[FoldMetrics]
     summary: Summary
     label_selection: dict[str, Any] | None
-    calibration: CalibrationReport
+    calibration: dict[str, CalibrationReport]
+    calibration_stores: list[str]
+    #: the redshifts of the training store (the range the model speaks for)
+    z_range: tuple[float, float]
     features: FeatureReport
     invariance: dict[str, Any]
     paper: dict[str, Any] = {
@@ -135,16 +144,22 @@ def build_report(
         n_labelled=int(np.isfinite(table.label).sum()),
         band_accuracy=s1.band_accuracy,
         stage1_loss_per_epoch=s1.loss_per_epoch,
-        stage2_curves=[[list(p) for p in f["curve"]] for f in fr.info],
+        stage2_curves={n: [[list(p) for p in f["curve"]] for f in info] for n, info in fr.info.items()},
         per_fold=ev.per_fold,
         summary=ev.summary,
         label_selection=selection.to_dict() if selection is not None else None,
-        calibration=CalibrationReport(
-            scale=cal.scale,
-            coverage_68_before=cal.coverage_before,
-            coverage_68_after=cal.coverage_after,
-            extrapolation_tau=cal.tau,
-        ),
+        calibration={
+            name: CalibrationReport(
+                scale=c.scale,
+                coverage_68_before=c.coverage_before,
+                coverage_68_after=c.coverage_after,
+                extrapolation_tau=c.tau,
+                n_calibration_rows=c.n_calibration,
+            )
+            for name, c in cal.items()
+        },
+        calibration_stores=[str(Path(p).resolve()) for p in cfg.calibration_stores],
+        z_range=(float(np.nanmin(table.z)), float(np.nanmax(table.z))),
         features=FeatureReport(n_raw=0, n_kept=0, dropped=[]),
         invariance=invariance,
         timing_s=timing,
@@ -152,12 +167,13 @@ def build_report(
     )
 
 
-def build_card(model, baseline, store, report: TrainingReport, cfg):
+def build_card(models: dict, relation, baseline, store, report: TrainingReport, cfg):
     """The model card of a trained model (its id is set when the weights are written)."""
     from ..models.bundle import (
         METHOD,
         Calibration,
         CardMetrics,
+        HeadSet,
         InputGeometry,
         ModelCard,
         TrainingData,
@@ -166,10 +182,24 @@ def build_card(model, baseline, store, report: TrainingReport, cfg):
     from ..models.mass_model import Standardisation
     from ..models.networks import VARIANTS
 
-    s = report.summary
-    std = Standardisation(model.keep.numpy(), model.mean.numpy(), model.std.numpy())
-    features = feature_contract(model, std, report.invariance)
+    def contract(model):
+        std = Standardisation(model.keep.numpy(), model.mean.numpy(), model.std.numpy())
+        return feature_contract(model, std, report.invariance)
+
+    headline = models.get("headline", models["pixels"])
+    features = contract(headline)
     report.features = FeatureReport(n_raw=features.n_raw, n_kept=len(features.keep), dropped=features.dropped)
+    pixels = None
+    if "headline" in models:
+        pixels = HeadSet(
+            features=contract(models["pixels"]), calibration=Calibration(**models["pixels"].calibration)
+        )
+    s = report.summary
+
+    def mae(name):
+        sc = s.estimators.get(name)
+        return None if sc is None or sc.vs_truth is None else sc.vs_truth.mae
+
     return ModelCard(
         method=METHOD,
         variant=cfg.variant,
@@ -186,28 +216,41 @@ def build_card(model, baseline, store, report: TrainingReport, cfg):
             provenance=report.store_provenance,
             n_cutouts=report.n_cutouts,
             n_labelled=report.n_labelled,
+            z_range=_z_range(report),
         ),
         seed=cfg.seed,
-        folds=len(model.heads),
+        folds=len(headline.heads),
         config=report.config,
+        richness_input=headline.richness_input,
         features=features,
-        calibration=Calibration(**model.calibration),
+        calibration=Calibration(**headline.calibration),
+        pixels=pixels,
+        lambda_relation=relation.to_dict(),
         richness_baseline=baseline.to_dict(),
         metrics=CardMetrics(
             band_accuracy=report.band_accuracy,
-            mean_fold_mae_cnn=s.mean_fold_mae_cnn,
-            best_fold_mae_cnn=s.best_fold_mae_cnn,
-            mean_fold_mae_richness=s.mean_fold_mae_richness,
-            cnn_vs_truth_mae=s.cnn_vs_truth.mae,
-            richness_vs_truth_mae=s.richness_vs_truth.mae,
-            coverage_68_calibrated=report.calibration.coverage_68_after,
+            mean_fold_mae_vs_label=s.mean_fold_mae,
+            mae_vs_truth={e: mae(e) for e in s.estimators},
+            coverage_68_vs_truth={e: sc.coverage_68 for e, sc in s.estimators.items()},
         ),
         timing_s=report.timing_s,
     )
 
 
+def _z_range(report: TrainingReport) -> tuple[float, float]:
+    return report.z_range
+
+
 def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
+
+
+NAMES = {
+    "headline": "headline (pixels + catalogue lambda)",
+    "pixels": "pixels alone (CNN)",
+    "lambda": "catalogue lambda + z",
+    "richness": "our sep lambda-hat",
+}
 
 
 def plot_predictions(out: Path, oof: dict[str, list]) -> list[Path]:
@@ -215,69 +258,106 @@ def plot_predictions(out: Path, oof: dict[str, list]) -> list[Path]:
 
     plt = _plt()
     y = np.asarray(oof["label"])
-    t = np.asarray(oof["truth"])
-    cnn = np.asarray(oof["cnn"])
-    rich = np.asarray(oof["richness"])
-    z = np.asarray(oof["z"])
+    names = [e for e in NAMES if f"{e}_as_selected" in oof]
     files = []
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4.2), sharex=True, sharey=True)
+    axes = np.atleast_1d(axes)
     lo, hi = np.nanmin(y) - 0.2, np.nanmax(y) + 0.2
-    for ax, pred, name in (
-        (axes[0], cnn, "CNN (out of fold)"),
-        (axes[1], rich, "richness baseline (out of fold)"),
-    ):
-        ax.scatter(y, pred, s=6, alpha=0.5)
+    for ax, e in zip(axes, names, strict=True):
+        pred = np.asarray(oof[f"{e}_as_selected"], float)
+        ax.scatter(y, pred, s=5, alpha=0.5)
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_xlabel("label log10 M500 [Msun]")
-        ax.set_title(f"{name}: MAE {np.nanmean(np.abs(pred - y)):.3f} dex")
-    axes[0].set_ylabel("predicted log10 M500")
+        ax.set_title(f"{e}: MAE {np.nanmean(np.abs(pred - y)):.3f}", fontsize=9)
+    axes[0].set_ylabel("predicted (as a selected cluster)")
     fig.tight_layout()
     p = out / paths.TRAINING_FIGURES["pred_vs_label"]
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    files.append(p)
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey=True)
-    for row, (pred, name) in enumerate(((cnn, "CNN"), (rich, "richness"))):
-        for col, (x, xl) in enumerate(
-            ((t if np.isfinite(t).any() else y, "true log10 M500"), (z, "redshift"))
-        ):
-            ax = axes[row, col]
-            ax.scatter(x, pred - y, s=6, alpha=0.5)
-            ax.axhline(0, color="k", lw=1)
-            ax.set_xlabel(xl)
-            ax.set_ylabel(f"{name} - label [dex]")
-    fig.tight_layout()
-    p = out / paths.TRAINING_FIGURES["residuals"]
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    files.append(p)
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    zs = np.abs(cnn - y) / np.asarray(oof["sigma"])
-    ax.hist(
-        zs, bins=40, range=(0, 4), histtype="step", density=True, label="|residual| / sigma (uncalibrated)"
-    )
-    ax.axvline(np.quantile(zs, 0.6827), color="r", label="68% quantile = calibration scale")
-    ax.legend(fontsize=8)
-    ax.set_xlabel("|CNN - label| / sigma_aleatoric")
-    fig.tight_layout()
-    p = out / paths.TRAINING_FIGURES["calibration"]
     fig.savefig(p, dpi=100)
     plt.close(fig)
     files.append(p)
     return files
 
 
+def plot_coverage(out: Path, s: Summary) -> list[Path]:
+    """68% coverage and bias of each estimator in tertiles (every cluster, out of fold, against the truth)."""
+    from ..explain.figures import _plt
+
+    keys = ("catalogue_richness", "z", "predicted_mass", "true_mass")
+    if not any(sc.coverage_by for sc in s.estimators.values()):
+        return []
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(keys), figsize=(3.6 * len(keys), 6), sharey="row")
+    for col, key in enumerate(keys):
+        for e, sc in s.estimators.items():
+            bins = sc.coverage_by.get(key, [])
+            x = np.arange(len(bins)) + 1
+            axes[0, col].plot(x, [np.nan if b.coverage is None else b.coverage for b in bins], "o-", label=e)
+            axes[1, col].plot(x, [np.nan if b.bias is None else b.bias for b in bins], "o-", label=e)
+        axes[0, col].axhspan(0.58, 0.78, color="0.9")
+        axes[0, col].axhline(0.683, color="k", lw=0.8)
+        axes[1, col].axhline(0, color="k", lw=0.8)
+        axes[1, col].set_xlabel(f"tertile of {key.replace('_', ' ')}")
+    axes[0, 0].set_ylabel("68% coverage")
+    axes[1, 0].set_ylabel("bias vs truth [dex]")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    p = out / paths.TRAINING_FIGURES["coverage"]
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return [p]
+
+
+def _estimator_table(s: Summary) -> list[str]:
+    lines = [
+        "| estimator | MAE vs label | bias vs label | MAE vs truth | bias vs truth | 68% coverage (truth) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e, sc in s.estimators.items():
+        t = sc.vs_truth
+        lines.append(
+            f"| {NAMES.get(e, e)} | {_fmt(sc.vs_label.mae)} | {_fmt(sc.vs_label.bias)} | "
+            f"{_fmt(t.mae if t else None)} | {_fmt(t.bias if t else None)} | {_fmt(sc.coverage_68)} |"
+        )
+    if s.oracle_vs_truth is not None:
+        o = s.oracle_vs_truth
+        lines.append(
+            f"| the mock's own E[M \\| lambda, BCG, z] | – | – | {_fmt(o.mae)} | {_fmt(o.bias)} | – |"
+        )
+    return lines
+
+
+def _bins_table(s: Summary) -> list[str]:
+    lines = []
+    for key in ("catalogue_richness", "z", "predicted_mass", "true_mass"):
+        lines += [f"**By tertile of {key.replace('_', ' ')}** (MAE / bias / coverage):", ""]
+        header = None
+        for e, sc in s.estimators.items():
+            bins = sc.coverage_by.get(key, [])
+            if not bins:
+                continue
+            if header is None:
+                header = (
+                    "| estimator | "
+                    + " | ".join(
+                        f"{b.lo:.2f}-{b.hi:.2f}" if key != "predicted_mass" else f"tertile {i + 1}"
+                        for i, b in enumerate(bins)
+                    )
+                    + " |"
+                )
+                lines += [header, "|---" * (len(bins) + 1) + "|"]
+            cells = [f"{_fmt(b.mae)} / {_fmt(b.bias)} / {_fmt(b.coverage)}" for b in bins]
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def write_report(out: Path, report: TrainingReport) -> None:
     out = Path(out)
     (out / paths.REPORT_JSON).write_text(report.model_dump_json(indent=1))
-    plots = plot_predictions(out, report.oof)
     s = report.summary
-    cal = report.calibration
+    plots = plot_predictions(out, report.oof) + plot_coverage(out, s)
     cfg = report.config
     acc = report.band_accuracy
     lines = [
@@ -295,16 +375,10 @@ def write_report(out: Path, report: TrainingReport) -> None:
         "",
         "## Stage 2 inputs",
         "",
-        f"{report.features.n_kept} of {report.features.n_raw} raw inputs kept; "
-        f"{len(report.features.dropped)} dropped for negligible spread over the training pool"
-        + (
-            f" ({', '.join(report.features.dropped[:12])}{', ...' if len(report.features.dropped) > 12 else ''})"
-            if report.features.dropped
-            else ""
-        )
-        + ".",
+        f"{report.features.n_kept} of {report.features.n_raw} raw inputs of the headline model kept; "
+        f"{len(report.features.dropped)} dropped for negligible spread over the training pool.",
         "",
-        "Invariance: the fitted ensemble's change when the training cutouts are degraded (dex):",
+        "Invariance: the pixels model's change when the training cutouts are degraded (dex):",
         "",
         "| degradation | mean | rms |",
         "|---|---|---|",
@@ -315,53 +389,47 @@ def write_report(out: Path, report: TrainingReport) -> None:
         )
     lines += [
         "",
-        "## Stage 2: out-of-fold masses (dex)",
+        "## Four estimators, out of fold (dex)",
         "",
-        "| fold | n | CNN MAE (label) | richness MAE (label) | CNN bias | CNN scatter | CNN MAE (truth) | richness MAE (truth) |",
-        "|---|---|---|---|---|---|---|---|",
+        "Against the labels each prediction is taken as a *selected* cluster (the labels are X-ray selected). "
+        f"Against the truth: all {s.n_population} clusters of the pool, out of fold, with each estimator's "
+        "calibrated error; the extrapolation term of that error is fitted on independent mocks"
+        + (
+            f" ({', '.join(Path(p).name for p in report.calibration_stores)})"
+            if report.calibration_stores
+            else " (none given: 0)"
+        )
+        + ", never on these rows.",
+        "",
+        *_estimator_table(s),
+        "",
+        f"Label vs truth: MAE {_fmt(s.label_vs_truth.mae)}, bias {_fmt(s.label_vs_truth.bias)} "
+        "(labels come from L_X: they scatter high near the flux limits).",
+        "",
+        "| fold | n | " + " | ".join(s.mean_fold_mae) + " |",
+        "|---" * (len(s.mean_fold_mae) + 2) + "|",
     ]
     for f in report.per_fold:
         lines.append(
-            f"| {f.fold} | {f.n} | {_fmt(f.cnn_vs_label.mae)} | {_fmt(f.richness_vs_label.mae)} | "
-            f"{_fmt(f.cnn_vs_label.bias)} | {_fmt(f.cnn_vs_label.scatter)} | "
-            f"{_fmt(f.cnn_vs_truth.mae)} | {_fmt(f.richness_vs_truth.mae)} |"
+            f"| {f.fold} | {f.n} | " + " | ".join(_fmt(f.mae_vs_label.get(e)) for e in s.mean_fold_mae) + " |"
         )
     lines += [
         "",
-        f"- Mean over folds: CNN **{s.mean_fold_mae_cnn:.3f}**, richness **{s.mean_fold_mae_richness:.3f}** "
-        f"(ratio {s.mae_ratio_cnn_over_richness:.2f}); best fold CNN {s.best_fold_mae_cnn:.3f}.",
-        f"- Against true masses: CNN {_fmt(s.cnn_vs_truth.mae)}, richness {_fmt(s.richness_vs_truth.mae)}; "
-        f"label noise itself (label vs truth) {_fmt(s.label_vs_truth.mae)} MAE, "
-        f"{_fmt(s.label_vs_truth.scatter)} scatter.",
         "- Lin et al. 2022 (real SDSS): CNN 0.232 mean over folds, 0.214 best fold; redMaPPer richness 0.192.",
         "",
-    ]
-    pop = s.population
-    if pop:
-        lines += [
-            "## The population: clusters without a label (out-of-fold, against the mock's true masses)",
-            "",
-            f"{pop.n} clusters. CNN MAE **{_fmt(pop.cnn_vs_truth.mae)}** (bias "
-            f"{_fmt(pop.cnn_vs_truth.bias)}), richness MAE **{_fmt(pop.richness_vs_truth.mae)}** (bias "
-            f"{_fmt(pop.richness_vs_truth.bias)}): ratio {pop.mae_ratio_cnn_over_richness:.2f}. "
-            f"68% coverage: CNN {pop.cnn_coverage_68:.3f} "
-            f"({pop.cnn_coverage_68_labels_only:.3f} with the labels' calibration "
-            f"alone; tau below is fitted on these same rows, so this figure is 0.68 by construction: see the "
-            f"README's unseen regions for a test), richness {pop.richness_coverage_68:.3f}.",
-            "",
-        ]
-    lines += [
+        "## Coverage and bias in bins (every cluster, out of fold, against the truth)",
+        "",
+        *_bins_table(s),
         "## Calibration",
         "",
-        f"One scale s = {cal.scale:.3f} multiplies the combined sigma. Out-of-fold 68% coverage: "
-        f"{cal.coverage_68_before:.3f} before, {cal.coverage_68_after:.3f} after.",
-        "",
-        f"Below the labels' X-ray selection the labels cannot tell the scatter, so an error "
-        f"tau sqrt(1 - P(detected | x)) is added in quadrature, with tau = {cal.extrapolation_tau:.3f} dex "
-        "calibrated on the simulated survey's true masses, out of fold (0 when the store has no true masses).",
-        "",
-        "## Plots",
-        "",
+        "| estimator | scale | label coverage before | after | tau (independent mocks) | mock rows |",
+        "|---|---|---|---|---|---|",
     ]
+    for e, c in report.calibration.items():
+        lines.append(
+            f"| {e} | {c.scale:.3f} | {c.coverage_68_before:.3f} | {c.coverage_68_after:.3f} | "
+            f"{c.extrapolation_tau:.3f} | {c.n_calibration_rows} |"
+        )
+    lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     (out / paths.REPORT_MD).write_text("\n".join(lines) + "\n")

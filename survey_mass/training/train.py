@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from .. import paths
+from ..models.catalogue import CatalogueRelation
 from ..models.mass_model import MassModel, Standardisation, measure_sky, prepare_images
 from ..models.networks import VARIANTS, BandClassifier, MassRegressor
 from ..photometry import BANDS, PSF_FWHM
 from .heads import head_nll, predict_head, train_head
-from .report import Evaluation, TrainingReport, metrics
+from .report import BinScore, EstimatorScore, Evaluation, FoldMetrics, Summary, TrainingReport, metrics
 
 
 @dataclass
@@ -63,9 +64,11 @@ class TrainConfig:
     background_cutouts: int = 3000
     #: fit the labels with the selection-aware likelihood when the store says how they were selected
     selection_aware: bool = True
-    #: on a simulated store (true masses known), calibrate the error added below the labels' selection
-    #: (:func:`survey_mass.selection.fit_extrapolation_tau`); without true masses it stays 0
-    simulation_calibration: bool = True
+    #: independent mock stores (other seeds, perturbed physics; never the rows a model is judged on) on which
+    #: the error added below the labels' selection is calibrated (:func:`fit_tau`); none: that term is 0
+    calibration_stores: tuple[str, ...] = ()
+    #: aleatoric sigma log-linear in the predicted mass (else one sigma per head)
+    heteroscedastic: bool = True
     threads: int | None = None
 
 
@@ -96,21 +99,36 @@ class StoreTable:
     z: np.ndarray
     label: np.ndarray
     truth: np.ndarray
+    #: the candidate catalogue's richness (NaN where it has none)
+    richness: np.ndarray
+    #: the labels' X-ray flux limit at each position (NaN: the selection's own)
+    flux_limit: np.ndarray
+    #: the mock's own E[log10 M | lambda, BCG, z] (NaN outside mocks)
+    oracle: np.ndarray
 
 
 def read_table(store) -> StoreTable:
-    parts, rows, ids, zs, labels, truth = [], [], [], [], [], []
+    keys = ("z", "log10_m500_label", "log10_m500_true", "richness", "label_flux_limit", "log10_m500_oracle")
+    parts, rows, ids = [], [], []
+    cols: dict[str, list] = {k: [] for k in keys}
     for p in store.partitions:
         c = store.columns(p)
         n = len(c["id"])
         parts.append(np.full(n, p))
         rows.append(np.arange(n))
         ids.append(c["id"])
-        zs.append(c["z"].astype(float))
-        labels.append(c.get("log10_m500_label", np.full(n, np.nan)).astype(float))
-        truth.append(c.get("log10_m500_true", np.full(n, np.nan)).astype(float))
-    cat = [np.concatenate(a) if a else np.zeros(0) for a in (parts, rows, ids, zs, labels, truth)]
-    return StoreTable(*cat)
+        for k in keys:
+            cols[k].append(np.asarray(c.get(k, np.full(n, np.nan)), dtype=float))
+
+    def cat(a):
+        return np.concatenate(a) if a else np.zeros(0)
+
+    return StoreTable(
+        cat(parts),
+        cat(rows),
+        cat(ids),
+        *(cat(cols[k]) for k in keys),
+    )
 
 
 def read_cutouts(store, table: StoreTable, index: np.ndarray) -> np.ndarray:
@@ -368,18 +386,29 @@ def assign_folds(ids: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 @dataclass
+class HeadInputs:
+    """What one set of fold heads is fitted on: standardised inputs (what the heads see) of the pool rows
+    ``rows`` and the nuisance shifts, in its :class:`MassModel`'s coordinates."""
+
+    model: MassModel
+    x: np.ndarray
+    nuisance: np.ndarray
+    rows: np.ndarray  # bool over the pool: rows this model can predict (the headline needs a richness)
+
+
+@dataclass
 class Stage2Data:
     """Everything stage 2 fits on, one row per cluster of the pool."""
 
-    x: np.ndarray  # standardised inputs (what the heads see)
-    nuisance: np.ndarray  # mean standardised input changes under degraded conditions, per group (g, D)
+    inputs: dict[str, HeadInputs]  # "pixels" and, where the candidates have a richness, "headline"
     ids: np.ndarray
     y: np.ndarray  # labels, NaN for unlabelled clusters
     truth: np.ndarray
+    oracle: np.ndarray
     z: np.ndarray
+    richness: np.ndarray  # the catalogue's
     lam_hat: np.ndarray
     m_lim: np.ndarray | None
-    z_index: int
 
     @property
     def is_lab(self) -> np.ndarray:
@@ -388,13 +417,12 @@ class Stage2Data:
 
 @dataclass
 class FoldResult:
-    heads: list[MassRegressor]
+    heads: dict[str, list[MassRegressor]]
+    relation: CatalogueRelation
     folds: np.ndarray
-    oof_mu: np.ndarray
-    oof_sig: np.ndarray
-    oof_rich: np.ndarray
-    oof_rich_sig: np.ndarray
-    info: list[dict] = field(default_factory=list)
+    #: out-of-fold (mu, sigma) of every estimator (ESTIMATORS' names), NaN where it cannot predict
+    oof: dict[str, tuple[np.ndarray, np.ndarray]]
+    info: dict[str, list[dict]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -407,21 +435,26 @@ def split_folds(data: Stage2Data, k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def _fold_head(data: Stage2Data, train_idx, cfg: TrainConfig, k: int, selection, ckpt: Path, device):
+def _fold_head(
+    data: Stage2Data, name: str, train_idx, cfg: TrainConfig, k: int, selection, ckpt: Path, device
+):
+    hi = data.inputs[name]
     if ckpt.exists():
-        head = MassRegressor(data.x.shape[1], data.z_index).to(device)
+        head = MassRegressor(hi.x.shape[1], hi.model.z_index).to(device)
         state = torch.load(ckpt, weights_only=True, map_location=device)
         head.load_state_dict(state["model"])
         return head, json.loads(bytes(state["info"].numpy().tobytes()).decode())
+    idx = train_idx[hi.rows[train_idx]]
     head, info = train_head(
-        data.x[train_idx],
-        data.y[train_idx],
-        None if data.m_lim is None else data.m_lim[train_idx],
+        hi.x[idx],
+        data.y[idx],
+        None if data.m_lim is None else data.m_lim[idx],
         cfg,
         cfg.seed + k,
         selection=selection,
-        z_index=data.z_index,
-        nuisance=data.nuisance,
+        z_index=hi.model.z_index,
+        direct=hi.model.direct_indices,
+        nuisance=hi.nuisance,
     )
     head = head.to(device)
     blob = torch.frombuffer(bytearray(json.dumps(info).encode()), dtype=torch.uint8)
@@ -432,33 +465,57 @@ def _fold_head(data: Stage2Data, train_idx, cfg: TrainConfig, k: int, selection,
 def fit_folds(
     data: Stage2Data, baseline, selection, cfg: TrainConfig, ckpt_dir: Path, device, progress: bool
 ) -> FoldResult:
-    """k heads and k baseline calibrations, each fitted without its fold; out-of-fold predictions."""
+    """Per fold, fitted without it: the heads of each mass model, the catalogue relation and the lambda-hat
+    baseline's calibration; out-of-fold predictions of all four estimators."""
+    from ..inference.predict import ESTIMATORS
+
     t0 = time.perf_counter()
     folds = split_folds(data, cfg.folds, cfg.seed)
     n = data.ids.size
-    res = FoldResult([], folds, *(np.full(n, np.nan) for _ in range(4)))
+    oof = {e: (np.full(n, np.nan), np.full(n, np.nan)) for e in ESTIMATORS}
+    res = FoldResult({name: [] for name in data.inputs}, CatalogueRelation(), folds, oof)
+    res.info = {name: [] for name in data.inputs}
+    has_lam = np.isfinite(data.richness) & (data.richness > 0)
     bar = _bar(cfg.folds, "stage 2 folds", progress)
     for k in range(cfg.folds):
         test = folds == k
         train_idx = np.flatnonzero(~test)
-        head, info = _fold_head(
-            data, train_idx, cfg, k, selection, ckpt_dir / paths.fold_checkpoint(k), device
-        )
-        res.oof_mu[test], res.oof_sig[test] = predict_head(head, data.x[test], device)
+        m_lim_tr = None if data.m_lim is None else data.m_lim[train_idx]
+        for name, hi in data.inputs.items():
+            ck = ckpt_dir / paths.fold_checkpoint(k, name)
+            head, info = _fold_head(data, name, train_idx, cfg, k, selection, ck, device)
+            rows = np.flatnonzero(test & hi.rows)
+            mu, sig = predict_head(head, hi.x[rows], device)
+            oof[name][0][rows], oof[name][1][rows] = mu, sig
+            res.heads[name].append(head)
+            res.info[name].append(info)
+        tr = train_idx[has_lam[train_idx]]
+        if tr.size and np.isfinite(data.y[tr]).sum() >= 5:
+            coef = res.relation.fit_fold(
+                data.richness[tr],
+                data.z[tr],
+                data.y[tr],
+                selection=selection,
+                m_lim=None if data.m_lim is None else data.m_lim[tr],
+            )
+            res.relation.folds.append(coef)
+            rows = np.flatnonzero(test & has_lam)
+            mus, s2, _ = CatalogueRelation(folds=[coef]).fold_moments(data.richness[rows], data.z[rows])
+            oof["lambda"][0][rows], oof["lambda"][1][rows] = mus[0], np.sqrt(s2[0])
         coef = baseline.fit_fold(
-            data.lam_hat[train_idx],
-            data.z[train_idx],
-            data.y[train_idx],
-            selection=selection,
-            m_lim=None if data.m_lim is None else data.m_lim[train_idx],
+            data.lam_hat[train_idx], data.z[train_idx], data.y[train_idx], selection=selection, m_lim=m_lim_tr
         )
         baseline.folds.append(coef)
-        res.oof_rich[test] = baseline.predict(coef, data.lam_hat[test], data.z[test])
-        res.oof_rich_sig[test] = coef[3]
-        res.heads.append(head)
-        res.info.append(info)
+        oof["richness"][0][test] = baseline.predict(coef, data.lam_hat[test], data.z[test])
+        oof["richness"][1][test] = coef[3]
         bar.update(1)
     bar.close()
+    if "headline" not in data.inputs:  # no catalogue richness: the headline is the pixels' mass
+        oof["headline"] = oof["pixels"]
+    else:  # rows without a richness take the pixels' mass
+        miss = ~data.inputs["headline"].rows
+        for j in (0, 1):
+            oof["headline"][j][miss] = oof["pixels"][j][miss]
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -467,131 +524,238 @@ def fit_folds(
 
 
 @dataclass
-class CalibrationResult:
+class EstimatorCalibration:
     scale: float
     tau: float
+    #: out-of-fold 68% coverage of the labels (as selected clusters) before and after
     coverage_before: float
     coverage_after: float
-    extra: np.ndarray  # the extrapolation error of every pool row
+    #: rows of the independent calibration mocks tau was fitted on
+    n_calibration: int = 0
 
 
-def calibrate(data: Stage2Data, fr: FoldResult, selection, cfg: TrainConfig) -> CalibrationResult:
-    """The one scale on sigma and the extrapolation term tau, from out-of-fold predictions."""
-    from ..selection import (
-        detection_probability,
-        extrapolation_sigma,
-        fit_extrapolation_tau,
-        selected_moments,
-    )
-
+def fit_scale(mu, sig, data: Stage2Data, selection) -> float:
+    """The one scale on sigma that maximises the out-of-fold likelihood of the whole survey (labels and
+    non-detections), or sets the labels' 68% coverage when the selection is unknown."""
     lab = data.is_lab
-    y = data.y[lab]
-    mu, sig = fr.oof_mu[lab], fr.oof_sig[lab]
+    ok = np.isfinite(mu) & np.isfinite(sig)
     if selection is None:
-        # one scale on out-of-fold z-scores so that 68% intervals hold 68%
-        zscore = np.abs(y - mu) / sig
-        scale = float(np.quantile(zscore, 0.6827))
-        return CalibrationResult(
-            scale, 0.0, float(np.mean(zscore < 1)), float(np.mean(zscore < scale)), np.zeros(data.ids.size)
-        )
-    sn, m_lim = selection.label_noise_dex, data.m_lim[lab]
-
-    def coverage(k, extra=0.0):
-        mean, sd = selected_moments(mu, np.hypot(k * sig, extra), m_lim, selection.s, sn)
-        return float(np.mean(np.abs(y - mean) < sd))
-
-    # the one scale on sigma that maximises the out-of-fold likelihood of the whole survey (labels and
-    # non-detections), so that it holds for the population the catalog describes
+        zscore = np.abs(data.y[lab & ok] - mu[lab & ok]) / sig[lab & ok]
+        return float(np.quantile(zscore, 0.6827)) if zscore.size else 1.0
     grid = np.linspace(0.5, 3.0, 251)
-    yt, lt = torch.from_numpy(data.y), torch.from_numpy(lab)
-    mt, mut, st = torch.from_numpy(data.m_lim), torch.from_numpy(fr.oof_mu), torch.from_numpy(fr.oof_sig)
     joint = bool((~lab).any())
-    nlls = [float(head_nll(mut, g * st, yt, lt, mt, selection, joint=joint).sum()) for g in grid]
-    scale = float(grid[int(np.argmin(nlls))])
-    # Below the flux limit the labels cannot tell the scatter (non-detections bound masses only from above).
-    # A simulated survey can: tau is set so the out-of-fold errors of the clusters without labels cover 68% of
-    # their true masses (simulation-based calibration; 0 without true masses).
-    p_det = detection_probability(fr.oof_mu, scale * fr.oof_sig, data.m_lim, selection.s)
-    unl_truth = ~lab & np.isfinite(data.truth)
-    tau = 0.0
-    if cfg.simulation_calibration and unl_truth.sum() >= 100:
-        tau = fit_extrapolation_tau(
-            fr.oof_mu[unl_truth] - data.truth[unl_truth], scale * fr.oof_sig[unl_truth], p_det[unl_truth]
+    t = {k: torch.from_numpy(v[ok]) for k, v in (("y", data.y), ("m", data.m_lim), ("mu", mu), ("s", sig))}
+    lt = torch.from_numpy(lab[ok])
+    nlls = [
+        float(head_nll(t["mu"], g * t["s"], t["y"], lt, t["m"], selection, joint=joint).sum()) for g in grid
+    ]
+    return float(grid[int(np.argmin(nlls))])
+
+
+def label_coverage(mu, sig, data: Stage2Data, selection) -> float:
+    """Out-of-fold 68% coverage of the labels by (mu, sig), each label taken as a selected cluster."""
+    lab = data.is_lab & np.isfinite(mu)
+    y = data.y[lab]
+    if selection is None:
+        return float(np.mean(np.abs(y - mu[lab]) < sig[lab]))
+    mean, sd = selection.selected_moments(mu[lab], sig[lab], data.m_lim[lab])
+    return float(np.mean(np.abs(y - mean) < sd))
+
+
+@dataclass
+class CalibrationRows:
+    """Predictions of one estimator on the independent calibration mocks: (mu, sigma without tau), truth, z and
+    the positions' flux limits."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    truth: np.ndarray
+    z: np.ndarray
+    flux_limit: np.ndarray
+
+
+def fit_tau(rows: CalibrationRows | None, selection) -> float:
+    """tau of the extrapolation term from the calibration mocks' unlabelled clusters (0 without them)."""
+    from ..selection import detection_probability, fit_extrapolation_tau
+
+    if rows is None or selection is None:
+        return 0.0
+    ok = np.isfinite(rows.mu) & np.isfinite(rows.truth)
+    if ok.sum() < 100:
+        return 0.0
+    # P_det at the selection's own limit (for a mock: its shallowest survey's), as the catalogue computes it
+    m_lim = selection.m_lim(rows.z[ok])
+    p_det = detection_probability(rows.mu[ok], rows.sigma[ok], m_lim, selection.s)
+    return fit_extrapolation_tau(rows.mu[ok] - rows.truth[ok], rows.sigma[ok], p_det)
+
+
+def calibration_rows(
+    stores: list[str], models: dict[str, MassModel], relation: CatalogueRelation, device, progress: bool
+) -> dict[str, CalibrationRows]:
+    """Every estimator's prediction, with its label-calibrated scale and no tau, on the calibration mocks."""
+    from ..store import open_store
+
+    out: dict[str, list] = {}
+    for path in stores:
+        store = open_store(path)
+        table = read_table(store)
+        index = np.arange(table.id.size)
+        bar = _bar(index.size, f"calibration mock {Path(path).name}", progress)
+        for s in range(0, index.size, 512):
+            rows = index[s : s + 512]
+            imgs = read_cutouts(store, table, rows)
+            z, lam = table.z[rows], table.richness[rows]
+            preds = {
+                name: m.predict(imgs, z, lam if m.richness_input else None, device=device)
+                for name, m in models.items()
+            }
+            preds["lambda"] = relation.predict(lam, z)
+            for name, p in preds.items():
+                sig = np.sqrt(p["log10_m500_err_aleatoric"] ** 2 + p["log10_m500_err_fold"] ** 2)
+                out.setdefault(name, []).append(
+                    (p["log10_m500"], sig, table.truth[rows], z, table.flux_limit[rows])
+                )
+            bar.update(rows.size)
+        bar.close()
+    return {
+        name: CalibrationRows(*(np.concatenate(c) for c in zip(*v, strict=True))) for name, v in out.items()
+    }
+
+
+def calibrate(
+    data: Stage2Data, fr: FoldResult, selection, cal_rows: dict[str, CalibrationRows]
+) -> dict[str, EstimatorCalibration]:
+    """Per estimator: the scale on sigma from the labels (out of fold), and tau from the independent mocks."""
+    out = {}
+    for name, (mu, sig) in fr.oof.items():
+        if name == "richness":  # the lambda-hat baseline keeps its fitted sigma
+            cov = label_coverage(mu, sig, data, selection)
+            out[name] = EstimatorCalibration(1.0, 0.0, cov, cov)
+            continue
+        scale = fit_scale(mu, sig, data, selection)
+        rows = cal_rows.get(name)
+        if rows is not None:
+            rows = CalibrationRows(rows.mu, rows.sigma * scale, rows.truth, rows.z, rows.flux_limit)
+        tau = fit_tau(rows, selection)
+        out[name] = EstimatorCalibration(
+            scale,
+            tau,
+            label_coverage(mu, sig, data, selection),
+            label_coverage(mu, scale * sig, data, selection),
+            0 if rows is None else int(np.isfinite(rows.truth).sum()),
         )
-    extra = extrapolation_sigma(tau, p_det)
-    return CalibrationResult(scale, tau, coverage(1.0), coverage(scale, extra[lab]), extra)
+    return out
+
+
+def final_errors(data: Stage2Data, fr: FoldResult, cal: dict[str, EstimatorCalibration], selection) -> dict:
+    """Out-of-fold calibrated error of every estimator and pool row: scale sigma and the extrapolation term."""
+    from ..selection import detection_probability, extrapolation_sigma
+
+    errs = {}
+    m_lim = None if selection is None else selection.m_lim(data.z)  # as the catalogue computes P_det
+    for name, (mu, sig) in fr.oof.items():
+        c = cal[name]
+        s = c.scale * sig
+        extra = np.zeros_like(s)
+        if selection is not None and c.tau > 0:
+            extra = extrapolation_sigma(c.tau, detection_probability(mu, s, m_lim, selection.s))
+        errs[name] = np.hypot(s, extra)
+    return errs
 
 
 # --- evaluation -----------------------------------------------------------------------------------------------
 
 
-def evaluate(
-    data: Stage2Data, fr: FoldResult, cal: CalibrationResult, selection, cfg: TrainConfig
-) -> Evaluation:
-    """Out-of-fold metrics: per fold against the labels (as a *selected* cluster), and the population's."""
-    from ..selection import selected_moments
+def _bins(x: np.ndarray, pred, truth, err, edges) -> list[BinScore]:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (x >= lo) & (x <= hi) & np.isfinite(pred) & np.isfinite(truth)
+        d = pred[m] - truth[m]
+        out.append(
+            BinScore(
+                lo=float(lo),
+                hi=float(hi),
+                n=int(m.sum()),
+                mae=float(np.mean(np.abs(d))) if d.size else None,
+                bias=float(np.mean(d)) if d.size else None,
+                coverage=float(np.mean(np.abs(d) < err[m])) if d.size else None,
+            )
+        )
+    return out
 
+
+def tertile_edges(x: np.ndarray) -> list[float]:
+    x = x[np.isfinite(x)]
+    return [float(v) for v in np.quantile(x, [0, 1 / 3, 2 / 3, 1])] if x.size else [0.0, 0.0]
+
+
+def score_population(pred, err, truth, richness, z) -> dict:
+    """MAE, bias, 68% coverage, overall and in tertiles of catalogue richness, z, predicted and true mass."""
+    ok = np.isfinite(pred) & np.isfinite(truth)
+    cov = float(np.mean(np.abs(pred[ok] - truth[ok]) < err[ok])) if ok.any() else None
+    by = {
+        "catalogue_richness": _bins(richness, pred, truth, err, tertile_edges(richness)),
+        "z": _bins(z, pred, truth, err, tertile_edges(z)),
+        "predicted_mass": _bins(pred, pred, truth, err, tertile_edges(pred)),
+        "true_mass": _bins(truth, pred, truth, err, tertile_edges(truth)),
+    }
+    return {"vs_truth": metrics(pred, truth), "coverage_68": cov, "coverage_by": by}
+
+
+def evaluate(data: Stage2Data, fr: FoldResult, errs: dict, selection, cfg: TrainConfig) -> Evaluation:
+    """Out-of-fold metrics of every estimator: against the labels (each taken as a *selected* cluster) and, for
+    every cluster of the pool (labelled or not: the population the catalogue describes), against the mock's
+    true masses with their calibrated errors."""
     lab = data.is_lab
     y, truth, folds = data.y[lab], data.truth[lab], fr.folds[lab]
-    cnn, rich = fr.oof_mu[lab], fr.oof_rich[lab]
-    if selection is not None:
-        sn, m_lim = selection.label_noise_dex, data.m_lim[lab]
-        cnn, _ = selected_moments(cnn, fr.oof_sig[lab], m_lim, selection.s, sn)
-        rich, _ = selected_moments(rich, fr.oof_rich_sig[lab], m_lim, selection.s, sn)
+    as_selected = {}
+    for name, (mu, sig) in fr.oof.items():
+        m = mu[lab]
+        if selection is not None:
+            m, _ = selection.selected_moments(m, sig[lab], data.m_lim[lab])
+        as_selected[name] = m
     per_fold = [
-        {
-            "fold": k,
-            "n": int((folds == k).sum()),
-            "cnn_vs_label": metrics(cnn[folds == k], y[folds == k]),
-            "richness_vs_label": metrics(rich[folds == k], y[folds == k]),
-            "cnn_vs_truth": metrics(cnn[folds == k], truth[folds == k]),
-            "richness_vs_truth": metrics(rich[folds == k], truth[folds == k]),
-            "ridge": fr.info[k]["ridge"],
-        }
+        FoldMetrics(
+            fold=k,
+            n=int((folds == k).sum()),
+            mae_vs_label={e: metrics(p[folds == k], y[folds == k]).mae for e, p in as_selected.items()},
+            ridge={name: info[k]["ridge"] for name, info in fr.info.items()},
+        )
         for k in range(cfg.folds)
     ]
-    unl = np.flatnonzero(~lab)
-    population = None
-    if unl.size and np.isfinite(data.truth[unl]).any():
-        tu, mu, sig = data.truth[unl], fr.oof_mu[unl], cal.scale * fr.oof_sig[unl]
-        population = {
-            "n": int(unl.size),
-            "cnn_vs_truth": metrics(mu, tu),
-            "richness_vs_truth": metrics(fr.oof_rich[unl], tu),
-            "cnn_coverage_68": float(np.mean(np.abs(mu - tu) < np.hypot(sig, cal.extra[unl]))),
-            "cnn_coverage_68_labels_only": float(np.mean(np.abs(mu - tu) < sig)),
-            "richness_coverage_68": float(np.mean(np.abs(fr.oof_rich[unl] - tu) < fr.oof_rich_sig[unl])),
-        }
-        population["mae_ratio_cnn_over_richness"] = (
-            population["cnn_vs_truth"].mae / population["richness_vs_truth"].mae
+    unl = np.isfinite(data.truth)
+    scores = {}
+    for name, (mu, _) in fr.oof.items():
+        pop = score_population(mu[unl], errs[name][unl], data.truth[unl], data.richness[unl], data.z[unl])
+        scores[name] = EstimatorScore(
+            vs_label=metrics(as_selected[name], y),
+            label_coverage_68=label_coverage(mu, errs[name], data, selection),
+            **(pop if unl.any() else {"vs_truth": None, "coverage_68": None, "coverage_by": {}}),
         )
-    mean_cnn = float(np.mean([f["cnn_vs_label"].mae for f in per_fold]))
-    mean_rich = float(np.mean([f["richness_vs_label"].mae for f in per_fold]))
-    summary = {
-        "cnn_vs_label": metrics(cnn, y),
-        "richness_vs_label": metrics(rich, y),
-        "cnn_vs_truth": metrics(cnn, truth),
-        "richness_vs_truth": metrics(rich, truth),
-        "label_vs_truth": metrics(y, truth),
-        "mean_fold_mae_cnn": mean_cnn,
-        "mean_fold_mae_richness": mean_rich,
-        "best_fold_mae_cnn": float(np.min([f["cnn_vs_label"].mae for f in per_fold])),
-        "mae_ratio_cnn_over_richness": mean_cnn / mean_rich,
-        "population": population,
+    fold_mae = {
+        e: [f.mae_vs_label[e] for f in per_fold if f.mae_vs_label[e] is not None] for e in as_selected
     }
+    summary = Summary(
+        estimators=scores,
+        label_vs_truth=metrics(y, truth),
+        oracle_vs_truth=metrics(data.oracle[unl], data.truth[unl])
+        if np.isfinite(data.oracle[unl]).any()
+        else None,
+        mean_fold_mae={e: float(np.mean(v)) for e, v in fold_mae.items() if v},
+        best_fold_mae={e: float(np.min(v)) for e, v in fold_mae.items() if v},
+        n_population=int(unl.sum()),
+    )
     oof = {
         "id": data.ids[lab].tolist(),
         "fold": folds.tolist(),
         "label": y.tolist(),
         "truth": truth.tolist(),
         "z": data.z[lab].tolist(),
-        "cnn": cnn.tolist(),
-        "sigma": fr.oof_sig[lab].tolist(),
-        "richness": rich.tolist(),
-        "cnn_population": fr.oof_mu[lab].tolist(),
-        "sigma_population": fr.oof_sig[lab].tolist(),
-        "richness_population": fr.oof_rich[lab].tolist(),
+        "richness_catalogue": data.richness[lab].tolist(),
         "lambda_hat": data.lam_hat[lab].tolist(),
+        **{f"{e}_as_selected": p.tolist() for e, p in as_selected.items()},
+        **{f"{e}_population": fr.oof[e][0][lab].tolist() for e in fr.oof},
+        **{f"{e}_sigma": fr.oof[e][1][lab].tolist() for e in fr.oof},
     }
     return Evaluation(per_fold=per_fold, summary=summary, oof=oof)
 
@@ -635,10 +799,77 @@ def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig):
     return selection, pool
 
 
+def _check_calibration_stores(cfg: TrainConfig, store_path) -> None:
+    from ..errors import SurveyMassError
+    from ..store import open_store
+
+    for p in cfg.calibration_stores:
+        if Path(p).resolve() == Path(store_path).resolve():
+            raise SurveyMassError(
+                f"train: calibration store {str(p)!r} is the training store; use an independent mock"
+            )
+        if not np.isfinite(read_table(open_store(p)).truth).any():
+            raise SurveyMassError(
+                f"train: calibration store {str(p)!r} has no true masses (a mock is needed)"
+            )
+
+
+def build_stage2(
+    backbone_model: MassModel, store, table: StoreTable, pool: np.ndarray, selection, cfg, device, progress
+) -> tuple[Stage2Data, NuisancePairs, RichnessFit, float]:
+    """Features of the pool, the standardisation of each mass model, and the lambda-hat baseline."""
+    t0 = time.perf_counter()
+    raw = extract_pool_features(backbone_model, store, table, pool, device, progress=progress)
+    pairs = nuisance_pairs(backbone_model, store, table, pool, cfg, device, progress=progress)
+    lam = table.richness[pool]
+    has_lam = np.isfinite(lam) & (lam > 0)
+    inputs = {}
+    for name in ("pixels", "headline"):
+        with_lam = name == "headline"
+        if with_lam and has_lam.mean() < 0.5:  # the candidates carry (almost) no richness: pixels alone
+            continue
+        model = MassModel(backbone_model.backbone, richness_input=with_lam)
+        lam_pairs = lam[np.searchsorted(pool, pairs.rows)] if with_lam else None
+        r = model.extend_raw(raw, lam if with_lam else None)
+        clean = model.extend_raw(pairs.clean, lam_pairs)
+        worse = model.extend_raw(pairs.degraded, lam_pairs)
+        fit_rows = has_lam if with_lam else np.ones(pool.size, bool)
+        pair_rows = np.isfinite(worse).all(axis=1)
+        model.set_standardisation(
+            Standardisation.fit(
+                np.concatenate([r[fit_rows], worse[pair_rows]]), always_keep=model.always_keep()
+            )
+        )
+        sub = NuisancePairs(
+            pairs.rows[pair_rows],
+            clean[pair_rows],
+            worse[pair_rows],
+            pairs.noise_factor[pair_rows],
+            pairs.seeing_factor[pair_rows],
+        )
+        x = np.nan_to_num(standardised(model, np.nan_to_num(r, nan=1.0)))
+        inputs[name] = HeadInputs(model, x, nuisance_shifts(model, sub, table.z[sub.rows]), fit_rows)
+    feat_time = time.perf_counter() - t0
+    rich = fit_richness_baseline(store, table, pool, cfg, progress)
+    z_pool = table.z[pool].astype(np.float64)
+    data = Stage2Data(
+        inputs=inputs,
+        ids=table.id[pool],
+        y=table.label[pool].astype(np.float64),
+        truth=table.truth[pool].astype(np.float64),
+        oracle=table.oracle[pool].astype(np.float64),
+        z=z_pool,
+        richness=lam.astype(np.float64),
+        lam_hat=rich.lam_hat,
+        m_lim=selection.m_lim(z_pool, table.flux_limit[pool]) if selection is not None else None,
+    )
+    return data, pairs, rich, feat_time
+
+
 def train(
     store_path: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None, *, progress: bool = True
 ) -> TrainingReport:
-    """Train both stages and the baseline on a store; write the model bundle and report into ``out_dir``."""
+    """Train both stages, the catalogue relation and the baseline on a store; write the bundle and report."""
     from ..models.bundle import save_bundle
     from ..store import open_store
     from .report import build_card, build_report, write_report
@@ -649,6 +880,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     store = open_store(store_path)
+    _check_calibration_stores(cfg, store_path)
     out = Path(out_dir)
     ckpt_dir = out / paths.CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -657,44 +889,41 @@ def train(
     selection, pool = _labelled_pool(store, store_path, table, cfg)
 
     s1 = train_stage1(store, table, cfg, ckpt_dir, device, progress)
-    model = MassModel(s1.classifier.backbone.eval())
-    t_feat = time.perf_counter()
-    raw = extract_pool_features(model, store, table, pool, device, progress=progress)
-    pairs = nuisance_pairs(model, store, table, pool, cfg, device, progress=progress)
-    model.set_standardisation(
-        Standardisation.fit(np.concatenate([raw, pairs.degraded]), always_keep=(model.z_raw_index,))
+    data, pairs, rich, feat_time = build_stage2(
+        MassModel(s1.classifier.backbone.eval()), store, table, pool, selection, cfg, device, progress
     )
-    feat_time = time.perf_counter() - t_feat
-    rich = fit_richness_baseline(store, table, pool, cfg, progress)
-    z_pool = table.z[pool].astype(np.float64)
-    data = Stage2Data(
-        x=standardised(model, raw),
-        nuisance=nuisance_shifts(model, pairs, table.z[pairs.rows]),
-        ids=table.id[pool],
-        y=table.label[pool].astype(np.float64),
-        truth=table.truth[pool].astype(np.float64),
-        z=z_pool,
-        lam_hat=rich.lam_hat,
-        m_lim=selection.m_lim(z_pool) if selection is not None else None,
-        z_index=model.z_index,
-    )
-    del raw
     fr = fit_folds(data, rich.baseline, selection, cfg, ckpt_dir, device, progress)
-    cal = calibrate(data, fr, selection, cfg)
-    ev = evaluate(data, fr, cal, selection, cfg)
-    model.heads = nn.ModuleList(fr.heads)
-    model.calibration = {
-        "scale": cal.scale,
-        "tau": cal.tau,
-        "selection": selection.to_dict() if selection else None,
+    sel_dict = selection.to_dict() if selection else None
+    models = {}
+    for name, hi in data.inputs.items():
+        hi.model.heads = nn.ModuleList(fr.heads[name])
+        scale = fit_scale(*fr.oof[name], data, selection)
+        hi.model.calibration = {"scale": scale, "tau": 0.0, "selection": sel_dict}
+        models[name] = hi.model
+    fr.relation.calibration = {
+        "scale": fit_scale(*fr.oof["lambda"], data, selection),
+        "tau": 0.0,
+        "selection": sel_dict,
     }
+    t_cal = time.perf_counter()
+    cal_rows = calibration_rows(list(cfg.calibration_stores), models, fr.relation, device, progress)
+    if "headline" not in models and "pixels" in cal_rows:
+        cal_rows["headline"] = cal_rows["pixels"]
+    cal = calibrate(data, fr, selection, cal_rows)
+    for name, m in models.items():
+        m.calibration["tau"] = cal[name].tau
+    fr.relation.calibration["tau"] = cal["lambda"].tau
+    errs = final_errors(data, fr, cal, selection)
+    ev = evaluate(data, fr, errs, selection, cfg)
     timing = {
         "stage1": s1.seconds,
         "features": feat_time,
         "richness": rich.seconds,
         "stage2": fr.seconds,
+        "calibration": time.perf_counter() - t_cal,
         "total": time.perf_counter() - t_start,
     }
+    headline = models.get("headline", models["pixels"])
     report = build_report(
         store,
         store_path,
@@ -707,9 +936,15 @@ def train(
         ev,
         selection,
         timing,
-        invariance_summary(model, pairs),
+        invariance_summary(models["pixels"], pairs),
     )
-    card = save_bundle(out, model, rich.baseline, build_card(model, rich.baseline, store, report, cfg))
+    card = save_bundle(
+        out,
+        headline,
+        rich.baseline,
+        build_card(models, fr.relation, rich.baseline, store, report, cfg),
+        pixels=models["pixels"] if headline is not models["pixels"] else None,
+    )
     report = report.model_copy(update={"model_id": card.model_id})
     write_report(out, report)
     return report

@@ -1,0 +1,106 @@
+"""The mass a user of the candidate catalogue already has: a mass-richness relation on the catalogue's own
+richness lambda and redshift, fitted with the same survey likelihood and folds as the CNN.
+
+log10 M500 = a + b ln(lambda / 40) + c (z - 0.3), with a heteroscedastic scatter
+log sigma = s0 + s1 (mu - 14.3) (:func:`~survey_mass.models.networks.log_sigma_of`): the redMaPPer-style
+scaling relation (e.g. Simet et al. 2017; Rykoff et al. 2012), fitted per fold on the labels as X-ray-selected
+clusters and the other clusters as non-detections (:meth:`survey_mass.selection.XraySelection.nll`); least
+squares when the selection is unknown. Its errors are calibrated like the CNN's
+(:func:`~survey_mass.models.mass_model.ensemble_errors`): fold spread, the out-of-fold scale, and the
+extrapolation term calibrated on independent mocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PIVOT_LAMBDA = 40.0
+PIVOT_Z = 0.3
+
+
+def design(richness: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """[1, ln(lambda / 40), z - 0.3] per row."""
+    lam = np.asarray(richness, float)
+    return np.stack([np.ones_like(lam), np.log(lam / PIVOT_LAMBDA), np.asarray(z, float) - PIVOT_Z], axis=1)
+
+
+def _moments(coef, richness, z) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    from .networks import log_sigma_of
+
+    mu = design(richness, z) @ np.asarray(coef[:3])
+    ls = log_sigma_of(torch.from_numpy(mu), float(coef[3]), float(coef[4])).numpy()
+    return mu, np.exp(ls)
+
+
+@dataclass
+class CatalogueRelation:
+    """The per-fold coefficients (a, b, c, s0, s1) and the calibration (scale, tau, selection)."""
+
+    folds: list[list[float]] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)
+
+    @staticmethod
+    def fit_fold(richness, z, log_m, *, selection=None, m_lim=None) -> list[float]:
+        """(a, b, c, s0, s1) on one fold's pool (``log_m`` NaN for clusters without a label)."""
+        x = design(richness, z)
+        lab = np.isfinite(log_m)
+        coef, *_ = np.linalg.lstsq(x[lab], log_m[lab], rcond=None)
+        sigma = float(np.std(log_m[lab] - x[lab] @ coef))
+        if selection is None:
+            return [float(c) for c in coef] + [float(np.log(max(sigma, 1e-3))), 0.0]
+        from scipy.optimize import minimize
+
+        joint = not lab.all()
+
+        def nll(p):
+            mu, sig = _moments(p, richness, z)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                rows = selection.nll(mu, sig, log_m, lab, m_lim, joint=joint)
+            total = float(np.sum(rows))
+            return total if np.isfinite(total) else 1e30
+
+        start = np.array([*coef, np.log(max(sigma, 0.05)), 0.0])
+        res = minimize(
+            nll, start, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-6, "fatol": 1e-6}
+        )
+        return [float(v) for v in res.x]
+
+    def fold_moments(self, richness, z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per fold (K, N): mean, sigma^2 and a zero parameter-variance term (the fits are tiny)."""
+        out = [_moments(c, richness, z) for c in self.folds]
+        mus = np.stack([o[0] for o in out])
+        return mus, np.stack([o[1] ** 2 for o in out]), np.zeros_like(mus)
+
+    def predict(self, richness, z) -> dict[str, np.ndarray]:
+        """The calibrated ensemble (:func:`~survey_mass.models.mass_model.ensemble_errors`); NaN where lambda or z
+        is missing."""
+        from .mass_model import ensemble_errors
+
+        lam = np.asarray(richness, float)
+        z = np.asarray(z, float)
+        ok = np.isfinite(lam) & (lam > 0) & np.isfinite(z)
+        out = {
+            k: np.full(lam.size, np.nan)
+            for k in ("log10_m500", "log10_m500_err", "log10_m500_err_aleatoric", "log10_m500_err_fold")
+        }
+        out["log10_m500_err_extrapolation"] = np.full(lam.size, np.nan)
+        if ok.any() and self.folds:
+            res = ensemble_errors(*self.fold_moments(lam[ok], z[ok]), z[ok], self.calibration)
+            for k, v in res.items():
+                out[k][ok] = v
+        return out
+
+    def to_dict(self) -> dict:
+        return {"folds": self.folds, "calibration": self.calibration}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> CatalogueRelation:
+        d = d or {}
+        return cls(
+            folds=[list(map(float, f)) for f in d.get("folds", [])],
+            calibration=dict(d.get("calibration", {})),
+        )
