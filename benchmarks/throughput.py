@@ -138,6 +138,7 @@ def run_benchmarks(
         images = np.concatenate([st.images(p) for p in parts])
         cols = [st.columns(p) for p in parts]
         z = np.concatenate([c["z"] for c in cols]).astype(float)
+        lam = np.concatenate([c.get("richness", np.full(len(c["z"]), np.nan)) for c in cols]).astype(float)
         ids = np.concatenate([c["id"] for c in cols])
         n = images.shape[0]
         batch = 64
@@ -145,11 +146,12 @@ def run_benchmarks(
         # (a) the model alone, in memory
         def model_all():
             for s in range(0, n, batch):
-                cnn_masses(bundle, images[s : s + batch], z[s : s + batch], batch_size=batch, device=dev)
-                richness_masses(bundle, images[s : s + batch], z[s : s + batch])
+                sl = slice(s, s + batch)
+                cnn_masses(bundle, images[sl], z[sl], lam[sl], batch_size=batch, device=dev)
+                richness_masses(bundle, images[sl], z[sl])
 
         def cnn_all():
-            cnn_masses(bundle, images, z, batch_size=batch, device=dev)
+            cnn_masses(bundle, images, z, lam, batch_size=batch, device=dev)
 
         cnn_all()  # warm-up
         t_cnn = _timed(cnn_all, 2)
@@ -189,16 +191,18 @@ def run_benchmarks(
         # (d) attribution
         steps = ig_steps or load_pipeline("dr12").attribution.ig_steps
         k = min(16, n)
-        t_attr = _timed(lambda: attribute(bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale))
+        t_attr = _timed(
+            lambda: attribute(bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale, richness=lam[:k])
+        )
 
         # (e) the naive way: FITS per band per cutout -> astropy -> DataLoader -> the same model
         files = write_naive_fits(images, ids, work / "naive_fits")
         loader = DataLoader(NaiveFitsDataset(files, z), batch_size=batch, shuffle=False)
 
         def naive_all():
-            for xb, zb in loader:
+            for s, (xb, zb) in zip(range(0, n, batch), loader, strict=False):
                 xb_np, zb_np = xb.numpy(), zb.numpy().astype(float)
-                cnn_masses(bundle, xb_np, zb_np, batch_size=batch, device=dev)
+                cnn_masses(bundle, xb_np, zb_np, lam[s : s + batch], batch_size=batch, device=dev)
                 richness_masses(bundle, xb_np, zb_np)
 
         def naive_read_only():

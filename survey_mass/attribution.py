@@ -37,31 +37,39 @@ def attribute(
     pixel_scale: float = 6.336,
     internal_batch_size: int = 64,
     return_maps: bool = False,
+    richness: np.ndarray | None = None,
 ):
     """Joint IG x Grad-CAM maps and their summaries for (N, 5, H, W) raw cutouts.
 
-    Returns a dict of summary arrays (and ``maps`` (N, 5, H, W) when ``return_maps``).
+    The function explained is the headline mass (pixels and the catalogue ``richness``, held fixed along the
+    path); where a row has no richness, the pixels-only mass of every row given. Returns a dict of summary
+    arrays (and ``maps`` (N, 5, H, W) when ``return_maps``).
     """
     from captum.attr import IntegratedGradients, LayerGradCam
 
-    model = bundle.model.eval()
+    lam = None if richness is None else np.asarray(richness, np.float32)
+    with_lam = (
+        bundle.model.richness_input and lam is not None and bool(np.isfinite(lam).all() and (lam > 0).all())
+    )
+    model = (bundle.model if with_lam else bundle.pixels).eval()
     x, log_sigma, _ = prepare_images(np.asarray(images, np.float32))
     zz = torch.from_numpy(np.asarray(z, np.float32))
+    extra = (zz, log_sigma) + ((torch.from_numpy(lam),) if with_lam else ())
     n, c, h, w = x.shape
     ig = IntegratedGradients(model)
     attr, delta = ig.attribute(
         x,
         baselines=torch.zeros_like(x),
-        additional_forward_args=(zz, log_sigma),
+        additional_forward_args=extra,
         n_steps=steps,
         method="riemann_trapezoid",  # the path integrand is piecewise linear (ReLUs): trapezoids converge faster than Gauss-Legendre here
         internal_batch_size=internal_batch_size,
         return_convergence_delta=True,
     )
     with torch.no_grad():
-        change = (model(x, zz, log_sigma) - model(torch.zeros_like(x), zz, log_sigma)).abs()
+        change = (model(x, *extra) - model(torch.zeros_like(x), *extra)).abs()
     gc = LayerGradCam(model, bundle.backbone.last_conv)
-    cam = gc.attribute(x, additional_forward_args=(zz, log_sigma), relu_attributions=True)  # (n*5, 1, h', w')
+    cam = gc.attribute(x, additional_forward_args=extra, relu_attributions=True)  # (n*5, 1, h', w')
     cam = torch.nn.functional.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False).reshape(
         n, c, h, w
     )

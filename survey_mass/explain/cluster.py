@@ -88,8 +88,15 @@ def explain_cluster(
         raise CatalogError(
             f"catalog {str(catalog)!r}: row {cluster_id} has no redshift, so no mass to explain"
         )
+    lam = record.get("richness")
     a = attribute(
-        bundle, image[None], np.array([z]), steps=steps, pixel_scale=st.pixel_scale, return_maps=True
+        bundle,
+        image[None],
+        np.array([z]),
+        steps=steps,
+        pixel_scale=st.pixel_scale,
+        return_maps=True,
+        richness=None if lam is None else np.array([float(lam)]),
     )
     summary = {c: float(a[c][0]) for c in SUMMARY_COLUMNS}
     explain_figure(

@@ -1,31 +1,35 @@
 """Prediction for one partition: a pure function of (model bundle, partition arrays). No Dask here.
 
-For every cutout:
+For every cutout, four mass estimators (:data:`ESTIMATORS`), each with its own calibrated 68% error:
 
-* **CNN mass.** Each of the k fold regressors gives (mu_k, sigma_k) from the frozen stage-1 features. Then
-  ``log10_m500`` = mean_k mu_k;
-  ``log10_m500_err_aleatoric`` = s * sqrt(mean_k sigma_k^2);
-  ``log10_m500_err_fold`` = s * sqrt(var_k mu_k + mean_k e_k^2), the model's uncertainty: the folds' spread and
-  e_k, each head's own parameter uncertainty (its Laplace posterior);
-  ``log10_m500_err_extrapolation`` = tau * sqrt(1 - P_det), P_det the probability that the labels' X-ray
-  selection would detect the cluster (near 0 far below its flux limit) and tau calibrated on the simulated
-  survey's true masses (:func:`survey_mass.selection.fit_extrapolation_tau`);
-  ``log10_m500_err`` = the three parts in quadrature, s * sqrt(mean_k sigma_k^2 + var_k mu_k + mean_k e_k^2)
-  and the extrapolation, with s the out-of-fold calibration scale. All of it is
-  :meth:`survey_mass.models.mass_model.MassModel.predict`; this module adds no arithmetic of its own.
+* **Headline** ``log10_m500``: the fold-ensemble of the mass model that reads the pixels *and* the candidate
+  catalogue's richness (pixels alone where the candidate has none). Each of the k fold regressors gives
+  (mu_k, sigma_k) from the frozen stage-1 features, z, the sky depth and ln lambda; ``log10_m500`` = mean_k mu_k;
+  ``log10_m500_err_aleatoric`` = s sqrt(mean_k sigma_k^2) (sigma_k heteroscedastic in mu_k);
+  ``log10_m500_err_fold`` = s sqrt(var_k mu_k + mean_k e_k^2), the folds' spread and each head's Laplace
+  parameter uncertainty; ``log10_m500_err_extrapolation`` = tau sqrt(1 - P_det), P_det the probability that the
+  labels' X-ray selection would detect the cluster, tau calibrated on independent mocks; ``log10_m500_err`` =
+  the three in quadrature; s the out-of-fold scale from the labels. All of it is
+  :meth:`survey_mass.models.mass_model.MassModel.predict_raw`.
+* **Pixels** ``log10_m500_pixels`` and ``_err``: the same from pixels and z alone.
+* **Catalogue lambda** ``log10_m500_lambda`` and ``_err``: the mass-richness relation on the candidate's own
+  richness and z (:class:`~survey_mass.models.catalogue.CatalogueRelation`): what a user of the catalogue
+  already has.
+* **lambda-hat** ``richness`` (sep red-sequence count) and ``log10_m500_richness`` and ``_err``.
 * **Sky.** ``sky_sigma_{u,g,r,i,z}``: each band's sky noise (nanomaggies per pixel) measured from its sky pixels.
-* **Richness baseline.** ``richness`` (lambda_hat from sep detections) and ``log10_m500_richness`` (mean of the
-  fold calibrations).
-* **Quality.** The store's bits plus what the pixels show. Rows whose pixels cannot support a mass (a missing
-  band, no redshift, unreadable) get NaN masses and keep their bits.
+* **Quality.** The store's bits plus what the pixels show. Rows that cannot support a mass (a missing band, no
+  redshift, unreadable, outside the model's redshift range) get NaN masses and keep their bits; so do rows whose
+  pixels show no red-sequence overdensity at the candidate's redshift (``NO_CLUSTER``, decided up to z = 0.4:
+  about 93% of blank fields and 0.3% of real clusters are flagged).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..models.richness import no_cluster
 from ..photometry import BANDS
-from ..quality import Quality, image_quality
+from ..quality import Quality, image_quality, redshift_quality
 
 #: the mass estimators in every catalogue row: estimator -> its mass column; its 68% error is the column + "_err".
 #: ``headline``: pixels and the candidate's catalogue richness together (pixels alone where it has none);
@@ -38,7 +42,7 @@ ESTIMATORS = {
     "richness": "log10_m500_richness",
 }
 
-NO_MASS = Quality.MISSING_BAND | Quality.NO_REDSHIFT | Quality.UNREADABLE
+NO_MASS = Quality.MISSING_BAND | Quality.NO_REDSHIFT | Quality.UNREADABLE | Quality.OUTSIDE_Z_RANGE
 SKY_COLUMNS = tuple(f"sky_sigma_{b}" for b in BANDS)
 
 OUTPUT_COLUMNS = (
@@ -47,37 +51,78 @@ OUTPUT_COLUMNS = (
     "log10_m500_err_aleatoric",
     "log10_m500_err_fold",
     "log10_m500_err_extrapolation",
+    "log10_m500_pixels",
+    "log10_m500_pixels_err",
+    "log10_m500_lambda",
+    "log10_m500_lambda_err",
     "richness",
     "log10_m500_richness",
+    "log10_m500_richness_err",
     *SKY_COLUMNS,
     "quality",
 )
 
 
-def cnn_masses(bundle, images: np.ndarray, z: np.ndarray, *, batch_size: int = 64, device="cpu") -> dict:
-    """Fold-ensemble masses, their error parts and the measured sky sigmas (:meth:`MassModel.predict`)."""
-    out = bundle.model.predict(images, z, batch_size=batch_size, device=device)
-    sky = out.pop("sky_sigma")
+def cnn_masses(
+    bundle,
+    images: np.ndarray,
+    z: np.ndarray,
+    richness: np.ndarray | None = None,
+    *,
+    batch_size: int = 64,
+    device="cpu",
+) -> dict:
+    """Headline and pixels-only masses with their error parts, and the measured sky sigmas.
+
+    The backbone runs once: the pixels model's raw inputs are extended by ln lambda for the headline model
+    (:meth:`~survey_mass.models.mass_model.MassModel.extend_raw`); rows without a richness keep the pixels' mass.
+    """
+    pix, head = bundle.pixels, bundle.model
+    raw, sky = pix.raw_inputs_and_sky(images, z, batch_size=batch_size, device=device)
+    out = pix.predict_raw(raw, z, device=device)
+    pixels = {"log10_m500_pixels": out["log10_m500"], "log10_m500_pixels_err": out["log10_m500_err"]}
+    if head is not pix and richness is not None:
+        lam = np.asarray(richness, float)
+        has = np.isfinite(lam) & (lam > 0)
+        if has.any():
+            h = head.predict_raw(head.extend_raw(raw[has], lam[has]), np.asarray(z)[has], device=device)
+            for key, v in h.items():
+                out[key] = np.asarray(out[key]).copy()
+                out[key][has] = v
+    out.update(pixels)
     for k, c in enumerate(SKY_COLUMNS):
         out[c] = sky[:, k].astype(float)
     return out
 
 
+def lambda_masses(bundle, richness: np.ndarray | None, z: np.ndarray) -> dict[str, np.ndarray]:
+    """The catalogue relation's mass and error (NaN without a richness)."""
+    n = np.size(z)
+    lam = np.full(n, np.nan) if richness is None else np.asarray(richness, float)
+    out = bundle.relation.predict(lam, z)
+    return {"log10_m500_lambda": out["log10_m500"], "log10_m500_lambda_err": out["log10_m500_err"]}
+
+
 def richness_masses(bundle, images: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
-    """lambda_hat and the baseline mass (mean over the fold calibrations) for each cutout."""
+    """lambda_hat, the baseline mass (mean over the fold calibrations) and its sigma for each cutout, and the
+    red-sequence significance of a cluster in the pixels (:meth:`RichnessBaseline.cluster_significance`)."""
     from ..models.richness import detect
 
     base = bundle.baseline
-    lam = np.array(
-        [
-            base.richness(detect(img), float(zz)) if np.isfinite(zz) else np.nan
-            for img, zz in zip(images, z, strict=True)
-        ]
-    )
+    lam, sig_cl = np.full(len(z), np.nan), np.full(len(z), np.nan)
+    for k, (img, zz) in enumerate(zip(images, z, strict=True)):
+        if not np.isfinite(zz):
+            continue
+        src = detect(img)
+        lam[k] = base.richness(src, float(zz))
+        sig_cl[k] = base.cluster_significance(src, float(zz))
     preds = [base.predict(c, lam, z) for c in base.folds]
+    sig = float(np.sqrt(np.mean([c[3] ** 2 for c in base.folds]))) if base.folds else np.nan
     return {
         "richness": lam,
         "log10_m500_richness": np.mean(preds, axis=0) if preds else np.full(lam.size, np.nan),
+        "log10_m500_richness_err": np.full(lam.size, sig),
+        "cluster_significance": sig_cl,
     }
 
 
@@ -90,24 +135,35 @@ def predict_partition(
     device="cpu",
     richness: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Masses, errors, the richness baseline and quality for one partition's cutouts."""
+    """Masses of all four estimators, their errors, the lambda-hat baseline and quality for one partition."""
     n = images.shape[0]
     z = np.asarray(columns["z"], dtype=np.float64)
+    lam_cat = np.asarray(columns["richness"], float) if "richness" in columns else None
     quality = np.asarray(columns.get("quality", np.zeros(n)), dtype=np.int64).copy()
     for k in range(n):
         quality[k] |= image_quality(images[k])
     quality[~np.isfinite(z) | (z <= 0)] |= int(Quality.NO_REDSHIFT)
+    quality |= redshift_quality(z, bundle.z_range)
     out = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c != "quality"}
     ok = (quality & int(NO_MASS)) == 0
     if ok.any():
         clean = np.where(np.isfinite(images[ok]), images[ok], np.nan).astype(np.float32)
-        cnn = cnn_masses(bundle, clean, z[ok], batch_size=batch_size, device=device)
+        lam_ok = None if lam_cat is None else lam_cat[ok]
+        cnn = cnn_masses(bundle, clean, z[ok], lam_ok, batch_size=batch_size, device=device)
         ood = cnn.pop("out_of_distribution")
-        for key, v in cnn.items():
+        for key, v in {**cnn, **lambda_masses(bundle, lam_ok, z[ok])}.items():
             out[key][ok] = v
         quality[np.flatnonzero(ok)[ood]] |= int(Quality.OUT_OF_DISTRIBUTION)
+        rm = richness_masses(bundle, np.nan_to_num(clean), z[ok])
+        blank = np.flatnonzero(ok)[no_cluster(rm.pop("cluster_significance"))]
         if richness:
-            for key, v in richness_masses(bundle, np.nan_to_num(clean), z[ok]).items():
+            for key, v in rm.items():
                 out[key][ok] = v
+        # the pixels show no cluster: no mass of any estimator is given (the catalogue claims one; the pixels
+        # contradict it), lambda-hat is kept for inspection
+        quality[blank] |= int(Quality.NO_CLUSTER)
+        for key in out:
+            if key.startswith("log10_m500"):
+                out[key][blank] = np.nan
     out["quality"] = quality.astype(np.int32)
     return out

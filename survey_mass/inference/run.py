@@ -109,6 +109,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
     from ..attribution import SUMMARY_COLUMNS, attribute
     from ..catalog.writer import to_table, write_partition
     from ..errors import StoreError
+    from ..store.cutouts import PASSTHROUGH_COLUMNS
     from .predict import NO_MASS, predict_partition
 
     t0 = time.perf_counter()
@@ -156,6 +157,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
             np.asarray(cols["z"], float)[idx],
             steps=opts.ig_steps,
             pixel_scale=store.pixel_scale,
+            richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
         )
         for c in SUMMARY_COLUMNS:
             attr[c][idx] = a[c]
@@ -175,8 +177,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
         "quality": quality,
         **attr,
         "richness_catalog": cols.get("richness"),
-        "log10_m500_label": cols.get("log10_m500_label"),
-        "log10_m500_true": cols.get("log10_m500_true"),
+        **{c: cols[c] for c in PASSTHROUGH_COLUMNS if c in cols},
         "model_id": np.full(n, bundle.model_id),
     }
     write_partition(Path(catalog), store.order, pixel, to_table(out))

@@ -306,3 +306,33 @@ def test_bad_query_inputs(small_catalog, tmp_path, capsys):
     assert_one_line_error(code, err, "missing_column")
     code, _, err = cli(["query", tmp_path / "nothing"], capsys)
     assert_one_line_error(code, err, str(tmp_path / "nothing"))
+
+
+def test_blank_sky_and_redshift_beyond_training_get_their_own_bits_and_no_mass(source_partition, tmp_path, capsys):
+    """Garbage in is said: a cutout of sky and field only gets NO_CLUSTER and no mass; a candidate at z = 0.9
+    (beyond the shipped model's training redshifts) gets OUTSIDE_Z_RANGE and no mass; real clusters keep theirs."""
+    from survey_mass.mock.survey import MockConfig, render_blank
+
+    p, images, cols = source_partition
+    n = 10
+    imgs = images[:n].copy()
+    cols = {k: np.asarray(v[:n]).copy() for k, v in cols.items()}
+    cfg = MockConfig(seed=21)
+    for k in range(3):  # blank fields at the candidates' own (low) redshifts
+        imgs[k] = render_blank(cfg, 9000 + k, 60.0)
+        cols["z"][k] = 0.15 + 0.05 * k
+    cols["z"][3] = 0.9
+    store = make_store(tmp_path / "s.zarr", p, imgs, cols)
+    code, _, _ = _run(store, tmp_path / "cat", capsys, "--attribution", "none")
+    assert code == 0
+    df = _rows(tmp_path / "cat").set_index("id")
+    ids = cols["id"]
+    blank = df.loc[ids[:3]]
+    assert (blank.quality & int(Quality.NO_CLUSTER) != 0).sum() >= 2  # ~93% of blank fields are flagged
+    flagged = blank[blank.quality & int(Quality.NO_CLUSTER) != 0]
+    assert flagged.log10_m500.isna().all() and flagged.log10_m500_lambda.isna().all()
+    far = df.loc[ids[3]]
+    assert far.quality & int(Quality.OUTSIDE_Z_RANGE) and np.isnan(far.log10_m500)
+    real = df.loc[ids[4:]]
+    assert (real.quality & (int(Quality.NO_CLUSTER) | int(Quality.OUTSIDE_Z_RANGE)) == 0).all()
+    assert real.log10_m500.notna().all() and real.log10_m500_lambda.notna().all()
