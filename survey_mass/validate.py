@@ -187,6 +187,11 @@ class ValidationRow(_Model):
         description="fraction with |predicted - true| < the column's _err (None without an _err column)"
     )
     tertiles: CoverageTertiles
+    coverage_detected: float | None = Field(
+        None,
+        description="coverage of the clusters the labels' X-ray survey detected (a finite log10_m500_label in the "
+        "mock): the massive, low-z kind, which must not be under-covered either",
+    )
 
 
 class PerturbationResult(Perturbation):
@@ -266,6 +271,13 @@ def tertile_coverage(
     return bins
 
 
+def _detected_coverage(catalog, ok, pred, true, err) -> float | None:
+    if err is None or "log10_m500_label" not in catalog:
+        return None
+    det = np.isfinite(catalog["log10_m500_label"].to_numpy(float))[ok]
+    return _covered(pred[det], true[det], err[det]) if det.sum() >= 10 else None
+
+
 def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[ValidationRow], list[str]]:
     """Rows of one perturbation's catalog (a DataFrame with ``log10_m500_true``) and the estimators skipped."""
     if TRUE_MASS not in catalog or not np.isfinite(catalog[TRUE_MASS].to_numpy(float)).any():
@@ -297,6 +309,7 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
                 bias=_f(np.mean(d)),
                 coverage=_covered(pred, true, err),
                 tertiles=CoverageTertiles(**tert),
+                coverage_detected=_detected_coverage(catalog, ok, pred, true, err),
             )
         )
     return rows, skipped
@@ -455,7 +468,7 @@ def _tertiles(bins: list[TertileBin]) -> str:
     return "/".join(_fmt(b.coverage) for b in bins)
 
 
-HEADER = ("perturbation", "estimator", "n", "MAE", "bias", "cov68", "cov λ⅓", "cov z⅓", "cov M⅓")
+HEADER = ("perturbation", "estimator", "n", "MAE", "bias", "cov68", "cov λ⅓", "cov z⅓", "cov M⅓", "cov det")
 
 
 def table_rows(report: ValidationReport) -> list[tuple[str, ...]]:
@@ -471,6 +484,7 @@ def table_rows(report: ValidationReport) -> list[tuple[str, ...]]:
             _tertiles(r.tertiles.richness),
             _tertiles(r.tertiles.z),
             _tertiles(r.tertiles.mass),
+            _fmt(r.coverage_detected),
         )
         for r in report.rows
     ]
@@ -488,7 +502,7 @@ def format_table(report: ValidationReport, *, markdown: bool = False) -> str:
         lines += ["| " + " | ".join(c) + " |" for c in cells]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(HEADER)]
-    right = {2, 3, 4, 5}
+    right = {2, 3, 4, 5, 9}
 
     def line(c):
         return "  ".join(

@@ -27,7 +27,8 @@ def blank_sources():
     cfg = MockConfig()
     rng = np.random.default_rng(11)
     return [
-        richness.detect(render_blank(cfg, 60_000 + k, float(rng.uniform(25, 85)), field=True)) for k in range(120)
+        richness.detect(render_blank(cfg, 60_000 + k, float(rng.uniform(25, 85)), field=True))
+        for k in range(120)
     ]
 
 

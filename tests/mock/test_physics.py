@@ -72,5 +72,7 @@ def test_observing_conditions_vary_per_field_and_are_correlated_across_bands():
     sky = np.log([x.sky_factor for x in c])
     assert 0.1 < psf[:, 2].std() < 0.2 and np.corrcoef(psf[:, 1], psf[:, 3])[0, 1] > 0.7
     assert np.corrcoef(sky[:, 1], sky[:, 2])[0, 1] > 0.3
-    fixed = halos.draw_conditions(rng, ph.model_copy(update={"observing": ph.observing.model_copy(update={"vary": False})}))
+    fixed = halos.draw_conditions(
+        rng, ph.model_copy(update={"observing": ph.observing.model_copy(update={"vary": False})})
+    )
     np.testing.assert_allclose(fixed.sky_factor, 1.0)

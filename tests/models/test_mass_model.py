@@ -38,33 +38,40 @@ def test_the_attributed_function_is_the_catalogued_one(bundle, small_store):
     """MassModel.forward (what attribution differentiates) equals the catalogue's log10_m500 on every row of a
     store, the rows whose inputs the soft clip bends included."""
     from survey_mass.inference.predict import predict_partition
+    from survey_mass.quality import Quality
     from survey_mass.store import open_store
 
     st = open_store(small_store)
-    rows = clipped = 0
+    rows = clipped = blank = 0
     for p in st.partitions:
         images, cols = st.images(p), st.columns(p)
         pred = predict_partition(bundle, images, cols, richness=False)
         ok = np.isfinite(pred["log10_m500"])
+        blank += int((pred["quality"][~ok] & int(Quality.NO_CLUSTER) != 0).sum())
         x, log_sigma, _ = prepare_images(images[ok])
         z = torch.from_numpy(np.asarray(cols["z"], np.float32)[ok])
-        with torch.no_grad():
-            f = bundle.model(x, z, log_sigma).numpy()
-            pre = bundle.model.standardise_raw(bundle.model.raw_inputs(x, z, log_sigma))
-        np.testing.assert_allclose(f, pred["log10_m500"][ok], atol=1e-5, rtol=0)
-        with torch.no_grad():  # the bend into MASS_RANGE leaves real clusters alone
-            np.testing.assert_allclose(
-                _heads_mean(bundle.model, x, z, log_sigma).numpy(), f, atol=1e-4, rtol=0
-            )
+        lam = torch.from_numpy(np.asarray(cols["richness"], np.float32)[ok])
+        for model, col, args in (
+            (bundle.model, "log10_m500", (lam,)),  # the headline: pixels and the catalogue richness
+            (bundle.pixels, "log10_m500_pixels", ()),
+        ):
+            with torch.no_grad():
+                f = model(x, z, log_sigma, *args).numpy()
+                pre = model.standardise_raw(model.raw_inputs(x, z, log_sigma, *args))
+            np.testing.assert_allclose(f, pred[col][ok], atol=1e-5, rtol=0)
+            with torch.no_grad():  # the bend into MASS_RANGE leaves real clusters alone
+                np.testing.assert_allclose(
+                    _heads_mean(model, x, z, log_sigma, *args).numpy(), f, atol=1e-4, rtol=0
+                )
+            clipped += int((pre.abs() > FEATURE_CLIP / 2).any(dim=1).sum())
         rows += int(ok.sum())
-        clipped += int((pre.abs() > FEATURE_CLIP / 2).any(dim=1).sum())
-    assert rows == st.n_total
+    assert rows + blank == st.n_total and blank <= 2
     assert clipped > 0  # rows the soft clip bends were compared too
 
 
-def _heads_mean(model, x, z, log_sigma):
+def _heads_mean(model, x, z, log_sigma, *richness):
     """The ensemble mean *before* the bend into MASS_RANGE."""
-    xs = model.standardise(model.raw_inputs(x, z, log_sigma))
+    xs = model.standardise(model.raw_inputs(x, z, log_sigma, *richness))
     return torch.stack([h(xs)[0] for h in model.heads]).mean(0)
 
 
@@ -74,21 +81,26 @@ def test_sky_only_cutouts_and_the_baseline_get_bounded_masses(bundle):
     cfg = MockConfig(seed=11)
     field = np.stack([render_blank(cfg, k, 30.0 + 5 * k) for k in range(12)])  # sky, field galaxies, stars
     noise = np.stack([render_blank(cfg, 100 + k, field=False) for k in range(6)])  # sky noise alone
-    for z in (0.08, 0.3, 0.55):
-        zz = torch.full((len(field),), z)
-        x, log_sigma, _ = prepare_images(field)
-        with torch.no_grad():
-            raw_mean = _heads_mean(bundle.model, x, zz, log_sigma).numpy()
-        # a line of sight with no cluster already lands inside the range, without the bend
-        assert np.all((raw_mean > 12.5) & (raw_mean < 15.5)), (z, raw_mean)
-        # pure sky noise and the integrated-gradients baseline (blank normalised sky at each cutout's noise)
-        # extrapolate lowest; the catalogue bends them into the range
-        out = bundle.model.predict(noise, np.full(len(noise), z))["log10_m500"]
-        xn, ls_n, _ = prepare_images(noise)
-        with torch.no_grad():
-            base = bundle.model(torch.zeros_like(xn), torch.full((len(noise),), z), ls_n).numpy()
-        for m in (out, base):
-            assert np.all(np.isfinite(m) & (m >= 12.5) & (m < 15.5)), (z, m)
+    for model in (bundle.pixels, bundle.model):  # the headline with the catalogue's lowest richness, 20
+        lam = (torch.full((len(field),), 20.0),) if model.richness_input else ()
+        lam_n = (torch.full((len(noise),), 20.0),) if model.richness_input else ()
+        for z in (0.08, 0.3, 0.55):
+            zz = torch.full((len(field),), z)
+            x, log_sigma, _ = prepare_images(field)
+            with torch.no_grad():
+                raw_mean = _heads_mean(model, x, zz, log_sigma, *lam).numpy()
+            # a line of sight with no cluster already lands inside the range, without the bend
+            assert np.all((raw_mean > 12.5) & (raw_mean < 15.5)), (z, raw_mean)
+            # pure sky noise and the integrated-gradients baseline (blank normalised sky at each cutout's noise)
+            # extrapolate lowest; the catalogue bends them into the range
+            out = model.predict(noise, np.full(len(noise), z), lam_n[0].numpy() if lam_n else None)[
+                "log10_m500"
+            ]
+            xn, ls_n, _ = prepare_images(noise)
+            with torch.no_grad():
+                base = model(torch.zeros_like(xn), torch.full((len(noise),), z), ls_n, *lam_n).numpy()
+            for m in (out, base):
+                assert np.all(np.isfinite(m) & (m >= 12.5) & (m < 15.5)), (z, m)
 
 
 def test_masses_do_not_follow_the_observing_conditions(bundle, tmp_path):

@@ -308,7 +308,9 @@ def test_bad_query_inputs(small_catalog, tmp_path, capsys):
     assert_one_line_error(code, err, str(tmp_path / "nothing"))
 
 
-def test_blank_sky_and_redshift_beyond_training_get_their_own_bits_and_no_mass(source_partition, tmp_path, capsys):
+def test_blank_sky_and_redshift_beyond_training_get_their_own_bits_and_no_mass(
+    source_partition, tmp_path, capsys
+):
     """Garbage in is said: a cutout of sky and field only gets NO_CLUSTER and no mass; a candidate at z = 0.9
     (beyond the shipped model's training redshifts) gets OUTSIDE_Z_RANGE and no mass; real clusters keep theirs."""
     from survey_mass.mock.survey import MockConfig, render_blank
