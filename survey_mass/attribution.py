@@ -41,16 +41,28 @@ def attribute(
 ):
     """Joint IG x Grad-CAM maps and their summaries for (N, 5, H, W) raw cutouts.
 
-    The function explained is the headline mass (pixels and the catalogue ``richness``, held fixed along the
-    path); where a row has no richness, the pixels-only mass of every row given. Returns a dict of summary
+    The function explained is each row's catalogued mass: the headline (pixels and the catalogue ``richness``,
+    held fixed along the path), or the pixels-only mass for a row without a richness. Returns a dict of summary
     arrays (and ``maps`` (N, 5, H, W) when ``return_maps``).
     """
     from captum.attr import IntegratedGradients, LayerGradCam
 
     lam = None if richness is None else np.asarray(richness, np.float32)
-    with_lam = (
-        bundle.model.richness_input and lam is not None and bool(np.isfinite(lam).all() and (lam > 0).all())
-    )
+    has = np.zeros(len(z), bool) if lam is None else np.isfinite(lam) & (lam > 0)
+    if (
+        bundle.model.richness_input and has.any() and not has.all()
+    ):  # each row with its own catalogue function
+        kw = dict(
+            steps=steps,
+            pixel_scale=pixel_scale,
+            internal_batch_size=internal_batch_size,
+            return_maps=return_maps,
+        )
+        parts = [
+            (m, attribute(bundle, images[m], np.asarray(z)[m], richness=lam[m], **kw)) for m in (has, ~has)
+        ]
+        return {k: _merge(len(z), [(m, a[k]) for m, a in parts]) for k in parts[0][1]}
+    with_lam = bundle.model.richness_input and lam is not None and bool(has.all())
     model = (bundle.model if with_lam else bundle.pixels).eval()
     x, log_sigma, _ = prepare_images(np.asarray(images, np.float32))
     zz = torch.from_numpy(np.asarray(z, np.float32))
@@ -87,4 +99,13 @@ def attribute(
         out["maps"] = joint
         out["ig"] = attr.detach().numpy()
         out["cam"] = cam.detach().numpy()
+    return out
+
+
+def _merge(n: int, parts) -> np.ndarray:
+    """Rows of two groups' outputs put back in their places."""
+    first = np.asarray(parts[0][1])
+    out = np.empty((n, *first.shape[1:]), first.dtype)
+    for m, v in parts:
+        out[m] = v
     return out

@@ -286,11 +286,14 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
         )
     true_all = catalog[TRUE_MASS].to_numpy(float)
     rows, skipped = [], []
-    for name, col in estimators.items():
-        if col not in catalog or not np.isfinite(catalog[col].to_numpy(float)).any():
-            skipped.append(name)
-            continue
-        pred_all = catalog[col].to_numpy(float)
+    present = {
+        n: c for n, c in estimators.items() if c in catalog and np.isfinite(catalog[c].to_numpy(float)).any()
+    }
+    skipped = [n for n in estimators if n not in present]
+    # every estimator on the same rows: those where all of them give a mass (no-mass quality bits excluded)
+    common = np.logical_and.reduce([np.isfinite(catalog[c].to_numpy(float)) for c in present.values()])
+    for name, col in present.items():
+        pred_all = np.where(common, catalog[col].to_numpy(float), np.nan)
         ok = np.isfinite(pred_all) & np.isfinite(true_all)
         pred, true = pred_all[ok], true_all[ok]
         err = catalog[f"{col}_err"].to_numpy(float)[ok] if f"{col}_err" in catalog else None

@@ -69,6 +69,7 @@ def cnn_masses(
     z: np.ndarray,
     richness: np.ndarray | None = None,
     *,
+    flux_limit: np.ndarray | None = None,
     batch_size: int = 64,
     device="cpu",
 ) -> dict:
@@ -79,13 +80,16 @@ def cnn_masses(
     """
     pix, head = bundle.pixels, bundle.model
     raw, sky = pix.raw_inputs_and_sky(images, z, batch_size=batch_size, device=device)
-    out = pix.predict_raw(raw, z, device=device)
+    out = pix.predict_raw(raw, z, flux_limit=flux_limit, device=device)
     pixels = {"log10_m500_pixels": out["log10_m500"], "log10_m500_pixels_err": out["log10_m500_err"]}
     if head is not pix and richness is not None:
         lam = np.asarray(richness, float)
         has = np.isfinite(lam) & (lam > 0)
         if has.any():
-            h = head.predict_raw(head.extend_raw(raw[has], lam[has]), np.asarray(z)[has], device=device)
+            fl = None if flux_limit is None else np.asarray(flux_limit, float)[has]
+            h = head.predict_raw(
+                head.extend_raw(raw[has], lam[has]), np.asarray(z)[has], flux_limit=fl, device=device
+            )
             for key, v in h.items():
                 out[key] = np.asarray(out[key]).copy()
                 out[key][has] = v
@@ -95,11 +99,13 @@ def cnn_masses(
     return out
 
 
-def lambda_masses(bundle, richness: np.ndarray | None, z: np.ndarray) -> dict[str, np.ndarray]:
+def lambda_masses(
+    bundle, richness: np.ndarray | None, z: np.ndarray, flux_limit=None
+) -> dict[str, np.ndarray]:
     """The catalogue relation's mass and error (NaN without a richness)."""
     n = np.size(z)
     lam = np.full(n, np.nan) if richness is None else np.asarray(richness, float)
-    out = bundle.relation.predict(lam, z)
+    out = bundle.relation.predict(lam, z, flux_limit)
     return {"log10_m500_lambda": out["log10_m500"], "log10_m500_lambda_err": out["log10_m500_err"]}
 
 
@@ -149,9 +155,11 @@ def predict_partition(
     if ok.any():
         clean = np.where(np.isfinite(images[ok]), images[ok], np.nan).astype(np.float32)
         lam_ok = None if lam_cat is None else lam_cat[ok]
-        cnn = cnn_masses(bundle, clean, z[ok], lam_ok, batch_size=batch_size, device=device)
+        fl = columns.get("label_flux_limit")
+        fl_ok = None if fl is None else np.asarray(fl, float)[ok]
+        cnn = cnn_masses(bundle, clean, z[ok], lam_ok, flux_limit=fl_ok, batch_size=batch_size, device=device)
         ood = cnn.pop("out_of_distribution")
-        for key, v in {**cnn, **lambda_masses(bundle, lam_ok, z[ok])}.items():
+        for key, v in {**cnn, **lambda_masses(bundle, lam_ok, z[ok], fl_ok)}.items():
             out[key][ok] = v
         quality[np.flatnonzero(ok)[ood]] |= int(Quality.OUT_OF_DISTRIBUTION)
         rm = richness_masses(bundle, np.nan_to_num(clean), z[ok])

@@ -141,7 +141,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
     t_pred = time.perf_counter()
 
     attr = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
-    eligible = np.flatnonzero((pred["quality"] & int(NO_MASS)) == 0)
+    eligible = np.flatnonzero((pred["quality"] & int(NO_MASS | Quality.NO_CLUSTER)) == 0)
     if opts.attribution == "all":
         chosen = eligible
     elif opts.attribution == "sample":

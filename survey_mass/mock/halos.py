@@ -45,36 +45,56 @@ def log10_m200m_h(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarra
 
 
 def bcg_mean_mag(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """Mean central-galaxy i magnitude of an M500c halo at z: the real centrals' mean at lambda = 40 for haloes
-    of the mean mass of lambda = 40 clusters at z, dimmer by ``bcg.dmag_dlog10M`` per dex below it. So the
-    mock's centrals at fixed richness follow the real catalogue's (mean and slope, :data:`BCG_FIT`)."""
+    """Mean central-galaxy i magnitude of an M500c halo at z, pinned so that the mock's centrals at fixed
+    richness follow the real catalogue's (:data:`BCG_FIT`): the real mean at lambda = 40 for haloes of the mean
+    mass of lambda = 40 clusters at z, dimmer by ``bcg.dmag_dlog10M`` per dex below it, and corrected for the
+    central's correlation with the richness excess of such clusters (E[eps_lambda | lambda = 40] > 0)."""
     z = np.asarray(z, float)
+    m40, e40 = _bcg_pin(ph)
     ref = physics.bcg_reference_mag(z, np.full(np.shape(z), 40.0), ph)
-    pivot = physics.interp_z(_bcg_pivot_mass(ph), z)
-    return ref + ph.bcg.dmag_dlog10M * (np.asarray(log10_m500) - pivot)
+    shift = bcg_sigma_mag(ph) * ph.halo_scatter.rho_bcg_lambda * physics.interp_z(e40, z)
+    return ref + ph.bcg.dmag_dlog10M * (np.asarray(log10_m500) - physics.interp_z(m40, z)) + shift
+
+
+def _lambda_posterior_moments(lam: float, z: np.ndarray, ph: MockPhysics):
+    """p(M | lambda, z) on (n_z, n_mass) and E[eps_lambda | M, lambda] and its variance there."""
+    zs = np.asarray(z, float)
+    mu, sig = _grid_moments(zs, ph)
+    lp = richness_log_likelihood(np.full(zs.size, lam), zs, ph) + _log_mf(zs, ph)
+    p = np.exp(lp - lp.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    s_int = ph.richness_relation.sigma_ln_lambda_intrinsic
+    e = s_int * (np.log(lam) - mu) / sig**2
+    return p, e, 1.0 - s_int**2 / sig**2
 
 
 @lru_cache(maxsize=8)
-def _bcg_pivot_mass(ph: MockPhysics) -> np.ndarray:
-    """E[log10 M500 | lambda = 40, z] on Z_GRID (lambda alone)."""
-    zs = physics.Z_GRID
-    logp = richness_log_likelihood(np.full(zs.size, 40.0), zs, ph) + _log_mf(zs, ph)
-    p = np.exp(logp - logp.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    return (p * LOGM_GRID[None, :]).sum(axis=1)
+def _bcg_pin(ph: MockPhysics) -> tuple[np.ndarray, np.ndarray]:
+    """E[log10 M500 | lambda = 40, z] and E[eps_lambda | lambda = 40, z] on Z_GRID (lambda alone)."""
+    p, e, _ = _lambda_posterior_moments(40.0, physics.Z_GRID, ph)
+    return (p * LOGM_GRID[None, :]).sum(axis=1), (p * e).sum(axis=1)
 
 
 @lru_cache(maxsize=8)
 def bcg_sigma_mag(ph: MockPhysics = DEFAULT_PHYSICS) -> float:
-    """Scatter of the central's magnitude at fixed mass: the real spread at fixed richness (0.47 mag) less what
-    the spread of mass at fixed richness (lambda = 30, z = 0.25) already gives, with a floor."""
-    logp = richness_log_likelihood(np.array([30.0]), np.array([0.25]), ph) + _log_mf(np.array([0.25]), ph)
-    p = np.exp(logp[0] - logp[0].max())
-    p /= p.sum()
-    m = LOGM_GRID
-    var = float((p * (m - (p * m).sum()) ** 2).sum())
-    rms = astro.BCG_FIT[4]
-    return float(np.sqrt(max(rms**2 - ph.bcg.dmag_dlog10M**2 * var, ph.bcg.min_scatter_mag**2)))
+    """Scatter s of the central's magnitude at fixed mass, so that the spread at fixed richness (lambda = 30,
+    z = 0.25) is the real 0.47 mag: k^2 V_M + s^2 (rho^2 V_eps + 1 - rho^2) - 2 k rho s C = rms^2, with k the slope
+    in mass, rho the correlation with eps_lambda and V_M, V_eps, C the moments of (M, eps_lambda) given lambda;
+    floored at ``bcg.min_scatter_mag``."""
+    p, e, v = _lambda_posterior_moments(30.0, np.array([0.25]), ph)
+    p, e, v = p[0], e[0], v[0]
+    m_mean = (p * LOGM_GRID).sum()
+    e_mean = (p * e).sum()
+    var_m = float((p * (LOGM_GRID - m_mean) ** 2).sum())
+    var_e = float((p * (v + (e - e_mean) ** 2)).sum())
+    cov = float((p * (LOGM_GRID - m_mean) * (e - e_mean)).sum())
+    k, rho, rms = ph.bcg.dmag_dlog10M, ph.halo_scatter.rho_bcg_lambda, astro.BCG_FIT[4]
+    a = rho**2 * var_e + 1 - rho**2
+    b = -2 * k * rho * cov
+    c = k**2 * var_m - rms**2
+    disc = b**2 - 4 * a * c
+    s = (-b + np.sqrt(disc)) / (2 * a) if disc > 0 else 0.0
+    return float(max(s, ph.bcg.min_scatter_mag))
 
 
 # --- the joint posterior of a candidate -----------------------------------------------------------------------
@@ -295,9 +315,11 @@ def draw_conditions(rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS)
     if not oc.vary:
         xi[:] = 0.0
         zeta[:] = 0.0
-    rs, rk = oc.seeing_band_correlation, oc.sky_band_correlation
-    d_seeing = oc.seeing_sigma_ln * (rs * xi[0] + np.sqrt(1 - rs**2) * xi[1:])
-    sky_mag = np.array([oc.sky_sigma_mag[b] for b in BANDS]) * (rk * zeta[0] + np.sqrt(1 - rk**2) * zeta[1:])
+    rs, rk = oc.seeing_band_correlation, oc.sky_band_correlation  # correlations between two bands
+    d_seeing = oc.seeing_sigma_ln * (np.sqrt(rs) * xi[0] + np.sqrt(1 - rs) * xi[1:])
+    sky_mag = np.array([oc.sky_sigma_mag[b] for b in BANDS]) * (
+        np.sqrt(rk) * zeta[0] + np.sqrt(1 - rk) * zeta[1:]
+    )
     return Conditions(
         psf_fwhm=nominal * np.exp(d_seeing) * ph.seeing_scale,
         sky_factor=10 ** (-0.2 * sky_mag) * ph.sky_noise_scale,

@@ -6,26 +6,20 @@ to every worker and every store records in its provenance; ``survey-mass mock --
 them (:func:`apply_overrides`). Distances and E(z) come from :mod:`survey_mass.astro`.
 
 Cosmology
-    Flat LambdaCDM with H0 = 70 km/s/Mpc, Om0 = 0.3, Ob0 = 0.048, sigma8 = 0.81, ns = 0.96 (astropy for
+    Flat LambdaCDM with H0 = 70 km/s/Mpc, Om0 = 0.3, Ob0 = 0.048, sigma8 = 0.75, ns = 0.96 (astropy for
     distances, colossus for the halo mass function and concentrations). Masses are M500c in Msun (no h).
 
-Masses given a candidate (P(M | lambda, BCG, z))
-    p(log M | lambda, d_BCG, z) ∝ n(M, z) P(lambda | M, z) P(d_BCG | M, lambda, z), where
-
-    * n(M, z): Tinker et al. 2008 mass function for M500c (colossus);
-    * P(lambda | M): log-normal around the Simet et al. 2017 relation log10 M200m = 14.344 + 1.33 log10(lambda/40)
-      [h^-1 Msun], with 0.25 intrinsic scatter in ln lambda plus Poisson variance 1/lambda; M500c -> M200m with
-      the Diemer & Joyce 2019 concentrations (colossus);
-    * P(d_BCG | M): d_BCG is the real central galaxy's i magnitude minus the population mean at its redshift
-      and richness. At fixed richness brighter BCGs sit in more massive haloes (Hansen et al. 2009; Reyes et
-      al. 2008): d_BCG = -2.5 * 0.5 * (log10 M - <log10 M | lambda, z>) + scatter, with the scatter set so that
-      the marginal spread matches the real catalogue's.
+Masses, the halo's shared deviations, central galaxies and labels
+    :mod:`survey_mass.mock.halos` (the exact posterior p(M, eps | lambda, BCG, z) of a candidate, the MCXC-like
+    labels from L_X, the observing conditions of each field). The mass-richness relation's defaults are fitted
+    to the real redMaPPer abundance and the Simet et al. 2017 lensing masses (:mod:`survey_mass.mock.abundance`);
+    with them the mock's sigma8 is 0.75 (see :class:`Cosmology`).
 
 Things the catalogue does not give are drawn given the mass: the members' NFW scale radius (Duffy et al. 2008
-c(M)), the number of faint (0.05-0.2 L*) members, a Poisson draw from the halo's mean occupation <lambda | M>
-(satellite counts are close to Poisson at fixed mass; Kravtsov et al. 2004), and every member's luminosity and
-position. The catalogue's lambda carries measurement and projection noise that the faint satellites do not share. So a network that reads the whole image can beat richness alone through
-physics; no pixel encodes the mass in any other way.
+c(M)), the number of faint (0.05-0.2 L*) members, a Poisson draw from the halo's occupation, which shares its
+richness deviation (Kravtsov et al. 2004; :class:`HaloScatter`), and every member's luminosity and position.
+So a network that reads the whole image can add to the catalogue's richness through physics (the central
+galaxy, the members' light and distribution); no pixel encodes the mass in any other way.
 """
 
 from __future__ import annotations
@@ -100,13 +94,13 @@ class BCGPhysics(_Params):
     """The central galaxy at fixed halo mass: m_i = m_ref(z) + dmag_dlog10M (log10 M500 - m_40(z)) - sigma eps_B.
 
     m_ref(z) is the real redMaPPer central galaxies' mean i magnitude at lambda = 40 (:data:`BCG_FIT`) and m_40(z)
-    the mean log mass of lambda = 40 clusters (:func:`survey_mass.mock.halos.bcg_mean_mag`); the slope
-    -0.75 mag/dex is Hansen et al. 2009's L_BCG ∝ M^0.3 (the real catalogue's own slope at fixed richness,
-    -0.41 mag per ln lambda, gives -0.82 through the mock's E[log M | lambda]). sigma is set so that the spread
-    of m_i at fixed richness matches the real catalogue's (0.47 mag), with a floor.
+    the mean log mass of lambda = 40 clusters (:func:`survey_mass.mock.halos.bcg_mean_mag`). The slope
+    -0.88 mag/dex (L_BCG ∝ M^0.35, near Hansen et al. 2009's M^0.3) makes the mock's centrals at fixed richness
+    follow the real catalogue's slope, -0.41 mag per ln lambda; sigma makes their spread there the real 0.47 mag
+    (:func:`~survey_mass.mock.halos.bcg_sigma_mag`), with a floor.
     """
 
-    dmag_dlog10M: float = -0.75
+    dmag_dlog10M: float = -0.88
     #: floor of the scatter of the BCG magnitude at fixed mass (mag)
     min_scatter_mag: float = Field(0.05, gt=0)
     #: r_e = re_kpc (L / L_ref)^re_slope, L_ref = astro.BCG_LUMINOSITY_LSTAR L*
@@ -474,11 +468,6 @@ def _sigma_ln_lambda(mean_ln: np.ndarray, rr: RichnessRelation) -> np.ndarray:
     return np.sqrt(s_int**2 + (np.exp(-np.asarray(mean_ln)) if rr.poisson else 0.0))
 
 
-def draw_richness(log10_m500, z, rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    mu = mean_ln_lambda(log10_m500, z, ph)
-    return np.exp(mu + sigma_ln_lambda(mu, ph) * rng.standard_normal(np.shape(mu)))
-
-
 def r_lambda_arcsec(richness, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """redMaPPer radius R_lambda = 1.0 (lambda/100)^0.2 h^-1 Mpc, in arcsec at redshift z."""
     return astro.r_lambda_kpc(richness, ph.cosmology.h) / kpc_per_arcsec(z, ph)
@@ -505,33 +494,7 @@ def fit_bcg_reference(z: np.ndarray, richness: np.ndarray, imag: np.ndarray) -> 
     return (*[round(float(c), 3) for c in coef], round(rms, 3))
 
 
-def bcg_scatter(var_logm, ph: MockPhysics = DEFAULT_PHYSICS) -> float:
-    """Scatter of d_BCG at fixed mass, chosen so the marginal spread of d_BCG equals the real catalogue's."""
-    slope = ph.bcg.dmag_dlog10M
-    return np.sqrt(max(astro.BCG_FIT[4] ** 2 - slope**2 * var_logm, ph.bcg.min_scatter_mag**2))
-
-
 # --- mass posterior ---------------------------------------------------------------------------------------
-
-
-def log_mass_posterior(richness, z, d_bcg=None, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """Unnormalised log p(log10 M500 | lambda, d_BCG, z) on :data:`LOGM_GRID`, shape (N, n_mass)."""
-    richness = np.atleast_1d(np.asarray(richness, dtype=float))
-    z = np.atleast_1d(np.asarray(z, dtype=float))
-    logm = LOGM_GRID[None, :]
-    logp = _log_posterior_raw(richness, z, grids(ph.cosmology), ph.richness_relation, ph.cosmology.h)
-    if d_bcg is not None:
-        d_bcg = np.atleast_1d(np.asarray(d_bcg, dtype=float))
-        p = np.exp(logp - logp.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        mean_logm = (p * logm).sum(axis=1, keepdims=True)
-        var_logm = (p * (logm - mean_logm) ** 2).sum(axis=1).mean()
-        slope = ph.bcg.dmag_dlog10M
-        s_d = bcg_scatter(var_logm, ph)
-        ok = np.isfinite(d_bcg)[:, None]
-        like = -0.5 * ((d_bcg[:, None] - slope * (logm - mean_logm)) / s_d) ** 2
-        logp = logp + np.where(ok, like, 0.0)
-    return logp
 
 
 def _log_posterior_raw(
@@ -545,19 +508,6 @@ def _log_posterior_raw(
     sig = _sigma_ln_lambda(mu, rr)
     lnl = np.log(richness)[:, None]
     return np.log(g.dn_dlog10m[zi] + 1e-300) - 0.5 * ((lnl - mu) / sig) ** 2 - np.log(sig)
-
-
-def sample_mass_given_richness(
-    richness, z, rng: np.random.Generator, d_bcg=None, ph: MockPhysics = DEFAULT_PHYSICS
-) -> np.ndarray:
-    """Draw log10 M500c from P(M | lambda, d_BCG, z), one per candidate."""
-    logp = log_mass_posterior(richness, z, d_bcg, ph)
-    p = np.exp(logp - logp.max(axis=1, keepdims=True))
-    cdf = np.cumsum(p, axis=1)
-    cdf /= cdf[:, -1:]
-    u = rng.random(cdf.shape[0])
-    idx = np.array([np.searchsorted(c, v) for c, v in zip(cdf, u, strict=True)])
-    return LOGM_GRID[np.clip(idx, 0, LOGM_GRID.size - 1)] + (rng.random(idx.size) - 0.5) * 0.01
 
 
 def sample_clusters_from_mass_function(
@@ -600,35 +550,6 @@ _mf_weights = mf_weights  # the old private name
 def expected_density_per_deg2(ph: MockPhysics = DEFAULT_PHYSICS) -> float:
     """Clusters with lambda >= floor per deg^2 that the mass function predicts over the no-candidate ranges."""
     return float(mf_weights(ph)[0].sum())
-
-
-# --- labels ---------------------------------------------------------------------------------------------
-
-
-def xray_flux_cgs(log10_m500, z, rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """0.1-2.4 keV flux of a cluster from an L_X-M relation with log-normal scatter (no K-correction)."""
-    g = grids(ph.cosmology)
-    lab = ph.labels
-    ez = interp_z(g.ez, z)
-    dl = interp_z(g.dl_cm, z)
-    lx = lab.l0 * ez**lab.ez_power * (10 ** (np.asarray(log10_m500) - np.log10(lab.m0))) ** lab.slope
-    lx = lx * np.exp(lab.sigma_ln_l * rng.standard_normal(np.shape(lx)))
-    return lx / (4 * np.pi * dl**2)
-
-
-def draw_labels(
-    log10_m500,
-    z,
-    rng: np.random.Generator,
-    flux_limit: float | None = None,
-    ph: MockPhysics = DEFAULT_PHYSICS,
-):
-    """X-ray-selected labelled subset: returns (selected mask, label with 0.12 dex noise, NaN elsewhere)."""
-    lab = ph.labels
-    flux = xray_flux_cgs(log10_m500, z, rng, ph)
-    noise = lab.label_noise_dex * rng.standard_normal(np.shape(flux))
-    sel = flux >= (lab.flux_limit_cgs if flux_limit is None else flux_limit)
-    return sel, np.where(sel, np.asarray(log10_m500) + noise, np.nan)
 
 
 # --- members --------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class CatalogueRelation:
         mus = np.stack([o[0] for o in out])
         return mus, np.stack([o[1] ** 2 for o in out]), np.zeros_like(mus)
 
-    def predict(self, richness, z) -> dict[str, np.ndarray]:
+    def predict(self, richness, z, flux_limit=None) -> dict[str, np.ndarray]:
         """The calibrated ensemble (:func:`~survey_mass.models.mass_model.ensemble_errors`); NaN where lambda or z
         is missing."""
         from .mass_model import ensemble_errors
@@ -89,7 +89,8 @@ class CatalogueRelation:
         }
         out["log10_m500_err_extrapolation"] = np.full(lam.size, np.nan)
         if ok.any() and self.folds:
-            res = ensemble_errors(*self.fold_moments(lam[ok], z[ok]), z[ok], self.calibration)
+            fl = None if flux_limit is None else np.asarray(flux_limit, float)[ok]
+            res = ensemble_errors(*self.fold_moments(lam[ok], z[ok]), z[ok], self.calibration, fl)
             for k, v in res.items():
                 out[k][ok] = v
         return out

@@ -317,8 +317,11 @@ class MassModel(nn.Module):
         return raw, sky
 
     @torch.no_grad()
-    def predict_raw(self, raw: np.ndarray, z: np.ndarray, *, device="cpu") -> dict[str, np.ndarray]:
-        """Fold-ensemble masses, error parts and the out-of-distribution flag from raw input vectors."""
+    def predict_raw(
+        self, raw: np.ndarray, z: np.ndarray, *, flux_limit: np.ndarray | None = None, device="cpu"
+    ) -> dict[str, np.ndarray]:
+        """Fold-ensemble masses, error parts and the out-of-distribution flag from raw input vectors
+        (``flux_limit``: the labels' X-ray flux limit at each position, where known)."""
         pre = self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)).to(device))
         ood = (pre.abs() > self.ood_flag).any(dim=1).cpu().numpy()
         mu, ls, epi = self.head_moments(soft_clip(pre))
@@ -327,7 +330,8 @@ class MassModel(nn.Module):
             np.exp(2 * ls.cpu().numpy().astype(float)),
             epi.cpu().numpy().astype(float),
         )
-        return {**self.errors(mus, sig2, epi2, np.asarray(z, float)), "out_of_distribution": ood}
+        errs = ensemble_errors(mus, sig2, epi2, np.asarray(z, float), self.calibration, flux_limit)
+        return {**errs, "out_of_distribution": ood}
 
     def errors(
         self, mus: np.ndarray, sig2: np.ndarray, epi2: np.ndarray, z: np.ndarray
@@ -343,7 +347,12 @@ def _richness_tensor(richness, start: int, size: int, device) -> torch.Tensor | 
 
 
 def ensemble_errors(
-    mus: np.ndarray, sig2: np.ndarray, epi2: np.ndarray, z: np.ndarray, calibration: dict
+    mus: np.ndarray,
+    sig2: np.ndarray,
+    epi2: np.ndarray,
+    z: np.ndarray,
+    calibration: dict,
+    flux_limit: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The fold-ensemble mean (bent into :data:`MASS_RANGE`) and the calibrated error parts of per-fold
     moments (K, N): aleatoric s sqrt(mean sigma_k^2), fold s sqrt(var mu_k + mean e_k^2), the extrapolation
@@ -352,7 +361,7 @@ def ensemble_errors(
     ale = np.sqrt(sig2.mean(axis=0))
     fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
     mu = bound_mass(torch.from_numpy(mus.mean(axis=0))).numpy()
-    extra = extrapolation(calibration, mu, scale * np.hypot(ale, fold), z)
+    extra = extrapolation(calibration, mu, scale * np.hypot(ale, fold), z, flux_limit)
     return {
         "log10_m500": mu,
         "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),
@@ -362,9 +371,11 @@ def ensemble_errors(
     }
 
 
-def extrapolation(calibration: dict, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
+def extrapolation(
+    calibration: dict, mu: np.ndarray, sigma: np.ndarray, z: np.ndarray, flux_limit: np.ndarray | None = None
+) -> np.ndarray:
     """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one); tau is
-    calibrated on independent mocks."""
+    calibrated on independent mocks. P_det uses each position's flux limit where known, else the selection's."""
     from ..selection import XraySelection, detection_probability, extrapolation_sigma
 
     tau = float(calibration.get("tau", 0.0))
@@ -372,4 +383,5 @@ def extrapolation(calibration: dict, mu: np.ndarray, sigma: np.ndarray, z: np.nd
     if tau == 0.0 or not spec:
         return np.zeros_like(mu)
     sel = XraySelection.from_dict(spec)
-    return extrapolation_sigma(tau, detection_probability(mu, sigma, sel.m_lim(np.nan_to_num(z)), sel.s))
+    m_lim = sel.m_lim(np.nan_to_num(z), flux_limit)
+    return extrapolation_sigma(tau, detection_probability(mu, sigma, m_lim, sel.s))

@@ -534,11 +534,18 @@ class EstimatorCalibration:
     n_calibration: int = 0
 
 
-def fit_scale(mu, sig, data: Stage2Data, selection) -> float:
+def _own_rows(data: Stage2Data, name: str) -> np.ndarray:
+    """Rows an estimator predicts itself: the headline's rows with a richness (the others take the pixels')."""
+    if name == "headline" and "headline" in data.inputs:
+        return data.inputs["headline"].rows
+    return np.ones(data.ids.size, bool)
+
+
+def fit_scale(mu, sig, data: Stage2Data, selection, rows: np.ndarray | None = None) -> float:
     """The one scale on sigma that maximises the out-of-fold likelihood of the whole survey (labels and
-    non-detections), or sets the labels' 68% coverage when the selection is unknown."""
+    non-detections), or sets the labels' 68% coverage when the selection is unknown (over ``rows``)."""
     lab = data.is_lab
-    ok = np.isfinite(mu) & np.isfinite(sig)
+    ok = np.isfinite(mu) & np.isfinite(sig) & (True if rows is None else rows)
     if selection is None:
         zscore = np.abs(data.y[lab & ok] - mu[lab & ok]) / sig[lab & ok]
         return float(np.quantile(zscore, 0.6827)) if zscore.size else 1.0
@@ -583,8 +590,8 @@ def fit_tau(rows: CalibrationRows | None, selection) -> float:
     ok = np.isfinite(rows.mu) & np.isfinite(rows.truth)
     if ok.sum() < 100:
         return 0.0
-    # P_det at the selection's own limit (for a mock: its shallowest survey's), as the catalogue computes it
-    m_lim = selection.m_lim(rows.z[ok])
+    # P_det at each position's flux limit, as the catalogue computes it
+    m_lim = selection.m_lim(rows.z[ok], rows.flux_limit[ok])
     p_det = detection_probability(rows.mu[ok], rows.sigma[ok], m_lim, selection.s)
     return fit_extrapolation_tau(rows.mu[ok] - rows.truth[ok], rows.sigma[ok], p_det)
 
@@ -632,10 +639,8 @@ def calibrate(
             cov = label_coverage(mu, sig, data, selection)
             out[name] = EstimatorCalibration(1.0, 0.0, cov, cov)
             continue
-        scale = fit_scale(mu, sig, data, selection)
-        rows = cal_rows.get(name)
-        if rows is not None:
-            rows = CalibrationRows(rows.mu, rows.sigma * scale, rows.truth, rows.z, rows.flux_limit)
+        scale = fit_scale(mu, sig, data, selection, rows=_own_rows(data, name))
+        rows = cal_rows.get(name)  # their sigma already carries the model's scale (calibration_rows)
         tau = fit_tau(rows, selection)
         out[name] = EstimatorCalibration(
             scale,
@@ -652,13 +657,14 @@ def final_errors(data: Stage2Data, fr: FoldResult, cal: dict[str, EstimatorCalib
     from ..selection import detection_probability, extrapolation_sigma
 
     errs = {}
-    m_lim = None if selection is None else selection.m_lim(data.z)  # as the catalogue computes P_det
     for name, (mu, sig) in fr.oof.items():
-        c = cal[name]
-        s = c.scale * sig
+        own = _own_rows(data, name)
+        scale = np.where(own, cal[name].scale, cal["pixels"].scale)
+        tau = np.where(own, cal[name].tau, cal["pixels"].tau)
+        s = scale * sig
         extra = np.zeros_like(s)
-        if selection is not None and c.tau > 0:
-            extra = extrapolation_sigma(c.tau, detection_probability(mu, s, m_lim, selection.s))
+        if selection is not None:
+            extra = extrapolation_sigma(tau, detection_probability(mu, s, data.m_lim, selection.s))
         errs[name] = np.hypot(s, extra)
     return errs
 
@@ -803,12 +809,18 @@ def _check_calibration_stores(cfg: TrainConfig, store_path) -> None:
     from ..errors import SurveyMassError
     from ..store import open_store
 
+    seed = open_store(store_path).meta.provenance.get("seed")
     for p in cfg.calibration_stores:
         if Path(p).resolve() == Path(store_path).resolve():
             raise SurveyMassError(
                 f"train: calibration store {str(p)!r} is the training store; use an independent mock"
             )
-        if not np.isfinite(read_table(open_store(p)).truth).any():
+        cal = open_store(p)
+        if seed is not None and cal.meta.provenance.get("seed") == seed:
+            raise SurveyMassError(
+                f"train: calibration store {str(p)!r} has the training store's seed ({seed}); use another seed"
+            )
+        if not np.isfinite(read_table(cal).truth).any():
             raise SurveyMassError(
                 f"train: calibration store {str(p)!r} has no true masses (a mock is needed)"
             )
@@ -897,7 +909,7 @@ def train(
     models = {}
     for name, hi in data.inputs.items():
         hi.model.heads = nn.ModuleList(fr.heads[name])
-        scale = fit_scale(*fr.oof[name], data, selection)
+        scale = fit_scale(*fr.oof[name], data, selection, rows=_own_rows(data, name))
         hi.model.calibration = {"scale": scale, "tau": 0.0, "selection": sel_dict}
         models[name] = hi.model
     fr.relation.calibration = {

@@ -17,7 +17,7 @@ def test_folds_partition_the_clusters():
 
 def test_smoke_training_learns(smoke_model):
     out, r = smoke_model
-    assert r.timing_s["total"] < 60
+    assert r.timing_s["total"] < 150  # two head sets, the catalogue relation and lambda-hat
     # stage 1: loss falls and every band is recognised well above chance (0.2)
     assert r.stage1_loss_per_epoch[-1] < r.stage1_loss_per_epoch[0]
     assert np.mean(list(r.band_accuracy.values())) > 0.4
