@@ -9,9 +9,10 @@ training, prediction, attribution, ``bench`` and ``explain`` evaluate one functi
 2. **Normalisation.** The band image minus its sky, over 3 sky sigmas, through asinh (:func:`normalise`);
    masked (NaN) pixels become 0, the sky.
 3. **Raw inputs** (:meth:`MassModel.raw_inputs`, the only place the vector is assembled): the frozen stage-1
-   backbone features of each band, then the redshift, then log10 of each band's sky sigma, then, for a model
-   with ``richness_input``, ln of the candidate catalogue's richness (:meth:`MassModel.input_names` names every
-   entry).
+   backbone features of each band, then the redshift, then log10 of each band's sky sigma, then the central
+   galaxy's light (:func:`central_photometry`: asinh magnitudes in apertures of 1, 2 and 3 pixels at the
+   cutout's centre, per band), then, for a model with ``richness_input``, ln of the candidate catalogue's
+   richness (:meth:`MassModel.input_names` names every entry).
 4. **Standardisation** (:meth:`MassModel.standardise`) with statistics over the whole training pool; inputs
    whose spread over the pool is negligible (below :data:`NEGLIGIBLE_STD` of the median) are dropped; the
    result is soft-clipped, ``c tanh(x / c)`` with c = :data:`FEATURE_CLIP`, a smooth function that integrated
@@ -47,6 +48,35 @@ SIGMA_FLOOR = 1e-6
 #: more than 0.5 dex inside the range by less than 1e-5 dex.
 MASS_RANGE = (12.5, 16.0)
 MASS_BEND = 0.05
+#: apertures (radius in pixels) of the central photometry, and the asinh magnitudes' softening (nanomaggies)
+APERTURE_RADII_PIX = (1.0, 2.0, 3.0)
+APERTURE_SOFTENING_NMGY = 1.0
+
+
+def aperture_weights(size: int, radii=APERTURE_RADII_PIX, oversample: int = 8) -> torch.Tensor:
+    """(len(radii), size, size) fraction of each pixel inside a circle of each radius about the centre."""
+    c = (size - 1) / 2.0
+    sub = (np.arange(size * oversample) + 0.5) / oversample - 0.5
+    yy, xx = np.meshgrid(sub, sub, indexing="ij")
+    r = np.hypot(xx - c, yy - c)
+    out = [(r <= rad).reshape(size, oversample, size, oversample).mean(axis=(1, 3)) for rad in radii]
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def central_photometry(x: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Asinh magnitudes (N, C * len(radii)) of the light in apertures at the centre of normalised cutouts.
+
+    The sky-subtracted flux is recovered exactly from the normalisation, 3 sigma sinh(x) (:func:`normalise`), so
+    this is a differentiable function of what the backbone sees; m = -2.5 / ln 10 asinh(F / 2b) with b = 1
+    nanomaggy (22.5 mag). The central galaxy's light is what the pixels add to a catalogue's richness: at fixed
+    richness brighter centrals sit in more massive haloes (Hansen et al. 2009).
+    """
+    n, c, h, w = x.shape
+    sigma = ASINH_SOFTENING * torch.pow(10.0, log_sigma.to(x))[..., None, None]
+    flux = sigma * torch.sinh(x)  # (N, C, H, W) nanomaggies above the sky
+    ap = torch.einsum("nchw,rhw->ncr", flux, aperture_weights(h).to(x))
+    mag = -2.5 / np.log(10.0) * torch.asinh(ap / (2 * APERTURE_SOFTENING_NMGY))
+    return mag.reshape(n, c * len(APERTURE_RADII_PIX))
 
 
 def measure_sky(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,10 +213,15 @@ class MassModel(nn.Module):
         return len(self.bands) * self.feature_dim
 
     def input_names(self) -> list[str]:
-        """Name of every raw input, in order: ``{band}.f{k}``, ``z``, ``log10_sky_sigma_{band}``."""
+        """Name of every raw input, in order: ``{band}.f{k}``, ``z``, ``log10_sky_sigma_{band}``,
+        ``ap{r}_{band}`` (central photometry), ``ln_richness`` (with a richness input)."""
         names = [f"{b}.f{k}" for b in self.bands for k in range(self.feature_dim)]
         names += ["z"] + [f"log10_sky_sigma_{b}" for b in self.bands]
+        names += self.photometry_names()
         return names + (["ln_richness"] if self.richness_input else [])
+
+    def photometry_names(self) -> list[str]:
+        return [f"ap{r:g}_{b}" for b in self.bands for r in APERTURE_RADII_PIX]
 
     @property
     def richness_raw_index(self) -> int | None:
@@ -194,12 +229,25 @@ class MassModel(nn.Module):
         return len(self.input_names()) - 1 if self.richness_input else None
 
     @property
+    def photometry_raw_indices(self) -> tuple[int, ...]:
+        start = self.z_raw_index + 1 + len(self.bands)
+        return tuple(range(start, start + len(self.photometry_names())))
+
+    def _kept(self, raw: tuple[int, ...]) -> tuple[int, ...]:
+        keep = self.keep.cpu().numpy()
+        return tuple(int(np.flatnonzero(keep == r)[0]) for r in raw if (keep == r).any())
+
+    @property
     def direct_indices(self) -> tuple[int, ...]:
         """Kept inputs the heads take unpenalised beside the principal components: ln richness."""
-        if not self.richness_input:
-            return ()
-        pos = np.flatnonzero(self.keep.cpu().numpy() == self.richness_raw_index)
-        return (int(pos[0]),)
+        return self._kept((self.richness_raw_index,) if self.richness_input else ())
+
+    @property
+    def penalised_direct_indices(self) -> tuple[int, ...]:
+        """Kept inputs the heads take as themselves beside the principal components, under the same ridge and
+        invariance penalties: the central photometry (a few physical quantities a ridge on components of
+        hundreds of backbone features would dilute)."""
+        return self._kept(self.photometry_raw_indices)
 
     def always_keep(self) -> tuple[int, ...]:
         """Raw inputs the standardisation must keep whatever their spread: z and ln richness."""
@@ -230,7 +278,7 @@ class MassModel(nn.Module):
     ) -> torch.Tensor:
         """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas[, ln richness]."""
         z = torch.nan_to_num(z.to(x).reshape(-1, 1))
-        parts = [self.band_features(x), z, log_sigma.to(x)]
+        parts = [self.band_features(x), z, log_sigma.to(x), central_photometry(x, log_sigma)]
         if self.richness_input:
             if richness is None:
                 raise ValueError("this mass model takes the catalogue richness as an input")

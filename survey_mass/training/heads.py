@@ -93,6 +93,7 @@ def _laplace_factor(
     proj,
     centre,
     z_index,
+    pen_direct,
     direct,
     nuisance,
     invariance,
@@ -111,21 +112,24 @@ def _laplace_factor(
     def objective(theta):
         mu = design @ theta[:-1] + theta[-1]
         loss = head_nll(mu, sig, y, labelled, m_lim, selection, joint=joint).sum()
-        return loss + _penalty(theta[:-1], design.shape[0], ridge, k, nuisance, invariance)
+        return loss + _penalty(theta[:-1], design.shape[0], ridge, k + len(pen_direct), nuisance, invariance)
 
     hess = torch.autograd.functional.hessian(objective, theta0)
     hess = 0.5 * (hess + hess.T) + 1e-9 * torch.eye(hess.shape[0], dtype=torch.float64)
     chol = torch.linalg.cholesky(torch.linalg.inv(hess))
     n_in = proj.shape[0]
-    nd = len(direct)
-    a = torch.zeros(k + 3 + nd, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
+    p, nd = len(pen_direct), len(direct)
+    a = torch.zeros(k + p + 3 + nd, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
     a[:k, :n_in] = proj.T
     a[:k, -1] = -(proj.T @ centre)
-    a[k, z_index] = 1.0
-    a[k + 1, n_in] = 1.0
+    for j, d in enumerate(pen_direct):
+        a[k + j, d] = 1.0
+        a[k + j, -1] = -centre[d]
+    a[k + p, z_index] = 1.0
+    a[k + p + 1, n_in] = 1.0
     for j, d in enumerate(direct):
-        a[k + 2 + j, d] = 1.0
-    a[k + 2 + nd, -1] = 1.0
+        a[k + p + 2 + j, d] = 1.0
+    a[k + p + 2 + nd, -1] = 1.0
     return (chol.T @ a).float()
 
 
@@ -139,6 +143,7 @@ def train_head(
     selection=None,
     z_index: int,
     direct: tuple[int, ...] = (),
+    pen_direct: tuple[int, ...] = (),
     nuisance: np.ndarray | None = None,
 ) -> tuple[MassRegressor, dict]:
     """One fold's linear head from its training pool (labels NaN for unlabelled clusters).
@@ -146,8 +151,9 @@ def train_head(
     The pool's features are projected on their leading principal components (whitened), the head is fitted
     with a ridge penalty for each strength in ``cfg.stage2_ridge`` on 85% of the pool, and the strength with the
     best likelihood on the other 15% (the fold's validation split) is kept: the linear model's form of early
-    stopping. The redshift, its square and the ``direct`` inputs (the catalogue richness) enter unpenalised
-    beside the components. sigma is heteroscedastic, log-linear in the predicted mass. The projection is then
+    stopping. The ``pen_direct`` inputs (the central photometry) enter beside the components as themselves,
+    under the same ridge and invariance penalties; the redshift, its square and the ``direct`` inputs (the
+    catalogue richness) enter unpenalised. sigma is heteroscedastic, log-linear in the predicted mass. The projection is then
     folded into one linear layer, so inference sees a plain linear head. ``nuisance`` (m, D) are changes of the
     standardised inputs under degraded conditions; the head is penalised for responding to them with weight
     ``cfg.invariance_weight``.
@@ -164,12 +170,24 @@ def train_head(
     proj = vt[:k].T / sv[:k] * np.sqrt(x.shape[0])  # whitened principal components
     zcol = x[:, z_index : z_index + 1]
     direct = tuple(int(d) for d in direct)
-    design = torch.cat([(x - centre) @ proj, zcol, zcol**2, *[x[:, d : d + 1] for d in direct]], dim=1)
+    pen_direct = tuple(int(d) for d in pen_direct)
+    p = len(pen_direct)
+    design = torch.cat(
+        [
+            (x - centre) @ proj,
+            *[x[:, d : d + 1] - centre[d] for d in pen_direct],
+            zcol,
+            zcol**2,
+            *[x[:, d : d + 1] for d in direct],
+        ],
+        dim=1,
+    )
     gamma = float(getattr(cfg, "invariance_weight", 0.0))
     hetero = bool(getattr(cfg, "heteroscedastic", True))
     nuis = None
     if nuisance is not None and len(nuisance) and gamma > 0:
-        nuis = torch.from_numpy(np.asarray(nuisance, np.float64)) @ proj  # z is never degraded
+        nd_ = torch.from_numpy(np.asarray(nuisance, np.float64))
+        nuis = torch.cat([nd_ @ proj, nd_[:, list(pen_direct)]], dim=1)  # z is never degraded
     rng = np.random.default_rng(seed)
     val = torch.from_numpy(rng.random(x.shape[0]) < 0.15)
     tr = ~val
@@ -182,7 +200,7 @@ def train_head(
     split = ((dtr, ytr, ltr, mtr), rows(val))
     # the strength is chosen with one sigma per head (fast); the final fit adds sigma's slope in mu
     for ridge in cfg.stage2_ridge:
-        w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k, joint, nuis, gamma, False)
+        w, b, ls = _fit_ridge(dtr, ytr, ltr, mtr, selection, ridge, k + p, joint, nuis, gamma, False)
         with torch.no_grad():
             nll = []
             for d, yy, ll, mm in split:
@@ -193,18 +211,21 @@ def train_head(
         if best is None or nll[1] < best[0]:
             best = (nll[1], ridge)
     # refit on the whole pool with the chosen strength, then fold the projection into the head
-    w, b, ls = _fit_ridge(design, y, labelled, m_lim, selection, best[1], k, joint, nuis, gamma, False)
+    w, b, ls = _fit_ridge(design, y, labelled, m_lim, selection, best[1], k + p, joint, nuis, gamma, False)
     if hetero:
         w, b, ls = _fit_ridge(
-            design, y, labelled, m_lim, selection, best[1], k, joint, nuis, gamma, True, init=(w, b, ls)
+            design, y, labelled, m_lim, selection, best[1], k + p, joint, nuis, gamma, True, init=(w, b, ls)
         )
     weight = torch.zeros(x.shape[1] + 1, dtype=torch.float64)
     weight[: x.shape[1]] = proj @ w[:k]
-    weight[z_index] += w[k]
-    weight[-1] = w[k + 1]
-    for j, d in enumerate(direct):
-        weight[d] += w[k + 2 + j]
     bias = b - float(centre @ (proj @ w[:k]))
+    for j, d in enumerate(pen_direct):
+        weight[d] += w[k + j]
+        bias -= float(w[k + j] * centre[d])
+    weight[z_index] += w[k + p]
+    weight[-1] = w[k + p + 1]
+    for j, d in enumerate(direct):
+        weight[d] += w[k + p + 2 + j]
     head = MassRegressor(x.shape[1], z_index)
     head.set_from_components(weight.float(), bias, *ls)
     head.epistemic = _laplace_factor(
@@ -222,6 +243,7 @@ def train_head(
         proj,
         centre,
         z_index,
+        pen_direct,
         direct,
         nuis,
         gamma,
@@ -235,9 +257,10 @@ def train_head(
         "n_labelled": int(labelled.sum()),
         "components": k,
         "direct_inputs": list(direct),
+        "penalised_direct_inputs": list(pen_direct),
         "log_sigma": list(ls),
         "invariance_weight": gamma,
-        "nuisance_rms_dex": None if nuis is None else float(torch.sqrt(((nuis @ w[:k]) ** 2).mean())),
+        "nuisance_rms_dex": None if nuis is None else float(torch.sqrt(((nuis @ w[: k + p]) ** 2).mean())),
     }
     return head, info
 

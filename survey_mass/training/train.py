@@ -454,6 +454,7 @@ def _fold_head(
         selection=selection,
         z_index=hi.model.z_index,
         direct=hi.model.direct_indices,
+        pen_direct=hi.model.penalised_direct_indices,
         nuisance=hi.nuisance,
     )
     head = head.to(device)
