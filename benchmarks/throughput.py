@@ -192,7 +192,9 @@ def run_benchmarks(
         steps = ig_steps or load_pipeline("dr12").attribution.ig_steps
         k = min(16, n)
         t_attr = _timed(
-            lambda: attribute(bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale, richness=lam[:k])
+            lambda: attribute(
+                bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale, richness=lam[:k]
+            )
         )
 
         # (e) the naive way: FITS per band per cutout -> astropy -> DataLoader -> the same model

@@ -332,7 +332,7 @@ def cmd_run(args) -> int:
     glob = f"{catalog_dataset(s.catalog)}/**/*.parquet"
     print("query it, e.g. the 10 most massive clusters:")
     print(
-        f'  survey-mass query {s.catalog} "SELECT name, z, log10_m500, log10_m500_err, log10_m500_richness '
+        f'  survey-mass query {s.catalog} "SELECT name, z, log10_m500, log10_m500_err, log10_m500_lambda '
         f'FROM catalog ORDER BY log10_m500 DESC LIMIT 10"'
     )
     print(f"  (or DuckDB directly: read_parquet('{glob}', hive_partitioning = false))")

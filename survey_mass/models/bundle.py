@@ -75,6 +75,9 @@ class Calibration(_Strict):
     scale: float = 1.0
     tau: float = 0.0
     selection: dict[str, Any] | None = None
+    #: the error's factor at these predicted masses, interpolated (flat beyond); from independent mocks
+    mass_nodes: list[float] = []
+    mass_factors: list[float] = []
 
 
 class HeadSet(_Strict):

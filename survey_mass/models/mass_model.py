@@ -410,6 +410,11 @@ def ensemble_errors(
     fold = np.sqrt(mus.var(axis=0) + epi2.mean(axis=0))
     mu = bound_mass(torch.from_numpy(mus.mean(axis=0))).numpy()
     extra = extrapolation(calibration, mu, scale * np.hypot(ale, fold), z, flux_limit)
+    # the error's trend with the predicted mass, calibrated on independent mocks (1 without them)
+    nodes = calibration.get("mass_nodes") or []
+    if nodes:
+        k = np.interp(mu, nodes, calibration["mass_factors"])
+        scale, extra = scale * k, extra * k
     return {
         "log10_m500": mu,
         "log10_m500_err": np.sqrt((scale * ale) ** 2 + (scale * fold) ** 2 + extra**2),

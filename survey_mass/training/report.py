@@ -85,6 +85,8 @@ class CalibrationReport(_Strict):
     coverage_68_after: float
     extrapolation_tau: float
     n_calibration_rows: int
+    mass_nodes: list[float] = []
+    mass_factors: list[float] = []
 
 
 class FeatureReport(_Strict):
@@ -155,6 +157,8 @@ def build_report(
                 coverage_68_after=c.coverage_after,
                 extrapolation_tau=c.tau,
                 n_calibration_rows=c.n_calibration,
+                mass_nodes=list(c.mass_nodes),
+                mass_factors=list(c.mass_factors),
             )
             for name, c in cal.items()
         },
@@ -422,13 +426,16 @@ def write_report(out: Path, report: TrainingReport) -> None:
         *_bins_table(s),
         "## Calibration",
         "",
-        "| estimator | scale | label coverage before | after | tau (independent mocks) | mock rows |",
-        "|---|---|---|---|---|---|",
+        "| estimator | scale | label coverage before | after | tau (independent mocks) | mass factors (mocks) | mock rows |",
+        "|---|---|---|---|---|---|---|",
     ]
     for e, c in report.calibration.items():
+        mf = (
+            ", ".join(f"{f:.2f} at {m:.2f}" for m, f in zip(c.mass_nodes, c.mass_factors, strict=True)) or "–"
+        )
         lines.append(
             f"| {e} | {c.scale:.3f} | {c.coverage_68_before:.3f} | {c.coverage_68_after:.3f} | "
-            f"{c.extrapolation_tau:.3f} | {c.n_calibration_rows} |"
+            f"{c.extrapolation_tau:.3f} | {mf} | {c.n_calibration_rows} |"
         )
     lines += ["", "## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
