@@ -156,7 +156,7 @@ def test_overrides_reach_the_store_and_its_provenance(tmp_path, capsys):
     code, one = build("one.zarr", "sky_noise_scale=1")
     assert code == 0
     code, two = build(
-        "two.zarr", "sky_noise_scale=2", "richness_relation.slope=1.33", "labels.sigma_ln_l=0.5"
+        "two.zarr", "sky_noise_scale=2", "richness_relation.slope=1.111", "labels.sigma_ln_l=0.5"
     )
     assert code == 0
     sp, s1, s2 = open_store(plain), open_store(one), open_store(two)
@@ -167,17 +167,19 @@ def test_overrides_reach_the_store_and_its_provenance(tmp_path, capsys):
         np.testing.assert_array_equal(sp.columns(p)["log10_m500_true"], s2.columns(p)["log10_m500_true"])
         assert not np.array_equal(sp.images(p), s2.images(p))
     prov = s2.attrs["provenance"]
-    assert prov["overrides"] == ["sky_noise_scale=2", "richness_relation.slope=1.33", "labels.sigma_ln_l=0.5"]
+    assert prov["overrides"] == ["sky_noise_scale=2", "richness_relation.slope=1.111", "labels.sigma_ln_l=0.5"]
     assert prov["physics"]["sky_noise_scale"] == 2.0 and prov["physics"]["seeing_scale"] == 1.0
     assert sp.attrs["provenance"]["overrides"] == []
     assert sp.attrs["provenance"]["physics"] == MockPhysics().provenance()
     assert MockPhysics.model_validate(prov["physics"]).sky_noise_scale == 2.0  # the provenance round-trips
     # the labels' selection model follows the store's recorded label physics
-    assert selection_for_store(s2) == XraySelection(flux_limit_cgs=2e-12, sigma_ln_l=0.5)
-    assert selection_for_store(sp) == XraySelection(flux_limit_cgs=2e-12)
+    # (labels derived from L_X: the selection variable is the label; the shallowest survey's limit is the default)
+    mcxc = {"flux_limit_cgs": 3e-12, "labels_from_lx": True, "flux_error_ln": 0.1}
+    assert selection_for_store(s2) == XraySelection(**mcxc, sigma_ln_l=0.5)
+    assert selection_for_store(sp) == XraySelection(**mcxc)
     capsys.readouterr()
     # resuming a store with other physics is refused (one line, exit 2); with the same physics it resumes
     code, _ = build("two.zarr")
     assert code == 2 and "provenance" in capsys.readouterr().err
-    code, _ = build("two.zarr", "sky_noise_scale=2", "richness_relation.slope=1.33", "labels.sigma_ln_l=0.5")
+    code, _ = build("two.zarr", "sky_noise_scale=2", "richness_relation.slope=1.111", "labels.sigma_ln_l=0.5")
     assert code == 0 and "0 built, 1 already there" in capsys.readouterr().out
