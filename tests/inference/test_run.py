@@ -57,10 +57,14 @@ def test_masses_errors_and_passthrough(small_catalog, small_store):
     card = json.loads((model_dir() / "model_card.json").read_text())
     tau, kmax = card["calibration"]["tau"], max(card["calibration"]["mass_factors"])
     extra = df["log10_m500_err_extrapolation"].to_numpy()
-    assert tau > 0 and np.all(extra >= 0) and np.all(extra <= kmax * tau + 1e-6) and np.median(extra) > 0.5 * tau
+    assert (
+        tau > 0 and np.all(extra >= 0) and np.all(extra <= kmax * tau + 1e-6) and np.median(extra) > 0.5 * tau
+    )
     sel = XraySelection.from_dict(card["calibration"]["selection"])
     mu = df["log10_m500"].to_numpy()
-    above = mu - sel.m_lim(df["z"].to_numpy(), df["label_flux_limit"].to_numpy())  # each position's X-ray limit
+    above = mu - sel.m_lim(
+        df["z"].to_numpy(), df["label_flux_limit"].to_numpy()
+    )  # each position's X-ray limit
     k = np.interp(mu, card["calibration"]["mass_nodes"], card["calibration"]["mass_factors"])
     assert np.corrcoef(np.argsort(np.argsort(above)), np.argsort(np.argsort(extra / k)))[0, 1] < -0.9
     st = open_store(small_store)

@@ -167,7 +167,11 @@ def test_overrides_reach_the_store_and_its_provenance(tmp_path, capsys):
         np.testing.assert_array_equal(sp.columns(p)["log10_m500_true"], s2.columns(p)["log10_m500_true"])
         assert not np.array_equal(sp.images(p), s2.images(p))
     prov = s2.attrs["provenance"]
-    assert prov["overrides"] == ["sky_noise_scale=2", "richness_relation.slope=1.111", "labels.sigma_ln_l=0.5"]
+    assert prov["overrides"] == [
+        "sky_noise_scale=2",
+        "richness_relation.slope=1.111",
+        "labels.sigma_ln_l=0.5",
+    ]
     assert prov["physics"]["sky_noise_scale"] == 2.0 and prov["physics"]["seeing_scale"] == 1.0
     assert sp.attrs["provenance"]["overrides"] == []
     assert sp.attrs["provenance"]["physics"] == MockPhysics().provenance()

@@ -140,4 +140,6 @@ def test_central_photometry_is_the_light_in_the_apertures():
     want = -2.5 / np.log(10) * np.arcsinh(flux / 2.0)
     got = central_photometry(x, log_sigma).numpy().reshape(want.shape)
     np.testing.assert_allclose(got, want, atol=2e-3)
-    assert (got[:, :, 2] < got[:, :, 0]).all()  # more light in the wider aperture: brighter (smaller) magnitude
+    assert (
+        got[:, :, 2] < got[:, :, 0]
+    ).all()  # more light in the wider aperture: brighter (smaller) magnitude

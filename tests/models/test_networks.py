@@ -16,7 +16,9 @@ def test_shapes_and_size():
     # band features, z, five sky sigmas, central photometry in three apertures per band
     assert raw.shape == (2, len(model.input_names())) == (2, 5 * clf.backbone.out_dim + 1 + 5 + 15)
     with_lambda = MassModel(clf.backbone, richness_input=True)
-    assert with_lambda.input_names()[-1] == "ln_richness" and len(with_lambda.input_names()) == raw.shape[1] + 1
+    assert (
+        with_lambda.input_names()[-1] == "ln_richness" and len(with_lambda.input_names()) == raw.shape[1] + 1
+    )
     head = MassRegressor(raw.shape[1], model.z_raw_index)
     mu, ls = head(torch.randn(4, head.in_dim))
     assert mu.shape == ls.shape == (4,)
