@@ -15,6 +15,12 @@ observables, the likelihood of a labelled cluster is then (all Gaussian integral
 with m_hat, tau the mean and width of m given y and x. Maximising it recovers the population relation, which is
 what the catalog needs for clusters that were never selected.
 
+Labels like MCXC's (``labels_from_lx``) are the masses the mean L_X - M relation gives for the *observed* L_X: then
+the label error is the selection variable, y = m + e is labelled iff y >= m_lim, and the same closed forms hold
+with (sqrt(sigma^2 + s^2), 0, a 0.01 dex rounding) in place of (sigma, s, sigma_n) (:meth:`XraySelection.effective`).
+Both assume the label error independent of m at fixed inputs; a mock whose L_X scatter correlates with the
+richness excess (``HaloScatter``) breaks that by about 0.02 dex.
+
 Examples
 --------
 >>> sel = XraySelection(flux_limit_cgs=2e-12)

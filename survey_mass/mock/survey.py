@@ -51,7 +51,8 @@ class MockConfig(BaseModel):
     #: clusters per deg^2 when drawing from the mass function; None = what the mass function predicts
     density: float | None = None
     candidates: str = "redmapper_dr8_v5.10"
-    #: X-ray flux limit (erg/s/cm^2) of the labelled subset; None = physics.labels.flux_limit_cgs (~3% labelled)
+    #: one X-ray flux limit (erg/s/cm^2) everywhere for the labelled subset; None = the MCXC-like mix of
+    #: ``physics.labels.surveys`` (3.3% of the real candidates labelled)
     label_flux_limit: float | None = None
     physics: MockPhysics = DEFAULT_PHYSICS
     #: the ``NAME=VALUE`` overrides ``physics`` was made with, as given
