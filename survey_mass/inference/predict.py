@@ -9,7 +9,8 @@ For every cutout, four mass estimators (:data:`ESTIMATORS`), each with its own c
   ``log10_m500_err_fold`` = s sqrt(var_k mu_k + mean_k e_k^2), the folds' spread and each head's Laplace
   parameter uncertainty; ``log10_m500_err_extrapolation`` = tau sqrt(1 - P_det), P_det the probability that the
   labels' X-ray selection would detect the cluster, tau calibrated on independent mocks; ``log10_m500_err`` =
-  the three in quadrature; s the out-of-fold scale from the labels. All of it is
+  the three in quadrature; s the scale under which the labels' out-of-fold intervals hold 68%; every part
+  times a factor in the predicted mass, calibrated on the same independent mocks. All of it is
   :meth:`survey_mass.models.mass_model.MassModel.predict_raw`.
 * **Pixels** ``log10_m500_pixels`` and ``_err``: the same from pixels and z alone.
 * **Catalogue lambda** ``log10_m500_lambda`` and ``_err``: the mass-richness relation on the candidate's own
