@@ -17,6 +17,9 @@ For every cutout, four mass estimators (:data:`ESTIMATORS`), each with its own c
   richness and z (:class:`~survey_mass.models.catalogue.CatalogueRelation`): what a user of the catalogue
   already has.
 * **lambda-hat** ``richness`` (sep red-sequence count) and ``log10_m500_richness`` and ``_err``.
+* **Given detection** ``log10_m500_given_detection`` and ``_err``, for rows the store marks as detected by the
+  labels' X-ray survey (a finite ``log10_m500_label``): the headline conditioned on that detection
+  (:func:`given_detection`); NaN elsewhere.
 * **Sky.** ``sky_sigma_{u,g,r,i,z}``: each band's sky noise (nanomaggies per pixel) measured from its sky pixels.
 * **Quality.** The store's bits plus what the pixels show. Rows that cannot support a mass (a missing band, no
   redshift, unreadable, outside the model's redshift range) get NaN masses and keep their bits; so do rows whose
@@ -59,6 +62,8 @@ OUTPUT_COLUMNS = (
     "richness",
     "log10_m500_richness",
     "log10_m500_richness_err",
+    "log10_m500_given_detection",
+    "log10_m500_given_detection_err",
     *SKY_COLUMNS,
     "quality",
 )
@@ -98,6 +103,32 @@ def cnn_masses(
     for k, c in enumerate(SKY_COLUMNS):
         out[c] = sky[:, k].astype(float)
     return out
+
+
+def given_detection(bundle, mu, err, z, flux_limit) -> tuple[np.ndarray, np.ndarray]:
+    """The headline's mass and error for a cluster *known* to be detected by the labels' X-ray survey.
+
+    The catalogue's masses are the population's E[M | inputs]; a detected cluster scattered up in L_X, so given
+    its detection its mass is higher: E[m | x, detected] = mu + sigma^2 / w lambda(k), k = (mu - m_lim) / w,
+    w = sqrt(sigma^2 + s^2), with the variance of the truncated normal
+    (:meth:`~survey_mass.selection.XraySelection.selected_moments`, less the label's own scatter).
+    """
+    from scipy.special import log_ndtr
+    from scipy.stats import norm
+
+    from ..selection import XraySelection
+
+    spec = bundle.model.calibration.get("selection")
+    if not spec:
+        return np.full(np.shape(mu), np.nan), np.full(np.shape(mu), np.nan)
+    sel = XraySelection.from_dict(spec)
+    m_lim = sel.m_lim(np.asarray(z, float), flux_limit)
+    w = np.sqrt(err**2 + sel.s**2)
+    k = (mu - m_lim) / w
+    lam = np.exp(norm.logpdf(k) - log_ndtr(k))
+    mean = mu + err**2 / w * lam
+    var = err**2 * (1 - err**2 / w**2 * lam * (lam + k))
+    return mean, np.sqrt(np.maximum(var, 1e-6))
 
 
 def lambda_masses(
@@ -162,6 +193,12 @@ def predict_partition(
         ood = cnn.pop("out_of_distribution")
         for key, v in {**cnn, **lambda_masses(bundle, lam_ok, z[ok], fl_ok)}.items():
             out[key][ok] = v
+        label = columns.get("log10_m500_label")
+        det = np.zeros(n, bool) if label is None else ok & np.isfinite(np.asarray(label, float))
+        if det.any():  # clusters the store marks as detected by the labels' X-ray survey
+            fl_det = None if fl is None else np.asarray(fl, float)[det]
+            m, e = given_detection(bundle, out["log10_m500"][det], out["log10_m500_err"][det], z[det], fl_det)
+            out["log10_m500_given_detection"][det], out["log10_m500_given_detection_err"][det] = m, e
         quality[np.flatnonzero(ok)[ood]] |= int(Quality.OUT_OF_DISTRIBUTION)
         rm = richness_masses(bundle, np.nan_to_num(clean), z[ok])
         blank = np.flatnonzero(ok)[no_cluster(rm.pop("cluster_significance"))]
