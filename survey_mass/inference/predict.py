@@ -113,22 +113,14 @@ def given_detection(bundle, mu, err, z, flux_limit) -> tuple[np.ndarray, np.ndar
     w = sqrt(sigma^2 + s^2), with the variance of the truncated normal
     (:meth:`~survey_mass.selection.XraySelection.selected_moments`, less the label's own scatter).
     """
-    from scipy.special import log_ndtr
-    from scipy.stats import norm
-
-    from ..selection import XraySelection
+    from ..selection import XraySelection, selected_moments
 
     spec = bundle.model.calibration.get("selection")
     if not spec:
         return np.full(np.shape(mu), np.nan), np.full(np.shape(mu), np.nan)
     sel = XraySelection.from_dict(spec)
-    m_lim = sel.m_lim(np.asarray(z, float), flux_limit)
-    w = np.sqrt(err**2 + sel.s**2)
-    k = (mu - m_lim) / w
-    lam = np.exp(norm.logpdf(k) - log_ndtr(k))
-    mean = mu + err**2 / w * lam
-    var = err**2 * (1 - err**2 / w**2 * lam * (lam + k))
-    return mean, np.sqrt(np.maximum(var, 1e-6))
+    # the mass (not a label) of a selected cluster: the selected moments without label scatter
+    return selected_moments(mu, err, sel.m_lim(np.asarray(z, float), flux_limit), sel.s, 0.0)
 
 
 def lambda_masses(

@@ -36,14 +36,6 @@ BANDS = ("u", "g", "r", "i", "z")
 # --- central galaxy at fixed mass ---------------------------------------------------------------------------
 
 
-def log10_m200m_h(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """log10 M200m [h^-1 Msun] of an M500c [Msun] halo at z (Diemer & Joyce 2019 concentrations)."""
-    g = physics.grids(ph.cosmology)
-    zi = physics._zi(z)
-    mi = np.clip(np.rint((np.asarray(log10_m500) - LOGM_GRID[0]) / 0.01).astype(int), 0, LOGM_GRID.size - 1)
-    return np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(ph.cosmology.h)
-
-
 def bcg_mean_mag(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     """Mean central-galaxy i magnitude of an M500c halo at z, pinned so that the mock's centrals at fixed
     richness follow the real catalogue's (:data:`BCG_FIT`): the real mean at lambda = 40 for haloes of the mean

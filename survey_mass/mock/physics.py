@@ -449,14 +449,19 @@ def distance_modulus(z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
 # --- richness -------------------------------------------------------------------------------------------
 
 
-def mean_ln_lambda(log10_m500: np.ndarray, z: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """<ln lambda | M500c, z> (:class:`RichnessRelation`; masses converted to M200m in h^-1 Msun)."""
+def log10_m200m_h(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """log10 M200m [h^-1 Msun] of an M500c [Msun] halo at z (Diemer & Joyce 2019 concentrations, tabulated)."""
     g = grids(ph.cosmology)
     zi = _zi(z)
     mi = np.clip(np.rint((np.asarray(log10_m500) - LOGM_GRID[0]) / 0.01).astype(int), 0, LOGM_GRID.size - 1)
-    log10_m200m_h = np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(ph.cosmology.h)
+    return np.asarray(log10_m500) + g.dlog_200m[zi, mi] + np.log10(ph.cosmology.h)
+
+
+def mean_ln_lambda(log10_m500: np.ndarray, z: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """<ln lambda | M500c, z> (:class:`RichnessRelation`; masses converted to M200m in h^-1 Msun)."""
     rr = ph.richness_relation
-    return np.log(40.0) + (log10_m200m_h - rr.pivot_log10_M200m_hinv) / rr.slope * np.log(10.0)
+    m200m_h = log10_m200m_h(log10_m500, z, ph)
+    return np.log(40.0) + (m200m_h - rr.pivot_log10_M200m_hinv) / rr.slope * np.log(10.0)
 
 
 def sigma_ln_lambda(mean_ln: np.ndarray, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:

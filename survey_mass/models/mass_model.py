@@ -381,12 +381,6 @@ class MassModel(nn.Module):
         errs = ensemble_errors(mus, sig2, epi2, np.asarray(z, float), self.calibration, flux_limit)
         return {**errs, "out_of_distribution": ood}
 
-    def errors(
-        self, mus: np.ndarray, sig2: np.ndarray, epi2: np.ndarray, z: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """The ensemble mean and the calibrated error parts from per-fold moments (K, N)."""
-        return ensemble_errors(mus, sig2, epi2, z, self.calibration)
-
 
 def _richness_tensor(richness, start: int, size: int, device) -> torch.Tensor | None:
     if richness is None:
