@@ -111,10 +111,23 @@ class AttributionSection(_Section):
     mode: Literal["auto", "all", "sample", "none"] = Field(
         "auto", description="auto: all on a GPU, sample on a CPU"
     )
-    ig_steps: int = Field(768, ge=2, le=4096, description="integrated-gradients steps (trapezoid rule)")
-    sample_fraction: float = Field(
-        0.002, ge=0, le=1, description="fraction of rows attributed in mode sample"
+    ig_steps: int = Field(
+        32,
+        ge=2,
+        le=4096,
+        description="integrated-gradients trapezoid steps per baseline to start with (doubled per row until "
+        "complete to ig_tolerance_dex, up to 16 times as many)",
     )
+    ig_baselines: int = Field(
+        2, ge=1, le=64, description="blank-sky baselines per row (1 or an even number: antithetic pairs)"
+    )
+    ig_tolerance_dex: float = Field(
+        0.005,
+        gt=0,
+        le=0.1,
+        description="|sum of the map - F(x) + F(baseline)| at which a row's map is complete",
+    )
+    sample_fraction: float = Field(0.03, ge=0, le=1, description="fraction of rows attributed in mode sample")
 
 
 class ClusterSection(_Section):

@@ -21,8 +21,8 @@ class Quality(IntFlag):
     NO_REDSHIFT = 16
     #: the cutout could not be read at inference (corrupt chunk); mass is NaN
     UNREADABLE = 32
-    #: attribution summaries were not computed for this row (attribution sampled or off)
-    NO_ATTRIBUTION = 64
+    # 64 is retired (catalogue schema 3): whether a row was attributed is the ``attributed`` column, not a
+    # quality problem, so ``quality == 0`` selects every clean row
     #: the cutout's inputs lie far outside the training pool (|z-score| > 10, e.g. a very bright star);
     #: inputs are soft-clipped at 10 sigma (MassModel) and the mass is less trustworthy
     OUT_OF_DISTRIBUTION = 128

@@ -27,6 +27,7 @@ TYPES = {
     "float32": pa.float32(),
     "float64": pa.float64(),
     "string": pa.string(),
+    "bool": pa.bool_(),
 }
 
 
@@ -66,6 +67,11 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
             arrays.append(pa.array(v, type=f.type, from_pandas=True, mask=~np.isfinite(v)))
         elif pa.types.is_string(f.type):
             arrays.append(pa.array([str(s) for s in v], type=f.type))
+        elif pa.types.is_integer(f.type) and v.dtype.kind == "f":  # NaN: null
+            ok = np.isfinite(v)
+            arrays.append(
+                pa.array(np.where(ok, v, 0).astype(f.type.to_pandas_dtype()), type=f.type, mask=~ok)
+            )
         else:
             arrays.append(pa.array(v.astype(f.type.to_pandas_dtype()), type=f.type))
     return pa.Table.from_arrays(arrays, schema=arrow_schema())

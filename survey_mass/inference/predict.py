@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..attribution import CONTRIBUTION_COLUMNS, contributions
 from ..models.richness import no_cluster
 from ..photometry import BANDS
 from ..quality import Quality, image_quality, redshift_quality
@@ -65,6 +66,7 @@ OUTPUT_COLUMNS = (
     "log10_m500_given_detection",
     "log10_m500_given_detection_err",
     *SKY_COLUMNS,
+    *CONTRIBUTION_COLUMNS,
     "quality",
 )
 
@@ -79,7 +81,8 @@ def cnn_masses(
     batch_size: int = 64,
     device="cpu",
 ) -> dict:
-    """Headline and pixels-only masses with their error parts, and the measured sky sigmas.
+    """Headline and pixels-only masses with their error parts, the headline's exact contributions
+    (:func:`~survey_mass.attribution.contributions`) and the measured sky sigmas.
 
     The backbone runs once: the pixels model's raw inputs are extended by ln lambda for the headline model
     (:meth:`~survey_mass.models.mass_model.MassModel.extend_raw`); rows without a richness keep the pixels' mass.
@@ -87,15 +90,16 @@ def cnn_masses(
     pix, head = bundle.pixels, bundle.model
     raw, sky = pix.raw_inputs_and_sky(images, z, batch_size=batch_size, device=device)
     out = pix.predict_raw(raw, z, flux_limit=flux_limit, device=device)
+    out.update(contributions(pix, raw))
     pixels = {"log10_m500_pixels": out["log10_m500"], "log10_m500_pixels_err": out["log10_m500_err"]}
     if head is not pix and richness is not None:
         lam = np.asarray(richness, float)
         has = np.isfinite(lam) & (lam > 0)
         if has.any():
             fl = None if flux_limit is None else np.asarray(flux_limit, float)[has]
-            h = head.predict_raw(
-                head.extend_raw(raw[has], lam[has]), np.asarray(z)[has], flux_limit=fl, device=device
-            )
+            raw_h = head.extend_raw(raw[has], lam[has])
+            h = head.predict_raw(raw_h, np.asarray(z)[has], flux_limit=fl, device=device)
+            h.update(contributions(head, raw_h))
             for key, v in h.items():
                 out[key] = np.asarray(out[key]).copy()
                 out[key][has] = v
@@ -201,7 +205,7 @@ def predict_partition(
         # contradict it), lambda-hat is kept for inspection
         quality[blank] |= int(Quality.NO_CLUSTER)
         for key in out:
-            if key.startswith("log10_m500"):
+            if key.startswith("log10_m500") or key in CONTRIBUTION_COLUMNS:
                 out[key][blank] = np.nan
     out["quality"] = quality.astype(np.int32)
     return out

@@ -44,6 +44,8 @@ class RunOptions:
     device: str = "cpu"
     attribution: str = "sample"  # all | sample | none (a pipeline's "auto" is resolved before)
     ig_steps: int = _default(AttributionSection, "ig_steps")
+    ig_baselines: int = _default(AttributionSection, "ig_baselines")
+    ig_tolerance_dex: float = _default(AttributionSection, "ig_tolerance_dex")
     sample_fraction: float = _default(AttributionSection, "sample_fraction")
     seed: int = 2022
     torch_threads: int = 1
@@ -106,7 +108,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
     """Everything one task does; returns counts and timings for the progress report."""
     import torch
 
-    from ..attribution import SUMMARY_COLUMNS, attribute
+    from ..attribution import ATTRIBUTED, SUMMARY_COLUMNS, attribute
     from ..catalog.writer import to_table, write_partition
     from ..errors import StoreError
     from ..store.cutouts import PASSTHROUGH_COLUMNS
@@ -140,7 +142,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
     pred = predict_partition(bundle, images, cols, batch_size=opts.batch_size, device=opts.device)
     t_pred = time.perf_counter()
 
-    attr = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
+    attr: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
     eligible = np.flatnonzero((pred["quality"] & int(NO_MASS | Quality.NO_CLUSTER)) == 0)
     if opts.attribution == "all":
         chosen = eligible
@@ -155,16 +157,19 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
             bundle,
             images[idx],
             np.asarray(cols["z"], float)[idx],
-            steps=opts.ig_steps,
-            pixel_scale=store.pixel_scale,
+            ids=np.asarray(cols["id"])[idx],
             richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
+            pixel_scale=store.pixel_scale,
+            baselines=opts.ig_baselines,
+            steps=opts.ig_steps,
+            tolerance=opts.ig_tolerance_dex,
+            max_steps=16 * opts.ig_steps,
+            seed=opts.seed,
         )
         for c in SUMMARY_COLUMNS:
             attr[c][idx] = a[c]
-    quality = pred["quality"].copy()
-    no_attr = np.ones(n, bool)
-    no_attr[chosen] = False
-    quality[no_attr] |= int(Quality.NO_ATTRIBUTION)
+    attr[ATTRIBUTED] = np.zeros(n, bool)
+    attr[ATTRIBUTED][chosen] = True
     t_attr = time.perf_counter()
 
     out = {
@@ -174,7 +179,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
         "dec": cols["dec"],
         "z": cols["z"],
         **{k: v for k, v in pred.items() if k != "quality"},
-        "quality": quality,
+        "quality": pred["quality"],
         **attr,
         "richness_catalog": cols.get("richness"),
         **{c: cols[c] for c in PASSTHROUGH_COLUMNS if c in cols},
@@ -203,6 +208,8 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
         "footprint": footprint.name,
         "attribution": opts.attribution,
         "ig_steps": opts.ig_steps if opts.attribution != "none" else None,
+        "ig_baselines": opts.ig_baselines if opts.attribution != "none" else None,
+        "ig_tolerance_dex": opts.ig_tolerance_dex if opts.attribution != "none" else None,
         "sample_fraction": opts.sample_fraction if opts.attribution == "sample" else None,
         "seed": opts.seed,
     }
@@ -340,7 +347,10 @@ def run_catalog(
             "survey_mass_model_card_sha256": bundle.card_sha256,
             "survey_mass_footprint": footprint.name,
             "survey_mass_store": str(Path(store_path).resolve()),
-            "survey_mass_attribution": f"{opts.attribution} (IG {opts.ig_steps} steps x Grad-CAM)",
+            "survey_mass_attribution": (
+                f"{opts.attribution} (integrated gradients from {opts.ig_baselines} blank-sky baselines, "
+                f"trapezoid from {opts.ig_steps} steps, complete to {opts.ig_tolerance_dex} dex)"
+            ),
         }
         rows = finalize(catalog_p, store.order, parts, name=name, provenance=provenance)
     wall = time.perf_counter() - t0

@@ -321,6 +321,54 @@ class MassModel(nn.Module):
         xs = self.standardise(raw)
         return bound_mass(torch.stack([h(xs)[0] for h in self.heads]).mean(0))
 
+    # --- exact contributions -----------------------------------------------------------------------------
+
+    def input_groups(self) -> dict[str, np.ndarray]:
+        """Kept inputs (positions among the heads' inputs) grouped as the catalogue reports them: one group per
+        band (its backbone features and its central photometry), ``sky`` (the five log10 sky sigmas),
+        ``redshift`` and, with a richness input, ``richness``."""
+        names = self.input_names()
+        kept = [names[int(k)] for k in self.keep.cpu().numpy()]
+        groups: dict[str, list[int]] = {b: [] for b in self.bands}
+        groups.update(sky=[], redshift=[])
+        if self.richness_input:
+            groups["richness"] = []
+        for pos, name in enumerate(kept):
+            if name == "z":
+                groups["redshift"].append(pos)
+            elif name == "ln_richness":
+                groups["richness"].append(pos)
+            elif name.startswith("log10_sky_sigma_"):
+                groups["sky"].append(pos)
+            else:  # "{band}.f{k}" or "ap{r}_{band}"
+                band = name.split(".")[0] if "." in name else name.rsplit("_", 1)[1]
+                groups[band].append(pos)
+        return {g: np.asarray(v, np.int64) for g, v in groups.items()}
+
+    def contributions_raw(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """The catalogued mass split exactly into a reference and one contribution per input group (dex).
+
+        The fold heads are linear in the soft-clipped standardised inputs (and the square of the standardised
+        redshift), so their mean is ``b + sum_j w_j x_j + w_z2 x_z^2`` with ``b`` the mass of the population-mean
+        input (every x_j = 0): ``reference`` = bound(b), and group g contributes ``sum_{j in g} w_j x_j`` (the
+        redshift group also ``w_z2 x_z^2``). The bend into :data:`MASS_RANGE` (:func:`bound_mass`) is one
+        monotone function of the sum, so each contribution is scaled by (bound(mu) - bound(b)) / (mu - b): the
+        integrated gradients of the bent sum along the straight path from the mean input, exact, and 1 wherever
+        the bend is the identity. ``reference + sum of contributions = log10_m500`` to float precision.
+        """
+        xs = soft_clip(self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)))).double().numpy()
+        w = np.mean([h.linear.weight.detach().double().numpy()[0] for h in self.heads], axis=0)
+        b = float(np.mean([float(h.linear.bias.detach()) for h in self.heads]))
+        parts = {g: xs[:, idx] @ w[idx] for g, idx in self.input_groups().items()}
+        parts["redshift"] = parts["redshift"] + w[-1] * xs[:, self.z_index] ** 2
+        mu = b + sum(parts.values())
+        bent = bound_mass(torch.from_numpy(mu)).numpy()
+        ref = float(bound_mass(torch.tensor(b, dtype=torch.float64)))
+        dmu = mu - b
+        safe = np.abs(dmu) > 1e-9
+        scale = np.where(safe, (bent - ref) / np.where(safe, dmu, 1.0), 1.0)
+        return {"reference": np.full(len(mu), ref), **{g: v * scale for g, v in parts.items()}}
+
     def raw_inputs_of(
         self,
         images: np.ndarray,

@@ -33,19 +33,31 @@ Z_SWITCH = 0.35
 Z_GRID = np.round(np.arange(0.05, 0.66, 0.05), 3)
 
 
-def detect(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Sources in one (5, H, W) cutout: pixel x, y and aperture magnitudes in g, r, i."""
+def detect(images: np.ndarray, *, segmentation: bool = False) -> dict[str, np.ndarray]:
+    """Sources in one (5, H, W) cutout: pixel x, y and aperture magnitudes in g, r, i (and, with
+    ``segmentation``, sep's (H, W) segmentation map under ``"segmentation"``: pixel -> source number + 1, 0 sky)."""
     import sep
 
     img = np.ascontiguousarray(np.nan_to_num(images, nan=0.0), dtype=np.float64)
     det = img[3]
     med = float(np.median(det))
     sig = float(1.4826 * np.median(np.abs(det - med))) or 1.0
+    seg = np.zeros(det.shape, np.int32)
     try:
-        objs = sep.extract(det - med, DETECT_SIGMA, err=sig, minarea=MIN_AREA, deblend_cont=0.005)
+        found = sep.extract(
+            det - med,
+            DETECT_SIGMA,
+            err=sig,
+            minarea=MIN_AREA,
+            deblend_cont=0.005,
+            segmentation_map=segmentation,
+        )
+        objs, seg = found if segmentation else (found, seg)
     except Exception:  # sep raises on pathological images (e.g. all zero); no sources then
         objs = np.zeros(0, dtype=[("x", float), ("y", float)])
     out = {"x": np.asarray(objs["x"], float), "y": np.asarray(objs["y"], float)}
+    if segmentation:
+        out["segmentation"] = np.asarray(seg, np.int32)
     for b, name in ((1, "g"), (2, "r"), (3, "i")):
         band = img[b] - np.median(img[b])
         if len(objs):
