@@ -160,9 +160,40 @@ def field_conditions(cfg: MockConfig, key: int) -> halos.Conditions:
     return halos.draw_conditions(_rng(cfg.seed, int(key), 23), cfg.physics)
 
 
-def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> tuple[np.ndarray, halos.Conditions]:
+#: the parts of a cluster's scene that :func:`render_cluster` can leave out
+SCENE_COMPONENTS = frozenset({"central", "members"})
+
+
+def _components(without: frozenset[str] | tuple[str, ...] | str) -> frozenset[str]:
+    """``without`` as a set of :data:`SCENE_COMPONENTS` (a bare string is one component)."""
+    given = (without,) if isinstance(without, str) else tuple(without)
+    for w in given:
+        if w not in SCENE_COMPONENTS:
+            raise ValueError(
+                f"render_cluster: unknown scene component {w!r} in without; use {sorted(SCENE_COMPONENTS)}"
+            )
+    return frozenset(given)
+
+
+def render_cluster(
+    c: dict, cfg: MockConfig, gal_b_deg: float, *, without: frozenset[str] | tuple[str, ...] = ()
+) -> tuple[np.ndarray, halos.Conditions]:
     """Noisy (5, H, W) cutout of one cluster, from its row (z, richness, log10_m500_true, BCG mags...), and the
-    field's observing conditions."""
+    field's observing conditions.
+
+    ``without`` leaves components of the scene out ("central": the BCG; "members": the member galaxies), for
+    counterfactual renders of the same scene (:func:`scene_variants`). Every random draw is still made, in the
+    same order, and the omitted sources are only dropped from the list drawn, so the other sources and the noise
+    draws are those of the full scene; with ``without`` empty the cutout is bit-identical to the full render.
+    The noise differs only where light was removed: the source photon noise follows the light that is there
+    (its sigma is smaller where a removed source was bright), as it would in a real image of that scene.
+
+    Raises
+    ------
+    ValueError
+        For a component of ``without`` other than "central" and "members".
+    """
+    omit = _components(without)
     rng = _rng(cfg.seed, int(c["id"]), 17)
     ph = cfg.physics
     size, pix = cfg.cutout_size, cfg.pixel_scale_arcsec
@@ -181,9 +212,10 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> tuple[np.ndarr
     if good[3]:
         bcg = np.where(good, real, bcg)
     l_bcg = 10 ** (-0.4 * (i_bcg - mstar))
-    xs.append([centre]), ys.append([centre]), mags.append(bcg[None, :])
     re_bcg = ph.bcg.re_kpc * (l_bcg / astro.BCG_LUMINOSITY_LSTAR) ** ph.bcg.re_slope
-    res.append([re_bcg / kpa]), ns.append([4])
+    if "central" not in omit:
+        xs.append([centre]), ys.append([centre]), mags.append(bcg[None, :])
+        res.append([re_bcg / kpa]), ns.append([4])
 
     # members: lambda above 0.2 L* inside R_lambda, and fainter ones that follow the halo's mean richness
     mem = ph.members
@@ -215,8 +247,9 @@ def render_cluster(c: dict, cfg: MockConfig, gal_b_deg: float) -> tuple[np.ndarr
         cols = populations.red_sequence_colours(z, int(vis.sum()), rng, ph)
         m = imag[vis, None] + cols - cols[:, [3]]
         lum = 10 ** (-0.4 * (imag[vis] - mstar))
-        xs.append(x[vis]), ys.append(y[vis]), mags.append(m)
-        res.append(mem.re_kpc_at_lstar * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
+        if "members" not in omit:  # drawn all the same, so the draws after them stay the full scene's
+            xs.append(x[vis]), ys.append(y[vis]), mags.append(m)
+            res.append(mem.re_kpc_at_lstar * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
 
     _field_sources(cfg, rng, gal_b_deg, (xs, ys, mags, res, ns))
     cond = field_conditions(cfg, int(c["id"]))
@@ -448,3 +481,171 @@ def build_mock_store(
         "store_bytes": size,
         "candidates": cfg.candidates,
     }
+
+
+# --- counterfactual scenes ----------------------------------------------------------------------------------------
+
+#: the scenes :func:`scene_variants` renders, and the components of the cluster each leaves out
+SCENE_VARIANTS: dict[str, frozenset[str]] = {
+    "full": frozenset(),
+    "no_central": frozenset({"central"}),
+    "no_members": frozenset({"members"}),
+}
+#: how far a re-rendered scene may stray from its stored cutout, relative to |pixel| + sky sigma
+RERENDER_RTOL = 1e-5
+
+
+def _store_config(st) -> MockConfig:
+    """The :class:`MockConfig` a mock store was built with, from its provenance."""
+    from pydantic import ValidationError
+
+    from ..errors import StoreError
+
+    where = f"store {str(st.path)!r}"
+    if st.meta.kind != "mock":
+        raise StoreError(
+            f"{where}: not a mock store (kind {st.meta.kind!r}); only mock scenes can be re-rendered"
+        )
+    try:
+        return MockConfig.model_validate(st.meta.provenance)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        raise StoreError(
+            f"{where}: its provenance is not a MockConfig ({key}: {e['msg']}); not built by build_mock_store"
+        ) from None
+
+
+def _rebuild_clusters(
+    st, cfg: MockConfig, pixel: int, cols: dict, candidates: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The cluster table partition ``pixel`` of a mock store was rendered from, rebuilt as
+    :func:`build_mock_store` made it, and checked against the store's columns."""
+    from ..errors import StoreError
+
+    where = f"store {str(st.path)!r}"
+    if cfg.candidates == "mass-function":
+        from ..errors import FootprintError
+        from ..footprint import parse_footprint
+
+        try:
+            fp = parse_footprint(st.meta.footprint, order=cfg.order)
+        except FootprintError as exc:
+            raise StoreError(f"{where}: cannot rebuild its footprint ({exc})") from None
+        job = next((j for j in plan(fp, cfg, None) if j.pixel == pixel), None)
+        if job is None:
+            raise StoreError(f"{where}: partition {pixel} is not in footprint {fp.name!r}")
+    else:
+        if candidates is None:
+            if cfg.candidates != MockConfig.model_fields["candidates"].default:
+                raise StoreError(
+                    f"{where}: built from candidates {cfg.candidates!r}; pass that table as candidates="
+                )
+            from ..candidates import load_redmapper
+
+            candidates = load_redmapper()
+        if "id" not in candidates:
+            raise StoreError(f"{where}: the candidates given have no id column")
+        # plan() kept the candidates of a partition in catalogue order, and so did the store
+        by_id = candidates.reset_index(drop=True)
+        pos = pd.Series(np.arange(len(by_id)), index=by_id["id"].to_numpy(np.int64))
+        missing = [int(i) for i in cols["id"] if int(i) not in pos.index]
+        if missing:
+            raise StoreError(
+                f"{where}: partition {pixel}: candidate id {missing[0]} is not in the candidates"
+            )
+        job = PartitionJob(pixel, by_id.iloc[pos.loc[cols["id"].astype(np.int64)].to_numpy()])
+    clusters = partition_clusters(cfg, job)
+    same = len(clusters) == len(cols["id"]) and all(
+        np.array_equal(clusters[k].to_numpy(cols[k].dtype), cols[k], equal_nan=cols[k].dtype.kind == "f")
+        for k in ("id", "richness", "log10_m500_true")
+        if k in cols
+    )
+    if not same:
+        raise StoreError(
+            f"{where}: partition {pixel}: the rebuilt clusters differ from the stored ones "
+            "(other candidates, or another survey-mass version)"
+        )
+    return clusters
+
+
+def scene_variants(
+    store_path: str | Path,
+    ids,
+    variants: tuple[str, ...] = ("full", "no_central", "no_members"),
+    *,
+    candidates: pd.DataFrame | None = None,
+) -> dict[str, np.ndarray]:
+    """Counterfactual renders of mock clusters' scenes: variant -> float32 (len(ids), 5, H, W), rows in ``ids``'
+    order.
+
+    "full" is the stored cutout itself; "no_central" the same scene without its BCG; "no_members" without its
+    member galaxies. Field sources, member positions and the noise draws are the full scene's (see
+    :func:`render_cluster`), so a difference between variants is the removed light (plus the source photon
+    noise that went with it): what attribution maps can be checked against. Away from the removed light the
+    variants equal the stored cutout to float32 rounding (~1e-7 relative; not bit for bit, since the rendering's
+    matrix products round differently with other sources, or another thread count than the build's).
+
+    Each partition holding a requested id has its cluster table rebuilt from the store's recorded
+    :class:`MockConfig` (and its footprint, or the candidates: the shipped redMaPPer catalogue, else
+    ``candidates``, the table the store was built from), and only the requested clusters are rendered. Each
+    requested scene is also re-rendered in full and checked against its stored cutout (to
+    :data:`RERENDER_RTOL` of |pixel| + sky sigma), so a scene that cannot be rebuilt raises instead of giving
+    counterfactuals of another scene.
+
+    Raises
+    ------
+    ValueError
+        For a variant other than those of :data:`SCENE_VARIANTS`.
+    survey_mass.errors.StoreError
+        One line naming the store: not a mock store, an id it does not hold, or scenes it cannot rebuild.
+    """
+    from ..errors import StoreError
+    from ..store import open_store
+
+    variants = (variants,) if isinstance(variants, str) else tuple(variants)
+    for v in variants:
+        if v not in SCENE_VARIANTS:
+            raise ValueError(f"scene_variants: unknown variant {v!r}; use {list(SCENE_VARIANTS)}")
+    st = open_store(store_path)
+    cfg = _store_config(st)
+    want = [int(i) for i in np.atleast_1d(np.asarray(ids, dtype=np.int64))]
+    where: dict[int, tuple[int, int]] = {}
+    for p in st.partitions:
+        if where.keys() >= set(want):
+            break
+        for row, i in enumerate(st.columns(p)["id"].tolist()):
+            where.setdefault(int(i), (p, row))
+    missing = [i for i in want if i not in where]
+    if missing:
+        raise StoreError(f"store {str(st.path)!r}: no cutout with id {missing[0]}")
+
+    size = cfg.cutout_size
+    out = {v: np.empty((len(want), 5, size, size), np.float32) for v in variants}
+    nominal_sky = np.array([render.sky_sigma_nmgy(bd, cfg.pixel_scale_arcsec, cfg.physics) for bd in BANDS])
+    for p in sorted({where[i][0] for i in want}):
+        cols = st.columns(p)
+        clusters = _rebuild_clusters(st, cfg, p, cols, candidates)
+        # the latitudes of the whole partition at once, as make_partition computed them
+        b = _galactic_latitude(clusters["ra"], clusters["dec"])
+        records = clusters.to_dict("records")
+        for k, i in enumerate(want):
+            if where[i][0] != p:
+                continue
+            row = where[i][1]
+            stored = st.images(p, row, row + 1)[0]
+            full, cond = render_cluster(records[row], cfg, float(b[row]))
+            # the same scene re-rendered agrees to float32 rounding (torch's matrix products round differently
+            # with another thread count: ~1e-7 relative); another scene's noise differs by ~1 sky sigma
+            sky = nominal_sky[:, None, None] / cfg.physics.sky_noise_scale * cond.sky_factor[:, None, None]
+            if not (np.abs(full - stored) <= RERENDER_RTOL * (np.abs(stored) + sky)).all():
+                raise StoreError(
+                    f"store {str(st.path)!r}: id {i}: the re-rendered scene differs from the stored cutout "
+                    "(another survey-mass version?)"
+                )
+            for v in variants:
+                omit = SCENE_VARIANTS[v]
+                out[v][k] = (
+                    stored if not omit else render_cluster(records[row], cfg, float(b[row]), without=omit)[0]
+                )
+    return out
