@@ -7,7 +7,7 @@
                      reading timed apart from compute;
 (c) ``pipeline``     ``survey-mass run`` end to end (store -> model -> HATS Parquet), attribution off, with
                      1..N workers (1 = in-process, >1 = a Dask LocalCluster);
-(d) ``attribution``  IG x Grad-CAM seconds per cutout at the run's default IG steps;
+(d) ``attribution``  integrated-gradients seconds per cutout at the run's default settings;
 (e) ``naive``        what a user would write without this tool: one FITS file per band per cutout, as SDSS
                      cutout services deliver them, opened with astropy in a torch ``Dataset`` and batched by a
                      ``DataLoader`` (batch 64, the default single process), then the same model.
@@ -189,11 +189,20 @@ def run_benchmarks(
             shutil.rmtree(out, ignore_errors=True)
 
         # (d) attribution
-        steps = ig_steps or load_pipeline("dr12").attribution.ig_steps
+        att = load_pipeline("dr12").attribution
+        steps = ig_steps or att.ig_steps
         k = min(16, n)
         t_attr = _timed(
             lambda: attribute(
-                bundle, images[:k], z[:k], steps=steps, pixel_scale=st.pixel_scale, richness=lam[:k]
+                bundle,
+                images[:k],
+                z[:k],
+                steps=steps,
+                baselines=att.ig_baselines,
+                tolerance=att.ig_tolerance_dex,
+                max_steps=16 * steps,
+                pixel_scale=st.pixel_scale,
+                richness=lam[:k],
             )
         )
 

@@ -169,7 +169,7 @@ def integrated_gradients(
 # --- the function each row is explained by --------------------------------------------------------------------
 
 
-def _row_functions(bundle, z: np.ndarray, log_sigma: torch.Tensor, richness: np.ndarray | None):
+def row_function(bundle, z: np.ndarray, log_sigma: torch.Tensor, richness: np.ndarray | None):
     """A function (points, rows) -> catalogued mass: the headline model (pixels with the row's catalogue
     richness held) for rows with a richness, the pixels model otherwise."""
     lam = None if richness is None else np.asarray(richness, np.float32)
@@ -261,14 +261,15 @@ def attribute(
 ) -> dict[str, np.ndarray]:
     """Maps and their :data:`SUMMARY_COLUMNS` for (N, 5, H, W) raw cutouts (``ids`` seed each row's
     baselines; default 0..N-1). With ``return_maps``: also ``maps`` (N, 5, H, W, dex per pixel),
-    ``regions`` (N, len(REGIONS), H, W) and ``x`` (the normalised cutouts)."""
+    ``regions`` (N, len(REGIONS), H, W), ``x`` (the normalised cutouts) and ``log_sigma`` (their log10 sky
+    sigmas)."""
     from .models.mass_model import prepare_images
 
     images = np.asarray(images, np.float32)
     n = images.shape[0]
     ids = np.arange(n) if ids is None else np.asarray(ids)
     x, log_sigma, _ = prepare_images(images)
-    fn = _row_functions(bundle, np.asarray(z), log_sigma, richness)
+    fn = row_function(bundle, np.asarray(z), log_sigma, richness)
     bases = sky_baselines(tuple(x.shape), ids, baselines=baselines, seed=seed)
     ig = integrated_gradients(fn, x, bases, steps=steps, tolerance=tolerance, max_steps=max_steps)
     lam = np.full(n, np.nan) if richness is None else np.asarray(richness, float)
@@ -284,5 +285,5 @@ def attribute(
         **summarise(attr, masks),
     }
     if return_maps:
-        out.update(maps=attr, regions=masks, x=x.numpy())
+        out.update(maps=attr, regions=masks, x=x.numpy(), log_sigma=log_sigma.numpy())
     return out

@@ -19,7 +19,7 @@ EPILOG = """examples:
   survey-mass mock --footprint box:150,160,0,10 --out box.zarr --workers 2
   survey-mass ingest --frames frames/ --candidates clusters.fits --out real.zarr
   survey-mass query dr12_masses "SELECT name, z, log10_m500 FROM catalog ORDER BY log10_m500 DESC LIMIT 20"
-  survey-mass explain dr12_masses --id 3 --png cluster3.png
+  survey-mass explain dr12_masses --id 3 --png cluster3.png --json
   survey-mass report dr12_masses --out dr12_report
   survey-mass bench --json
 """
@@ -81,7 +81,8 @@ def _add_run(sub) -> None:
     r.add_argument(
         "--attribution",
         choices=["auto", "all", "sample", "none"],
-        help="IG x Grad-CAM summaries for every row, a seeded sample, or none (auto: all on a GPU, else sample)",
+        help="pixel maps (integrated gradients from blank sky) for every row, a seeded sample, or none (auto: all "
+        "on a GPU, else sample); every row gets its exact contributions regardless",
     )
     r.add_argument("--overwrite", action="store_true", help="replace an existing catalog instead of resuming")
     r.add_argument("--no-progress", action="store_true")
@@ -210,14 +211,19 @@ def _add_query(sub) -> None:
 
 
 def _add_explain(sub) -> None:
-    e = sub.add_parser("explain", help="recompute one cluster's attribution maps and draw them into a PNG")
+    e = sub.add_parser(
+        "explain", help="recompute one cluster's attribution map, draw it into a PNG, and test it (AOPC)"
+    )
     e.add_argument("catalog", help="catalog directory written by survey-mass run")
     e.add_argument("--id", required=True, type=int, help="the cluster's id")
-    e.add_argument("--png", required=True, help="output PNG")
+    e.add_argument("--png", help="output PNG (optional with --json)")
+    e.add_argument("--json", action="store_true", help="print one JSON object: contributions, map, AOPC")
     e.add_argument("--store", help="cutout store (default: the one the catalog records)")
     e.add_argument("--model", help="model directory (default: the shipped weights, if they made the catalog)")
     e.add_argument(
-        "--steps", type=_positive_int, default=1024, help="integrated-gradients steps (default 1024)"
+        "--baselines",
+        type=_positive_int,
+        help="blank-sky baselines of the map (default: the run's, so the summaries are the row's; more is smoother)",
     )
 
 
@@ -468,13 +474,25 @@ def cmd_query(args) -> int:
 
 
 def cmd_explain(args) -> int:
+    import json
+
+    from .errors import SurveyMassError
     from .explain.cluster import explain_cluster
 
-    r = explain_cluster(args.catalog, args.id, args.png, store=args.store, model=args.model, steps=args.steps)
-    fr = ", ".join(f"{b} {r[f'attr_frac_{b}']:.2f}" for b in "ugriz")
+    if not args.png and not args.json:
+        raise SurveyMassError("explain: give --png FILE, --json, or both")
+    r = explain_cluster(
+        args.catalog, args.id, args.png, store=args.store, model=args.model, baselines=args.baselines
+    )
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    c = ", ".join(f"{g} {v:+.3f}" for g, v in r["contributions"].items() if v is not None)
     print(
-        f"cluster {r['id']}: attribution per band {fr}; mean radius {r['attr_radius_arcmin']:.2f} arcmin; "
-        f"IG delta {r['ig_delta']:.2%} -> {r['png']}"
+        f"cluster {r['id']}: log10 M500 {r['log10_m500']:.3f} = {r['log10_m500_reference']:.3f} (reference) + "
+        f"contributions {c}; map explains {r['attr_delta_dex']:+.3f} dex vs blank sky (completeness "
+        f"{r['ig_completeness_dex']:.4f} dex); deletion AOPC {r['aopc']:.3f} vs {r['aopc_random']:.3f} random -> "
+        f"{r['png']}"
     )
     return 0
 
@@ -527,7 +545,7 @@ def cmd_bench(args) -> int:
         f"  (c) pipeline end to end           {r['pipeline_cutouts_per_s']:8.1f} cutouts/s   by workers {by_w}"
     )
     print(
-        f"  (d) attribution                   {r['attribution_s_per_cutout']:8.3f} s/cutout ({r['attribution_ig_steps']} IG steps)"
+        f"  (d) attribution                   {r['attribution_s_per_cutout']:8.3f} s/cutout (IG from {r['attribution_ig_steps']} steps per baseline)"
     )
     print(
         f"  (e) naive FITS + DataLoader       {r['naive_cutouts_per_s']:8.1f} cutouts/s   (reading alone {r['naive_io_cutouts_per_s']:.1f})"

@@ -1,14 +1,17 @@
-"""``survey-mass explain``: recompute the full attribution maps of one catalog row and draw them.
+"""``survey-mass explain``: recompute one catalog row's attribution map, draw it, and test it.
 
 The catalog row says which store and model made it (``hats.properties``: ``survey_mass_store``,
-``survey_mass_model_id``). The cutout is read back from the store by id, the maps are recomputed with the same
-integrated gradients x Grad-CAM as the run (:mod:`survey_mass.attribution`), and one PNG shows:
+``survey_mass_model_id``) and ``run_config.json`` how its map was made (baselines, steps, tolerance, seed), so the
+recomputed summaries are the row's. The cutout is read back from the store by id, and one PNG shows:
 
-* the gri colour composite with a 1 arcmin circle;
-* the joint IG x Grad-CAM map over the i band;
-* the joint map of each band, on one colour scale;
-* the fraction of the attribution in each band;
-* the CNN and richness masses with their errors, and the label and true mass where the store has them.
+* the gri colour composite with the central aperture, the members and R_lambda;
+* the signed map (dex per pixel, all bands) over the i band, with its completeness;
+* the exact contributions of every input (``contrib_*``) beside the map's per-band sums;
+* the headline, catalogue-lambda and pixels-only masses, and the label and true mass where the store has them;
+* the signed map of each band on one scale.
+
+It also returns (and ``--json`` prints) the contributions, the completeness, and the deletion AOPC of the map's
+order against random orders (:func:`survey_mass.faithfulness.deletion_insertion`).
 """
 
 from __future__ import annotations
@@ -43,22 +46,43 @@ def catalog_row(catalog: str | Path, cluster_id: int) -> dict:
     return res.table.slice(0, 1).to_pylist()[0]
 
 
+def _run_settings(catalog: Path) -> dict:
+    """How the run attributed its rows (``run_config.json``), with the pipeline's defaults where unrecorded."""
+    import json
+
+    from ..inference.run import RunOptions
+
+    f = paths.run_config_file(catalog)
+    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    d = RunOptions()
+    return {
+        "baselines": int(cfg.get("ig_baselines") or d.ig_baselines),
+        "steps": int(cfg.get("ig_steps") or d.ig_steps),
+        "tolerance": float(cfg.get("ig_tolerance_dex") or d.ig_tolerance_dex),
+        "seed": int(cfg.get("seed", d.seed)),
+    }
+
+
 def explain_cluster(
     catalog: str | Path,
     cluster_id: int,
-    png: str | Path,
+    png: str | Path | None,
     *,
     store: str | Path | None = None,
     model: str | Path | None = None,
-    steps: int = 1024,
+    baselines: int | None = None,
 ) -> dict:
-    """Recompute one row's attribution maps and draw them into ``png``. Returns the recomputed summaries.
+    """Recompute one row's map, draw it into ``png`` (None: no picture) and test it. Returns one JSON-ready
+    dict: the row's mass and contributions, the map's summaries and completeness, and its AOPC.
 
     ``store`` and ``model`` default to what the catalog records (the shipped weights when the catalog's model
-    id is theirs); a model whose id differs from the catalog's is refused.
+    id is theirs); a model whose id differs from the catalog's is refused. ``baselines`` overrides the run's
+    (more baselines, a smoother map; the summaries then differ from the row's by the map's noise).
     """
-    from ..attribution import SUMMARY_COLUMNS, attribute
+    from ..attribution import CONTRIBUTION_GROUPS, REGIONS, SUMMARY_COLUMNS, attribute
+    from ..faithfulness import deletion_insertion
     from ..models.bundle import ModelError, load_bundle
+    from ..photometry import BANDS
     from ..resources import model_dir
     from ..store import open_store
     from .figures import explain_figure
@@ -80,31 +104,53 @@ def explain_cluster(
             f"model {str(bundle.path)!r} is {bundle.model_id}, but catalog {str(catalog)!r} was made by {want}; "
             "pass the --model that made it"
         )
+    if row.get("log10_m500") is None:
+        raise CatalogError(
+            f"catalog {str(catalog)!r}: row {cluster_id} has no mass (quality {row.get('quality')}), so nothing to "
+            "explain"
+        )
     st = open_store(store_path)
     bundle.check_store(st)
     image, record = st.read_by_id(int(cluster_id))
-    z = float(record["z"])
-    if not np.isfinite(z):
-        raise CatalogError(
-            f"catalog {str(catalog)!r}: row {cluster_id} has no redshift, so no mass to explain"
-        )
+    z = np.array([float(record["z"])])
     lam = record.get("richness")
+    lam = None if lam is None else np.array([float(lam)])
+    run = _run_settings(catalog)
+    ids = np.array([int(cluster_id)])
     a = attribute(
         bundle,
         image[None],
-        np.array([z]),
-        steps=steps,
+        z,
+        ids=ids,
+        richness=lam,
         pixel_scale=st.pixel_scale,
+        baselines=baselines or run["baselines"],
+        steps=run["steps"],
+        tolerance=run["tolerance"],
+        max_steps=16 * run["steps"],
+        seed=run["seed"],
         return_maps=True,
-        richness=None if lam is None else np.array([float(lam)]),
     )
-    summary = {c: float(a[c][0]) for c in SUMMARY_COLUMNS}
-    explain_figure(
-        image,
-        a["maps"][0],
-        row,
-        summary,
-        png,
-        pixel_scale=st.pixel_scale,
-    )
-    return {"id": int(cluster_id), "png": str(png), **summary}
+    aopc = deletion_insertion(bundle, a, ids=ids, richness=lam, z=z, seed=run["seed"])
+    if png is not None:
+        explain_figure(image, a, row, png, pixel_scale=st.pixel_scale)
+    out = {
+        "id": int(cluster_id),
+        "name": row.get("name"),
+        "z": float(z[0]),
+        "log10_m500": row.get("log10_m500"),
+        "log10_m500_err": row.get("log10_m500_err"),
+        "log10_m500_reference": row.get("log10_m500_reference"),
+        "contributions": {g: row.get(f"contrib_{g}") for g in CONTRIBUTION_GROUPS},
+        "attr_delta_dex": float(a["attr_delta_dex"][0]),
+        "ig_completeness_dex": float(a["ig_completeness_dex"][0]),
+        "ig_steps": int(a["ig_steps"][0]),
+        "ig_baselines": int(baselines or run["baselines"]),
+        "bands_dex": {b: float(a[f"attr_{b}_dex"][0]) for b in BANDS},
+        "regions_dex": {r: float(a[f"attr_{r}_dex"][0]) for r in REGIONS},
+        "regions_abs_share": {r: float(a[f"attr_{r}_abs_share"][0]) for r in REGIONS},
+        **{k: float(v[0]) for k, v in aopc.items()},
+        "png": None if png is None else str(png),
+    }
+    assert set(SUMMARY_COLUMNS) <= {*a}, "every catalogue summary is recomputed"
+    return out

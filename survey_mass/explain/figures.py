@@ -81,65 +81,119 @@ def cutout_montage(images: np.ndarray, titles: list[str], out: str | Path, *, nc
     return out
 
 
-def explain_figure(
-    image: np.ndarray, joint: np.ndarray, row: dict, summary: dict, out: str | Path, *, pixel_scale: float
-) -> Path:
-    """One cluster: composite, joint IG x Grad-CAM overlay, per-band maps, per-band bars and the masses."""
+def explain_figure(image: np.ndarray, a: dict, row: dict, out: str | Path, *, pixel_scale: float) -> Path:
+    """One row's explanation: the gri composite with its regions; the signed map over the i band; the exact
+    per-input contributions beside the map's per-band sums; the masses; and the signed map of each band.
+
+    ``a`` is :func:`survey_mass.attribution.attribute` for this one row with ``return_maps`` (maps in dex per
+    pixel), ``row`` the catalogue row (its ``contrib_*`` columns).
+    """
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Circle
 
+    from ..attribution import CONTRIBUTION_GROUPS, REGIONS
     from ..photometry import BANDS
 
     plt = _plt()
+    maps, regions = a["maps"][0], a["regions"][0]
     h, w = image.shape[-2:]
-    extent_arcmin = np.array([-w / 2, w / 2, -h / 2, h / 2]) * pixel_scale / 60.0
-    from scipy.ndimage import gaussian_filter
-
-    fig = plt.figure(figsize=(17, 8.4), layout="constrained")
+    extent = np.array([-w / 2, w / 2, -h / 2, h / 2]) * pixel_scale / 60.0
+    fig = plt.figure(figsize=(18, 8.6), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.2, 1.0])
-    axes_top = top.subplots(1, 4, width_ratios=[1, 1.15, 0.9, 1.4])
+    axes_top = top.subplots(1, 4, width_ratios=[1, 1.15, 1.4, 1.2])
     axes_bottom = bottom.subplots(1, 5)
-    name = row.get("name") or row["id"]
     fig.suptitle(
-        f"{name} (id {row['id']}), z = {row['z']:.3f}, RA {row['ra']:.4f}, Dec {row['dec']:+.4f}: "
-        "why the network said what it said",
+        f"{row.get('name') or row['id']} (id {row['id']}), z = {row['z']:.3f}, RA {row['ra']:.4f}, "
+        f"Dec {row['dec']:+.4f}: what made its mass",
         fontsize=12,
     )
 
     ax = axes_top[0]
-    ax.imshow(gri_composite(image), origin="lower", extent=extent_arcmin)
-    ax.add_patch(Circle((0, 0), 1.0, fill=False, color="w", ls="--", lw=1))
-    ax.set_title("gri composite (1 arcmin circle)", fontsize=9)
+    ax.imshow(gri_composite(image), origin="lower", extent=extent)
+    members = np.ma.masked_where(~regions[REGIONS.index("members")], np.ones((h, w)))
+    ax.imshow(members, origin="lower", extent=extent, cmap="cool", alpha=0.35, vmin=0, vmax=1)
+    r_in = np.where(regions[REGIONS.index("outside")].any(), _edge_radius(regions, pixel_scale), None)
+    ax.add_patch(Circle((0, 0), 3 * pixel_scale / 60, fill=False, color="w", lw=1))
+    if r_in is not None:
+        ax.add_patch(Circle((0, 0), float(r_in), fill=False, color="w", ls="--", lw=1))
+    ax.set_title("gri; central aperture, members (tint), R$_\\lambda$ (dashed)", fontsize=9)
     ax.set_xlabel("arcmin")
 
+    total = maps.sum(0)
+    lim = max(float(np.percentile(np.abs(total), 99.5)), 1e-6)
+    norm = TwoSlopeNorm(0.0, -lim, lim)
     ax = axes_top[1]
     i_band = np.nan_to_num(image[3])
     lo, hi = np.percentile(i_band, [5, 99.5])
-    ax.imshow(
-        np.arcsinh((i_band - lo) / max(hi - lo, 1e-9) * 10), origin="lower", cmap="gray", extent=extent_arcmin
-    )
-    total = gaussian_filter(joint.sum(0), 1.0)
-    total = total / max(float(total.max()), 1e-30)
-    shown = np.ma.masked_less(total, 0.05)
-    im = ax.imshow(shown, origin="lower", cmap="inferno", alpha=0.8, extent=extent_arcmin, vmin=0, vmax=1)
-    top.colorbar(im, ax=ax, shrink=0.8, label="|IG| x Grad-CAM (smoothed, / max)")
+    ax.imshow(np.arcsinh((i_band - lo) / max(hi - lo, 1e-9) * 10), origin="lower", cmap="gray", extent=extent)
+    shown = np.ma.masked_where(np.abs(total) < 0.05 * lim, total)
+    im = ax.imshow(shown, origin="lower", cmap="RdBu_r", norm=norm, alpha=0.85, extent=extent)
+    top.colorbar(im, ax=ax, shrink=0.8, label="dex per pixel (all bands)")
     ax.set_title(
-        f"joint attribution on the i band\nmean radius {summary['attr_radius_arcmin']:.2f} arcmin", fontsize=9
+        f"integrated gradients from blank sky: {a['attr_delta_dex'][0]:+.3f} dex explained\n"
+        f"completeness {a['ig_completeness_dex'][0]:.4f} dex, {int(a['ig_steps'][0])} steps per baseline",
+        fontsize=9,
     )
     ax.set_xlabel("arcmin")
 
     ax = axes_top[2]
-    fr = [summary[f"attr_frac_{b}"] for b in BANDS]
-    colors = ["#7b3fbf", "#2f8f2f", "#d94c1a", "#a0261c", "#5a1a12"]
-    ax.bar(list(BANDS), fr, color=colors)
-    for k, v in enumerate(fr):
-        ax.text(k, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, max(max(fr) * 1.2, 0.3))
-    ax.set_title("share of the attribution per band", fontsize=9)
-    ax.set_ylabel("fraction")
+    groups = list(CONTRIBUTION_GROUPS)
+    contrib = [float(row.get(f"contrib_{g}") or 0.0) for g in groups]
+    ypos = np.arange(len(groups))
+    ax.barh(
+        ypos + 0.2,
+        contrib,
+        height=0.4,
+        color=["C3" if v > 0 else "C0" for v in contrib],
+        label="contribution",
+    )
+    band_sums = [float(a[f"attr_{b}_dex"][0]) for b in BANDS]
+    ax.barh(ypos[: len(BANDS)] - 0.2, band_sums, height=0.4, color="0.6", label="map sum (vs blank sky)")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ypos, groups)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("dex")
+    ref = row.get("log10_m500_reference")
+    ax.set_title(
+        f"exact contributions to log10 M500 = {row.get('log10_m500', float('nan')):.3f}\n"
+        f"from the population-mean input ({ref:.3f})"
+        if ref is not None
+        else "contributions",
+        fontsize=9,
+    )
 
-    ax = axes_top[3]
-    entries = [("CNN", row.get("log10_m500"), row.get("log10_m500_err"), "C0")]
-    entries.append(("richness", row.get("log10_m500_richness"), None, "C1"))
+    _masses_panel(axes_top[3], row)
+
+    for k, b in enumerate(BANDS):
+        ax = axes_bottom[k]
+        ax.imshow(maps[k], origin="lower", cmap="RdBu_r", norm=norm, extent=extent)
+        ax.set_title(f"{b}: map {band_sums[k]:+.3f} dex, contribution {contrib[k]:+.3f} dex", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _edge_radius(regions: np.ndarray, pixel_scale: float) -> float:
+    """R_lambda (arcmin) from the region masks: the largest radius of a pixel not outside it."""
+    from ..attribution import REGIONS
+
+    h, w = regions.shape[-2:]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2)
+    inside = ~regions[REGIONS.index("outside")]
+    return float(r[inside].max()) * pixel_scale / 60.0
+
+
+def _masses_panel(ax, row: dict) -> None:
+    entries = [
+        ("headline", row.get("log10_m500"), row.get("log10_m500_err"), "C0"),
+        ("catalogue λ", row.get("log10_m500_lambda"), row.get("log10_m500_lambda_err"), "C1"),
+        ("pixels only", row.get("log10_m500_pixels"), row.get("log10_m500_pixels_err"), "C4"),
+    ]
     if row.get("log10_m500_label") is not None:
         entries.append(("label (X-ray)", row["log10_m500_label"], None, "C2"))
     if row.get("log10_m500_true") is not None:
@@ -157,23 +211,10 @@ def explain_figure(
     if vals:
         ax.set_xlim(min(vals) - 0.6, max(vals) + 0.6)
     ax.set_xlabel(r"log$_{10}$ M$_{500}$ [M$_\odot$]")
-    lam = row.get("richness")
+    lam = row.get("richness_catalog")
     ax.set_title(
-        f"masses (68% error)\nrichness λ̂ = {lam:.0f}; quality {row.get('quality', 0)}; IG delta "
-        f"{summary['ig_delta']:.2%}"
+        f"masses (68% error); catalogue λ = {lam:.0f}; quality {row.get('quality', 0)}"
         if lam is not None and np.isfinite(lam)
-        else "masses (68% error)",
+        else f"masses (68% error); quality {row.get('quality', 0)}",
         fontsize=9,
     )
-
-    vmax = float(np.percentile(joint, 99.7)) or 1.0
-    for k, b in enumerate(BANDS):
-        ax = axes_bottom[k]
-        ax.imshow(joint[k], origin="lower", cmap="magma", vmin=0, vmax=vmax, extent=extent_arcmin)
-        ax.set_title(f"{b}: {summary[f'attr_frac_{b}']:.0%} of the attribution", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    out = Path(out)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out

@@ -490,6 +490,7 @@ SCENE_VARIANTS: dict[str, frozenset[str]] = {
     "full": frozenset(),
     "no_central": frozenset({"central"}),
     "no_members": frozenset({"members"}),
+    "field": frozenset({"central", "members"}),
 }
 #: how far a re-rendered scene may stray from its stored cutout, relative to |pixel| + sky sigma
 RERENDER_RTOL = 1e-5

@@ -56,11 +56,6 @@ class Backbone(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_dim = 2 * widths[-1]
 
-    @property
-    def last_conv(self) -> nn.Module:
-        """The last convolution (the layer Grad-CAM looks at)."""
-        return [m for m in self.features if isinstance(m, nn.Conv2d)][-1]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
         h, w = f.shape[-2:]

@@ -24,23 +24,30 @@ def _assert_picture(path, min_w=600, min_h=300):
     return img
 
 
-def test_explain_recomputes_attribution_and_draws_it(small_catalog, tmp_path, capsys):
+def test_explain_recomputes_attribution_draws_and_tests_it(small_catalog, tmp_path, capsys):
     catalog, _ = small_catalog
     df = pq.ParquetDataset(sorted((catalog / "dataset").rglob("Npix=*.parquet"))).read().to_pandas()
-    row = df[np.isfinite(df.ig_delta)].iloc[0]  # a row the run attributed, to compare with
+    row = df[df.attributed].iloc[0]  # a row the run attributed, to compare with
     png = tmp_path / "one.png"
-    assert main(["explain", str(catalog), "--id", str(int(row.id)), "--png", str(png), "--steps", "768"]) == 0
+    args = ["explain", str(catalog), "--id", str(int(row.id)), "--png", str(png), "--json"]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"cluster {int(row.id)}" in out and str(png) in out
+    r = json.loads(out)  # one JSON object and nothing else
     _assert_picture(png, 1200, 600)
-    from survey_mass.explain.cluster import explain_cluster
-
-    r = explain_cluster(catalog, int(row.id), tmp_path / "again.png", steps=768)  # the run's default
-    fr = [r[f"attr_frac_{b}"] for b in "ugriz"]
-    assert abs(sum(fr) - 1) < 1e-6
-    # the same computation as the run's: the summaries agree with the catalog row
-    assert np.allclose(fr, [row[f"attr_frac_{b}"] for b in "ugriz"], atol=1e-3)
-    assert r["attr_radius_arcmin"] == pytest.approx(row.attr_radius_arcmin, rel=1e-3)
+    # the row's exact contributions, and the same map as the run's (same baselines, steps and seed)
+    assert r["log10_m500_reference"] + sum(r["contributions"].values()) == pytest.approx(
+        row.log10_m500, abs=1e-4
+    )
+    assert r["attr_delta_dex"] == pytest.approx(row.attr_delta_dex, abs=1e-4)
+    assert r["ig_completeness_dex"] <= 0.01
+    for b in "ugriz":
+        assert r["bands_dex"][b] == pytest.approx(row[f"attr_{b}_dex"], abs=1e-4)
+    for reg in ("central", "members", "inside", "outside"):
+        assert r["regions_abs_share"][reg] == pytest.approx(row[f"attr_{reg}_abs_share"], abs=1e-4)
+    # the map's order removes mass faster than random orders do
+    assert r["aopc"] > r["aopc_random"]
+    assert main(["explain", str(catalog), "--id", str(int(row.id))]) == 2  # neither --png nor --json
+    assert "give --png" in capsys.readouterr().err
 
 
 def test_explain_unknown_id_is_one_line(small_catalog, tmp_path, capsys):

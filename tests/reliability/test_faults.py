@@ -19,7 +19,15 @@ import pytest
 from survey_mass.testing import assert_one_line_error, cli
 
 FOOTPRINT = "box:150,160,0,12"
-KEY_COLUMNS = ["id", "log10_m500", "log10_m500_err", "log10_m500_richness", "richness", "quality", "ig_delta"]
+KEY_COLUMNS = [
+    "id",
+    "log10_m500",
+    "log10_m500_err",
+    "log10_m500_richness",
+    "richness",
+    "quality",
+    "attr_delta_dex",
+]
 
 
 @pytest.fixture(scope="session")
