@@ -59,9 +59,11 @@ def _curve(
 
 
 def deletion_insertion(bundle, a: dict, *, ids, richness, z, seed: int = 0) -> dict[str, np.ndarray]:
-    """AOPC of deletion and insertion curves, the map's order against :data:`RANDOM_ORDERS` random ones, for
-    the rows of ``a`` (:func:`~survey_mass.attribution.attribute` with ``return_maps``): ``aopc``,
-    ``aopc_random``, ``insertion``, ``insertion_random`` per row (dex)."""
+    """AOPC of deletion and insertion curves for the rows of ``a`` (:func:`~survey_mass.attribution.attribute`
+    with ``return_maps``), per row (dex): the map's order (``aopc``, ``insertion``), the mean of
+    :data:`RANDOM_ORDERS` random orders (``_random``), and two orders that need no map, which any map that
+    follows the image would beat random with: brightest squares first (``aopc_brightness``) and nearest the
+    centre first (``aopc_centre``)."""
     from .attribution import row_function, sky_baselines
 
     x = torch.from_numpy(a["x"])
@@ -70,7 +72,15 @@ def deletion_insertion(bundle, a: dict, *, ids, richness, z, seed: int = 0) -> d
     fill = sky_baselines(tuple(x.shape), np.asarray(ids), baselines=1, seed=seed + 7919)[0]
     units = _units(tuple(x.shape[1:]))
     nu = int(units.max()) + 1
-    out = {k: np.zeros(n) for k in ("aopc", "aopc_random", "insertion", "insertion_random")}
+    keys = ("aopc", "aopc_random", "aopc_brightness", "aopc_centre", "insertion", "insertion_random")
+    out = {k: np.zeros(n) for k in keys}
+    h, w = x.shape[-2:]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r_pix = np.broadcast_to(np.hypot(xx - (w - 1) / 2, yy - (h - 1) / 2), units.shape)
+    count = np.bincount(units.ravel(), minlength=nu)
+    centre_order = np.argsort(
+        np.bincount(units.ravel(), weights=r_pix.ravel(), minlength=nu) / count, kind="stable"
+    )
     with torch.no_grad():
         f_x = fn(x, torch.arange(n)).double().numpy()
         f_fill = fn(fill, torch.arange(n)).double().numpy()
@@ -82,27 +92,37 @@ def deletion_insertion(bundle, a: dict, *, ids, richness, z, seed: int = 0) -> d
         ins = [_curve(fn, i, x[i], fill[i], units, o, True).mean() - f_fill[i] for o in orders]
         out["aopc"][i], out["aopc_random"][i] = dele[0], float(np.mean(dele[1:]))
         out["insertion"][i], out["insertion_random"][i] = ins[0], float(np.mean(ins[1:]))
+        flux = np.bincount(units.ravel(), weights=a["x"][i].ravel(), minlength=nu)
+        for key, o in (("aopc_brightness", np.argsort(-flux, kind="stable")), ("aopc_centre", centre_order)):
+            out[key][i] = f_x[i] - _curve(fn, i, x[i], fill[i], units, o, False).mean()
     return out
 
 
 def randomised_copies(bundle, seed: int = 0) -> list[tuple[str, object]]:
-    """Bundles whose backbone has its convolutions re-initialised cumulatively from the top (the last layer,
-    then the last two, ...), each named by the layers randomised."""
+    """Bundles randomised cumulatively from the top: first the fold heads (each head's weights permuted over
+    its inputs, so the central photometry, which bypasses the backbone, is randomised too), then also the
+    backbone's convolutions re-initialised from the last one down; each named by what is randomised."""
     convs = [k for k, m in enumerate(bundle.backbone.features) if isinstance(m, torch.nn.Conv2d)]
-    out = []
-    current = copy.deepcopy(bundle)
+    gen = torch.Generator().manual_seed(seed)
+    current = copy.deepcopy(bundle)  # the headline and pixels models keep sharing one backbone
+    for model in (current.model, current.pixels):
+        for head in model.heads:
+            w = head.linear.weight.data
+            w.copy_(w[:, torch.randperm(w.shape[1], generator=gen)])
+    out = [("heads", current)]
     torch.manual_seed(seed)
     for depth, k in enumerate(reversed(convs), start=1):
-        current = copy.deepcopy(current)  # the headline and pixels models keep sharing one backbone
+        current = copy.deepcopy(current)
         assert current.pixels.backbone is current.model.backbone
         current.backbone.features[k].reset_parameters()
-        out.append((f"top {depth} of {len(convs)} conv layers", current))
+        out.append((f"heads + top {depth} of {len(convs)} conv layers", current))
     return out
 
 
 def randomisation(bundle, images, z, *, ids, richness, pixel_scale: float, seed: int = 0) -> dict:
-    """Spearman of signed maps (summed over bands, per pixel): two trained runs with independent baselines
-    (``runs``, per row), and the trained map against each cascade stage (``randomised``: stage -> per row)."""
+    """Spearman of maps (summed over bands, per pixel): two trained runs with independent baselines
+    (``runs``, per row), and the trained map against each cascade stage (``randomised``: stage -> per row);
+    ``_abs``: the same on |map|, which keeps the image's own structure (Adebayo et al. report both)."""
     from .attribution import attribute
 
     kw = dict(
@@ -110,18 +130,26 @@ def randomisation(bundle, images, z, *, ids, richness, pixel_scale: float, seed:
     )
     m1 = attribute(bundle, images, z, seed=seed, **kw)["maps"].sum(1)
     m2 = attribute(bundle, images, z, seed=seed + 1, **kw)["maps"].sum(1)
-    out = {"runs": [_spearman(m1[i], m2[i]) for i in range(len(z))], "randomised": {}}
+    n = len(z)
+    out: dict = {
+        "runs": [_spearman(m1[i], m2[i]) for i in range(n)],
+        "runs_abs": [_spearman(np.abs(m1[i]), np.abs(m2[i])) for i in range(n)],
+        "randomised": {},
+        "randomised_abs": {},
+    }
     for name, rb in randomised_copies(bundle, seed):
         mr = attribute(rb, images, z, seed=seed, **kw)["maps"].sum(1)
-        out["randomised"][name] = [_spearman(m1[i], mr[i]) for i in range(len(z))]
+        out["randomised"][name] = [_spearman(m1[i], mr[i]) for i in range(n)]
+        out["randomised_abs"][name] = [_spearman(np.abs(m1[i]), np.abs(mr[i])) for i in range(n)]
     return out
 
 
 def counterfactual(bundle, store_path, ids, *, seed: int = 0, candidates=None) -> dict[str, np.ndarray]:
     """For each cluster and each of its central galaxy and members: the mass its removal takes away
-    (``removal_dex``, F(scene) - F(scene without it)) and the map's sum over the pixels its light touches
-    (``attributed_dex``: where the two renders differ by more than one sky sigma in any band). ``candidates``:
-    the candidate table a store was built from, when not the shipped redMaPPer one."""
+    (``removal_dex``, F(scene) - F(scene without it)) and the map's sum over the pixels that are its light
+    (``attributed_dex``). Each pixel belongs to at most one component: the one whose light there, summed over
+    the bands in units of each band's sky sigma, is larger, if it exceeds one sigma. ``candidates``: the
+    candidate table a store was built from, when not the shipped redMaPPer one."""
     from .attribution import attribute
     from .mock.survey import scene_variants
     from .models.mass_model import prepare_images
@@ -145,11 +173,19 @@ def counterfactual(bundle, store_path, ids, *, seed: int = 0, candidates=None) -
     )
     f_full = _masses(bundle, scenes["full"], z, lam)
     _, _, sky = prepare_images(scenes["full"])
+    light = {
+        c: (np.abs(scenes["full"] - scenes[c]) / sky[:, :, None, None]).sum(axis=1)
+        for c in ("no_central", "no_members")
+    }
+    own = {
+        "no_central": (light["no_central"] > 1) & (light["no_central"] >= light["no_members"]),
+        "no_members": (light["no_members"] > 1) & (light["no_members"] > light["no_central"]),
+    }
     rows = {"component": [], "removal_dex": [], "attributed_dex": [], "id": []}
     for comp in ("no_central", "no_members"):
         f_cf = _masses(bundle, scenes[comp], z, lam)
         for i in range(len(ids)):
-            touched = (np.abs(scenes["full"][i] - scenes[comp][i]) > sky[i][:, None, None]).any(axis=0)
+            touched = own[comp][i]
             rows["component"].append(comp.removeprefix("no_"))
             rows["id"].append(int(ids[i]))
             rows["removal_dex"].append(float(f_full[i] - f_cf[i]))

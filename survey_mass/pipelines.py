@@ -20,7 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import PipelineError
 from .footprint import DEFAULT_PARTITION_ORDER
@@ -128,6 +128,13 @@ class AttributionSection(_Section):
         description="|sum of the map - F(x) + F(baseline)| at which a row's map is complete",
     )
     sample_fraction: float = Field(0.03, ge=0, le=1, description="fraction of rows attributed in mode sample")
+
+    @field_validator("ig_baselines")
+    @classmethod
+    def _antithetic(cls, v: int) -> int:
+        if v != 1 and v % 2:
+            raise ValueError(f"ig_baselines must be 1 or even (antithetic pairs of sky draws), got {v}")
+        return v
 
 
 class ClusterSection(_Section):

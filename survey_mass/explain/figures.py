@@ -112,11 +112,12 @@ def explain_figure(image: np.ndarray, a: dict, row: dict, out: str | Path, *, pi
     ax.imshow(gri_composite(image), origin="lower", extent=extent)
     members = np.ma.masked_where(~regions[REGIONS.index("members")], np.ones((h, w)))
     ax.imshow(members, origin="lower", extent=extent, cmap="cool", alpha=0.35, vmin=0, vmax=1)
-    r_in = np.where(regions[REGIONS.index("outside")].any(), _edge_radius(regions, pixel_scale), None)
     ax.add_patch(Circle((0, 0), 3 * pixel_scale / 60, fill=False, color="w", lw=1))
-    if r_in is not None:
-        ax.add_patch(Circle((0, 0), float(r_in), fill=False, color="w", ls="--", lw=1))
-    ax.set_title("gri; central aperture, members (tint), R$_\\lambda$ (dashed)", fontsize=9)
+    if regions[REGIONS.index("outside")].any():  # R_lambda inside the cutout: draw it
+        ax.add_patch(Circle((0, 0), _edge_radius(regions, pixel_scale), fill=False, color="w", ls="--", lw=1))
+        ax.set_title("gri; central aperture, members (tint), R$_\\lambda$ (dashed)", fontsize=9)
+    else:
+        ax.set_title("gri; central aperture, members (tint); R$_\\lambda$ covers the cutout", fontsize=9)
     ax.set_xlabel("arcmin")
 
     total = maps.sum(0)

@@ -353,12 +353,16 @@ class MassModel(nn.Module):
         input (every x_j = 0): ``reference`` = bound(b), and group g contributes ``sum_{j in g} w_j x_j`` (the
         redshift group also ``w_z2 x_z^2``). The bend into :data:`MASS_RANGE` (:func:`bound_mass`) is one
         monotone function of the sum, so each contribution is scaled by (bound(mu) - bound(b)) / (mu - b): the
-        integrated gradients of the bent sum along the straight path from the mean input, exact, and 1 wherever
-        the bend is the identity. ``reference + sum of contributions = log10_m500`` to float precision.
+        integrated gradients of the bent sum along the straight path from the mean input in the soft-clipped
+        standardised inputs, exact, and 1 wherever the bend is the identity. ``reference + sum of contributions =
+        log10_m500`` to float precision. The heads must stay linear for this to hold (non-linear heads would need
+        Shapley values over the groups instead: 2^8 head evaluations on the cached raw inputs).
         """
-        xs = soft_clip(self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)))).double().numpy()
-        w = np.mean([h.linear.weight.detach().double().numpy()[0] for h in self.heads], axis=0)
-        b = float(np.mean([float(h.linear.bias.detach()) for h in self.heads]))
+        raw_t = torch.from_numpy(np.asarray(raw, np.float32)).to(self.mean.device)
+        with torch.no_grad():
+            xs = soft_clip(self.standardise_raw(raw_t)).double().cpu().numpy()
+        w = np.mean([h.linear.weight.detach().double().cpu().numpy()[0] for h in self.heads], axis=0)
+        b = float(np.mean([float(h.linear.bias.detach().cpu()) for h in self.heads]))
         parts = {g: xs[:, idx] @ w[idx] for g, idx in self.input_groups().items()}
         parts["redshift"] = parts["redshift"] + w[-1] * xs[:, self.z_index] ** 2
         mu = b + sum(parts.values())

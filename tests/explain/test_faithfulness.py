@@ -53,7 +53,8 @@ def test_contributions_are_exact_and_the_map_sums_to_its_change(bundle, rows):
 
 
 def test_nested_trapezoid_agrees_with_captum(bundle, rows):
-    """The adaptive quadrature is integrated gradients: with refinement off it is captum's trapezoid rule."""
+    """The adaptive quadrature is integrated gradients: with refinement off it is captum's trapezoid rule, up to
+    captum's weights, which are 1/n for n nodes over n - 1 intervals and so sum to (n - 1) / n (ours sum to 1)."""
     import torch
     from captum.attr import IntegratedGradients
 
@@ -69,7 +70,8 @@ def test_nested_trapezoid_agrees_with_captum(bundle, rows):
     theirs = IntegratedGradients(bundle.model.eval()).attribute(
         x, baselines=base[0], additional_forward_args=(zz, ls, lam), n_steps=17, method="riemann_trapezoid"
     )
-    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), atol=1e-5 * float(theirs.abs().max()))
+    theirs = theirs.detach().numpy() * 17 / 16
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5 * float(np.abs(theirs).max()))
 
 
 def test_deletion_in_the_maps_order_beats_random_orders(bundle, rows):
@@ -96,13 +98,58 @@ def test_cascading_randomisation_changes_the_maps(bundle, rows):
         pixel_scale=rows["pixel_scale"],
     )
     assert min(r["runs"]) > 0.9
-    assert len(r["randomised"]) == 4
+    assert len(r["randomised"]) == 5  # the heads, then the four convolutions from the top
     for stage, rho in r["randomised"].items():
         assert max(rho) < 0.3, stage
 
 
-def test_counterfactual_scenes_rank_with_the_map(bundle, small_store, small_candidates):
-    ids = open_store(small_store).columns(open_store(small_store).partitions[0])["id"][:10]
+def test_counterfactual_scenes_rank_with_the_map(bundle, rows, small_store, small_candidates):
+    ids = rows["ids"][:10]
     cf = counterfactual(bundle, small_store, ids, candidates=small_candidates)
     assert set(cf["component"]) == {"central", "members"} and len(cf["removal_dex"]) == 20
     assert spearman(cf["attributed_dex"], cf["removal_dex"]) >= 0.5
+
+
+def test_rows_with_and_without_a_richness_are_each_explained_by_their_own_model(bundle, rows):
+    """A batch mixing rows with and without a catalogue richness: each row's path runs through its own
+    catalogued function (the headline model, or the pixels model), and the maps stay complete."""
+    import torch
+
+    from survey_mass.attribution import row_function
+    from survey_mass.models.mass_model import prepare_images
+
+    lam = rows["richness"][:6].copy()
+    lam[::2] = np.nan
+    x, ls, _ = prepare_images(rows["images"][:6])
+    fn = row_function(bundle, rows["z"][:6], ls, lam)
+    with torch.no_grad():
+        got = fn(x, torch.arange(6)).numpy()
+        zz = torch.from_numpy(rows["z"][:6].astype(np.float32))
+        head = bundle.model(
+            x, zz, ls, torch.from_numpy(np.nan_to_num(lam, nan=1.0).astype(np.float32))
+        ).numpy()
+        pix = bundle.pixels(x, zz, ls).numpy()
+    np.testing.assert_allclose(got[1::2], head[1::2], atol=1e-5)
+    np.testing.assert_allclose(got[::2], pix[::2], atol=1e-5)
+    assert (
+        np.abs(head[::2] - pix[::2]).max() > 0.01
+    )  # the two functions differ, so the test can tell them apart
+    a = attribute(bundle, rows["images"][:6], rows["z"][:6], ids=rows["ids"][:6], richness=lam)
+    assert (a["ig_completeness_dex"] <= 0.005).all()
+
+
+def test_attribute_defaults_are_the_pipelines():
+    import inspect
+
+    from survey_mass.pipelines import AttributionSection
+
+    p = inspect.signature(attribute).parameters
+    d = AttributionSection()
+    assert (p["baselines"].default, p["steps"].default, p["tolerance"].default) == (
+        d.ig_baselines,
+        d.ig_steps,
+        d.ig_tolerance_dex,
+    )
+    assert p["max_steps"].default == 16 * d.ig_steps
+    with pytest.raises(ValueError, match="antithetic"):
+        AttributionSection(ig_baselines=3)

@@ -46,6 +46,11 @@ def test_explain_recomputes_attribution_draws_and_tests_it(small_catalog, tmp_pa
         assert r["regions_abs_share"][reg] == pytest.approx(row[f"attr_{reg}_abs_share"], abs=1e-4)
     # the map's order removes mass faster than random orders do
     assert r["aopc"] > r["aopc_random"]
+    # a low-redshift cluster, whose R_lambda covers the whole cutout, draws too
+    low = df[df.log10_m500.notna()].sort_values("z").iloc[0]
+    assert main(["explain", str(catalog), "--id", str(int(low.id)), "--png", str(tmp_path / "low.png")]) == 0
+    assert "R_lambda covers" not in capsys.readouterr().err
+    _assert_picture(tmp_path / "low.png", 1200, 600)
     assert main(["explain", str(catalog), "--id", str(int(row.id))]) == 2  # neither --png nor --json
     assert "give --png" in capsys.readouterr().err
 
