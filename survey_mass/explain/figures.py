@@ -124,14 +124,17 @@ def explain_figure(image: np.ndarray, a: dict, row: dict, out: str | Path, *, pi
     lim = max(float(np.percentile(np.abs(total), 99.5)), 1e-6)
     norm = TwoSlopeNorm(0.0, -lim, lim)
     ax = axes_top[1]
-    i_band = np.nan_to_num(image[3])
-    lo, hi = np.percentile(i_band, [5, 99.5])
-    ax.imshow(np.arcsinh((i_band - lo) / max(hi - lo, 1e-9) * 10), origin="lower", cmap="gray", extent=extent)
-    shown = np.ma.masked_where(np.abs(total) < 0.05 * lim, total)
-    im = ax.imshow(shown, origin="lower", cmap="RdBu_r", norm=norm, alpha=0.85, extent=extent)
-    top.colorbar(im, ax=ax, shrink=0.8, label="dex per pixel (all bands)")
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(total, 1.0)  # one pixel: the map's pixel noise averaged over the PSF's scale
+    slim = max(float(np.percentile(np.abs(smooth), 99.5)), 1e-6)
+    im = ax.imshow(smooth, origin="lower", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -slim, slim), extent=extent)
+    i_band = gaussian_filter(np.nan_to_num(image[3]), 0.7)
+    levels = np.percentile(i_band, [90, 97, 99.5])
+    ax.contour(i_band, levels=levels, colors="0.35", linewidths=0.6, origin="lower", extent=extent)
+    top.colorbar(im, ax=ax, shrink=0.8, label="dex per pixel, all bands (smoothed 1 px)")
     ax.set_title(
-        f"integrated gradients from blank sky: {a['attr_delta_dex'][0]:+.3f} dex explained\n"
+        f"integrated gradients from blank sky: {a['attr_delta_dex'][0]:+.3f} dex explained; i-band contours\n"
         f"completeness {a['ig_completeness_dex'][0]:.4f} dex, {int(a['ig_steps'][0])} steps per baseline",
         fontsize=9,
     )
@@ -153,12 +156,12 @@ def explain_figure(image: np.ndarray, a: dict, row: dict, out: str | Path, *, pi
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(ypos, groups)
     ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     ax.set_xlabel("dex")
     ref = row.get("log10_m500_reference")
     ax.set_title(
-        f"exact contributions to log10 M500 = {row.get('log10_m500', float('nan')):.3f}\n"
-        f"from the population-mean input ({ref:.3f})"
+        f"exact contributions to log10 M500 = {row.get('log10_m500', float('nan')):.3f} from the\n"
+        f"population-mean input ({ref:.3f}); grey: the map's band sums, from blank sky"
         if ref is not None
         else "contributions",
         fontsize=9,
