@@ -163,12 +163,8 @@ def main() -> None:
         ids=sel,
         richness=lam,
         pixel_scale=st.pixel_scale,
-        baselines=o.ig_baselines,
-        steps=o.ig_steps,
-        tolerance=o.ig_tolerance_dex,
-        max_steps=16 * o.ig_steps,
-        seed=o.seed,
         return_maps=True,
+        **o.attribution_kwargs(),
     )
     dt = (time.perf_counter() - t) / len(sel)
     d = deletion_insertion(bundle, a, ids=sel, richness=lam, z=z, seed=o.seed)
@@ -224,7 +220,11 @@ def main() -> None:
 
     # 3. counterfactual scenes, and the review's band table
     sel = ids[: args.scenes]
-    cf = counterfactual(bundle, args.store, sel, seed=o.seed)
+    from survey_mass.mock.survey import scene_variants
+
+    _, z, lam = _read(st, sel)
+    scenes = scene_variants(args.store, sel, ("full", "no_central", "no_members"))
+    cf = counterfactual(bundle, scenes, z, ids=sel, richness=lam, pixel_scale=st.pixel_scale, seed=o.seed)
     rho = float(spearmanr(cf["attributed_dex"], cf["removal_dex"])[0])
     rep["counterfactual"] = {
         "clusters": len(sel),

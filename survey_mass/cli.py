@@ -481,6 +481,10 @@ def cmd_explain(args) -> int:
 
     if not args.png and not args.json:
         raise SurveyMassError("explain: give --png FILE, --json, or both")
+    if args.baselines and args.baselines != 1 and args.baselines % 2:
+        raise SurveyMassError(
+            f"explain: --baselines must be 1 or even (antithetic pairs), got {args.baselines}"
+        )
     r = explain_cluster(
         args.catalog, args.id, args.png, store=args.store, model=args.model, baselines=args.baselines
     )

@@ -8,8 +8,9 @@
 2. **Cascading model randomisation** (:func:`randomisation`, Adebayo et al. 2018). The backbone's convolutions
    are re-initialised from the top down; a map that explains the model must change (Spearman of the signed maps
    with the trained ones near 0), while two runs of the trained model with independent sky baselines agree.
-3. **Counterfactual scenes** (:func:`counterfactual`): the same mock scene rendered without its central galaxy
-   and without its members (:func:`survey_mass.mock.survey.scene_variants`). The mass a component's removal
+3. **Counterfactual scenes** (:func:`counterfactual`): the same scene rendered without its central galaxy
+   and without its members (the caller's simulator renders them; for a mock store
+   :func:`survey_mass.mock.survey.scene_variants`). The mass a component's removal
    takes away should rank with the map's sum over that component's light.
 """
 
@@ -144,29 +145,28 @@ def randomisation(bundle, images, z, *, ids, richness, pixel_scale: float, seed:
     return out
 
 
-def counterfactual(bundle, store_path, ids, *, seed: int = 0, candidates=None) -> dict[str, np.ndarray]:
+def counterfactual(
+    bundle, scenes: dict[str, np.ndarray], z, *, ids, richness, pixel_scale: float, seed: int = 0
+) -> dict[str, np.ndarray]:
     """For each cluster and each of its central galaxy and members: the mass its removal takes away
     (``removal_dex``, F(scene) - F(scene without it)) and the map's sum over the pixels that are its light
     (``attributed_dex``). Each pixel belongs to at most one component: the one whose light there, summed over
-    the bands in units of each band's sky sigma, is larger, if it exceeds one sigma. ``candidates``: the
-    candidate table a store was built from, when not the shipped redMaPPer one."""
-    from .attribution import attribute
-    from .mock.survey import scene_variants
-    from .models.mass_model import prepare_images
-    from .store import open_store
+    the bands in units of each band's sky sigma, is larger, if it exceeds one sigma.
 
-    st = open_store(store_path)
-    recs = [st.read_by_id(int(i))[1] for i in ids]
-    z = np.array([float(r["z"]) for r in recs])
-    lam = np.array([float(r.get("richness", np.nan)) for r in recs])
-    scenes = scene_variants(store_path, list(ids), candidates=candidates)
+    ``scenes`` holds (N, 5, H, W) renders of the same scenes: ``full``, ``no_central`` and ``no_members`` (a
+    simulator's job: :func:`survey_mass.mock.survey.scene_variants` makes them for a mock store)."""
+    from .attribution import attribute
+    from .models.mass_model import prepare_images
+
+    z = np.asarray(z, float)
+    lam = None if richness is None else np.asarray(richness, float)
     a = attribute(
         bundle,
         scenes["full"],
         z,
         ids=ids,
         richness=lam,
-        pixel_scale=st.pixel_scale,
+        pixel_scale=pixel_scale,
         baselines=EXPLAIN_BASELINES,
         seed=seed,
         return_maps=True,
@@ -181,15 +181,14 @@ def counterfactual(bundle, store_path, ids, *, seed: int = 0, candidates=None) -
         "no_central": (light["no_central"] > 1) & (light["no_central"] >= light["no_members"]),
         "no_members": (light["no_members"] > 1) & (light["no_members"] > light["no_central"]),
     }
-    rows = {"component": [], "removal_dex": [], "attributed_dex": [], "id": []}
+    rows: dict[str, list] = {"component": [], "removal_dex": [], "attributed_dex": [], "id": []}
     for comp in ("no_central", "no_members"):
         f_cf = _masses(bundle, scenes[comp], z, lam)
-        for i in range(len(ids)):
-            touched = own[comp][i]
+        for i in range(len(z)):
             rows["component"].append(comp.removeprefix("no_"))
-            rows["id"].append(int(ids[i]))
+            rows["id"].append(int(np.asarray(ids)[i]))
             rows["removal_dex"].append(float(f_full[i] - f_cf[i]))
-            rows["attributed_dex"].append(float(a["maps"][i][:, touched].sum()))
+            rows["attributed_dex"].append(float(a["maps"][i][:, own[comp][i]].sum()))
     return {k: np.asarray(v) for k, v in rows.items()}
 
 

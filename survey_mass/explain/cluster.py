@@ -46,8 +46,9 @@ def catalog_row(catalog: str | Path, cluster_id: int) -> dict:
     return res.table.slice(0, 1).to_pylist()[0]
 
 
-def _run_settings(catalog: Path) -> dict:
-    """How the run attributed its rows (``run_config.json``), with the pipeline's defaults where unrecorded."""
+def _run_settings(catalog: Path, baselines: int | None) -> dict:
+    """:func:`~survey_mass.attribution.attribute`'s settings of the run that made the catalog
+    (``run_config.json``; the pipeline's defaults where unrecorded), with ``baselines`` overriding the run's."""
     import json
 
     from ..inference.run import RunOptions
@@ -55,12 +56,13 @@ def _run_settings(catalog: Path) -> dict:
     f = paths.run_config_file(catalog)
     cfg = json.loads(f.read_text()) if f.is_file() else {}
     d = RunOptions()
-    return {
-        "baselines": int(cfg.get("ig_baselines") or d.ig_baselines),
-        "steps": int(cfg.get("ig_steps") or d.ig_steps),
-        "tolerance": float(cfg.get("ig_tolerance_dex") or d.ig_tolerance_dex),
-        "seed": int(cfg.get("seed", d.seed)),
-    }
+    o = RunOptions(
+        ig_baselines=int(baselines or cfg.get("ig_baselines") or d.ig_baselines),
+        ig_steps=int(cfg.get("ig_steps") or d.ig_steps),
+        ig_tolerance_dex=float(cfg.get("ig_tolerance_dex") or d.ig_tolerance_dex),
+        seed=int(cfg.get("seed", d.seed)),
+    )
+    return o.attribution_kwargs()
 
 
 def explain_cluster(
@@ -115,7 +117,7 @@ def explain_cluster(
     z = np.array([float(record["z"])])
     lam = record.get("richness")
     lam = None if lam is None else np.array([float(lam)])
-    run = _run_settings(catalog)
+    run = _run_settings(catalog, baselines)
     ids = np.array([int(cluster_id)])
     a = attribute(
         bundle,
@@ -124,11 +126,7 @@ def explain_cluster(
         ids=ids,
         richness=lam,
         pixel_scale=st.pixel_scale,
-        baselines=baselines or run["baselines"],
-        steps=run["steps"],
-        tolerance=run["tolerance"],
-        max_steps=16 * run["steps"],
-        seed=run["seed"],
+        **run,
         return_maps=True,
     )
     aopc = deletion_insertion(bundle, a, ids=ids, richness=lam, z=z, seed=run["seed"])
@@ -145,7 +143,7 @@ def explain_cluster(
         "attr_delta_dex": float(a["attr_delta_dex"][0]),
         "ig_completeness_dex": float(a["ig_completeness_dex"][0]),
         "ig_steps": int(a["ig_steps"][0]),
-        "ig_baselines": int(baselines or run["baselines"]),
+        "ig_baselines": int(run["baselines"]),
         "bands_dex": {b: float(a[f"attr_{b}_dex"][0]) for b in BANDS},
         "regions_dex": {r: float(a[f"attr_{r}_dex"][0]) for r in REGIONS},
         "regions_abs_share": {r: float(a[f"attr_{r}_abs_share"][0]) for r in REGIONS},

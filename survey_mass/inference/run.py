@@ -50,6 +50,17 @@ class RunOptions:
     seed: int = 2022
     torch_threads: int = 1
 
+    def attribution_kwargs(self) -> dict:
+        """Keyword arguments of :func:`survey_mass.attribution.attribute` for this run's maps (the refinement
+        stops at 16 times the initial steps)."""
+        return {
+            "baselines": self.ig_baselines,
+            "steps": self.ig_steps,
+            "tolerance": self.ig_tolerance_dex,
+            "max_steps": 16 * self.ig_steps,
+            "seed": self.seed,
+        }
+
 
 class RunSummary(BaseModel):
     """What a survey run did: returned by :func:`run_catalog` and written to ``CATALOG/run.json``."""
@@ -160,11 +171,7 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
             ids=np.asarray(cols["id"])[idx],
             richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
             pixel_scale=store.pixel_scale,
-            baselines=opts.ig_baselines,
-            steps=opts.ig_steps,
-            tolerance=opts.ig_tolerance_dex,
-            max_steps=16 * opts.ig_steps,
-            seed=opts.seed,
+            **opts.attribution_kwargs(),
         )
         for c in SUMMARY_COLUMNS:
             attr[c][idx] = a[c]

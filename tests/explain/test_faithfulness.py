@@ -104,8 +104,19 @@ def test_cascading_randomisation_changes_the_maps(bundle, rows):
 
 
 def test_counterfactual_scenes_rank_with_the_map(bundle, rows, small_store, small_candidates):
+    from survey_mass.mock.survey import scene_variants
+
     ids = rows["ids"][:10]
-    cf = counterfactual(bundle, small_store, ids, candidates=small_candidates)
+    scenes = scene_variants(small_store, ids, candidates=small_candidates)
+    np.testing.assert_array_equal(scenes["full"], rows["images"][:10])
+    cf = counterfactual(
+        bundle,
+        scenes,
+        rows["z"][:10],
+        ids=ids,
+        richness=rows["richness"][:10],
+        pixel_scale=rows["pixel_scale"],
+    )
     assert set(cf["component"]) == {"central", "members"} and len(cf["removal_dex"]) == 20
     assert spearman(cf["attributed_dex"], cf["removal_dex"]) >= 0.5
 

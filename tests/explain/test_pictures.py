@@ -53,6 +53,8 @@ def test_explain_recomputes_attribution_draws_and_tests_it(small_catalog, tmp_pa
     _assert_picture(tmp_path / "low.png", 1200, 600)
     assert main(["explain", str(catalog), "--id", str(int(row.id))]) == 2  # neither --png nor --json
     assert "give --png" in capsys.readouterr().err
+    assert main(["explain", str(catalog), "--id", str(int(row.id)), "--json", "--baselines", "3"]) == 2
+    assert "antithetic" in capsys.readouterr().err
 
 
 def test_explain_unknown_id_is_one_line(small_catalog, tmp_path, capsys):

@@ -32,13 +32,18 @@ KEY_COLUMNS = [
 
 @pytest.fixture(scope="session")
 def slow_pipeline(tmp_path_factory) -> Path:
-    """Attribution on every row (few IG steps), so that each partition takes seconds: time to interrupt it."""
+    """Attribution on every row (8 IG steps from one baseline, no refinement below 0.1 dex), so that each
+    partition takes seconds: time to interrupt it."""
     from survey_mass.resources import pipeline_dir
 
     text = (pipeline_dir() / "smoke.toml").read_text()
     import re
 
-    text = re.sub(r"ig_steps = \d+", "ig_steps = 8", text.replace('mode = "sample"', 'mode = "all"'))
+    text = re.sub(
+        r"ig_steps = \d+",
+        "ig_steps = 8\nig_baselines = 1\nig_tolerance_dex = 0.1",
+        text.replace('mode = "sample"', 'mode = "all"'),
+    )
     assert 'mode = "all"' in text and "ig_steps = 8" in text and "workers = 1" in text
     p = tmp_path_factory.mktemp("pipe") / "slow.toml"
     p.write_text(text)
@@ -150,7 +155,7 @@ def test_worker_killed_mid_run_completes_with_the_same_catalog(small_store, clea
                     model_path=str(model_dir()),
                     catalog=str(out),
                     footprint=parse_footprint(FOOTPRINT),
-                    opts=RunOptions(attribution="all", ig_steps=8),
+                    opts=RunOptions(attribution="all", ig_steps=8, ig_baselines=1, ig_tolerance_dex=0.1),
                     scheduler=cluster.scheduler_address,
                     progress=False,
                 )
