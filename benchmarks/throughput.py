@@ -13,6 +13,11 @@
                      ``DataLoader`` (batch 64, the default single process), then the same model.
 
 The naive files and the benchmark store are made before any timing starts; making them is not timed.
+
+Each leg is timed ``repeat`` times (the pipeline ``max(2, repeat - 1)`` times per worker count); a rate is the
+median over its repeats, and ``spread`` gives each rate's (min, max), so a ratio can be read against the
+machine's own noise. The default store (:data:`DEFAULT_FOOTPRINT`, about 2,500 cutouts) keeps ``survey-mass
+bench`` within 5 minutes on 2 cores; ``--full`` uses the 15,577-cutout :data:`FULL_FOOTPRINT`.
 """
 
 from __future__ import annotations
@@ -25,17 +30,29 @@ from pathlib import Path
 
 import numpy as np
 
-#: 15,577 clusters in 26 partitions: big enough that starting Dask workers is a small part of the pipeline leg
-DEFAULT_FOOTPRINT = "box:120,200,-5,40"
+#: about 2,500 clusters (mass-function mock): every leg repeated, the whole bench within 5 minutes on 2 cores
+DEFAULT_FOOTPRINT = "box:120,160,0,22"
+#: 15,577 clusters in 26 partitions (``--full``): starting Dask workers is then a small part of the pipeline leg
+FULL_FOOTPRINT = "box:120,200,-5,40"
+#: the footprint of a store given with ``--store``: all of it
+ALL_SKY = "box:0,360,-90,90"
+#: timings of each leg
+DEFAULT_REPEAT = 3
 
 
-def _timed(fn, repeat: int = 1) -> float:
-    best = np.inf
+def _times(fn, repeat: int) -> list[float]:
+    """Wall seconds of ``repeat`` calls of ``fn``."""
+    out = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _rate(n: int, times: list[float]) -> tuple[float, tuple[float, float]]:
+    """``n`` items over the median time, and the (min, max) rate over the repeats."""
+    return n / float(np.median(times)), (n / max(times), n / min(times))
 
 
 def bench_store(workdir: Path, footprint: str, progress: bool) -> Path:
@@ -106,6 +123,7 @@ def run_benchmarks(
     workdir: str | Path | None = None,
     progress: bool = True,
     ig_steps: int | None = None,
+    repeat: int = DEFAULT_REPEAT,
 ) -> dict:
     """Run (a)-(e) and return one flat dict of figures (see the module docstring)."""
     import torch
@@ -154,8 +172,8 @@ def run_benchmarks(
             cnn_masses(bundle, images, z, lam, batch_size=batch, device=dev)
 
         cnn_all()  # warm-up
-        t_cnn = _timed(cnn_all, 2)
-        t_model = _timed(model_all, 2)
+        t_cnn = _times(cnn_all, repeat)
+        t_model = _times(model_all, repeat)
 
         # (b) read + decode only, no-op model
         def io_all():
@@ -166,43 +184,49 @@ def run_benchmarks(
                 total += float(imgs[:, :, 0, 0].sum())  # the no-op model touches the data
             return total
 
-        t_io = _timed(io_all, 2)
+        t_io = _times(io_all, repeat)
 
         # (c) the pipeline, 1..N workers
-        pipeline = {}
+        pipeline, pipeline_times = {}, {}
         fp = parse_footprint(footprint)
         for w in range(1, max_workers + 1):
             out = work / f"catalog-w{w}"
-            shutil.rmtree(out, ignore_errors=True)
-            t0 = time.perf_counter()
-            run_catalog(
-                store_path=str(store_path),
-                model_path=str(model_dir()),
-                catalog=str(out),
-                footprint=fp,
-                opts=RunOptions(attribution="none", device=str(dev)),
-                workers=w,
-                progress=False,
-                name="bench",
-            )
-            pipeline[w] = n / (time.perf_counter() - t0)
+
+            def run_once(out=out, w=w):
+                shutil.rmtree(out, ignore_errors=True)
+                run_catalog(
+                    store_path=str(store_path),
+                    model_path=str(model_dir()),
+                    catalog=str(out),
+                    footprint=fp,
+                    opts=RunOptions(attribution="none", device=str(dev)),
+                    workers=w,
+                    progress=False,
+                    name="bench",
+                )
+
+            pipeline_times[w] = _times(run_once, max(2, repeat - 1))
+            pipeline[w] = _rate(n, pipeline_times[w])[0]
             shutil.rmtree(out, ignore_errors=True)
 
         # (d) attribution
         att = load_pipeline("dr12").attribution
         steps = ig_steps or att.ig_steps
         k = min(16, n)
-        t_attr = _timed(
-            lambda: attribute(
-                bundle,
-                images[:k],
-                z[:k],
-                steps=steps,
-                baselines=att.ig_baselines,
-                tolerance=att.ig_tolerance_dex,
-                max_steps=16 * steps,
-                pixel_scale=st.pixel_scale,
-                richness=lam[:k],
+        t_attr = min(
+            _times(
+                lambda: attribute(
+                    bundle,
+                    images[:k],
+                    z[:k],
+                    steps=steps,
+                    baselines=att.ig_baselines,
+                    tolerance=att.ig_tolerance_dex,
+                    max_steps=16 * steps,
+                    pixel_scale=st.pixel_scale,
+                    richness=lam[:k],
+                ),
+                1,
             )
         )
 
@@ -220,16 +244,24 @@ def run_benchmarks(
             for xb, _ in loader:
                 float(xb[:, :, 0, 0].sum())
 
-        t_naive = _timed(naive_all)
-        t_naive_io = _timed(naive_read_only)
+        t_naive = _times(naive_all, repeat)
+        t_naive_io = _times(naive_read_only, repeat)
 
         # the pipeline's own per-partition compute, for the overhead breakdown
         def predict_only():
             for p, c in zip(parts, cols, strict=True):
                 predict_partition(bundle, st.images(p), c, batch_size=batch, device=dev)
 
-        t_pred = _timed(predict_only)
+        t_pred = _times(predict_only, 1)
         best_w = max(pipeline, key=pipeline.get)
+        rates = {
+            "model_cutouts_per_s": _rate(n, t_model),
+            "cnn_cutouts_per_s": _rate(n, t_cnn),
+            "io_cutouts_per_s": _rate(n, t_io),
+            "pipeline_cutouts_per_s": _rate(n, pipeline_times[best_w]),
+            "naive_cutouts_per_s": _rate(n, t_naive),
+            "naive_io_cutouts_per_s": _rate(n, t_naive_io),
+        }
         result = {
             "device": str(dev),
             "cpu_count": ncpu,
@@ -238,20 +270,27 @@ def run_benchmarks(
             "partitions": len(parts),
             "store": str(store_path),
             "model_id": bundle.model_id,
-            "model_cutouts_per_s": n / t_model,
-            "cnn_cutouts_per_s": n / t_cnn,
-            "io_cutouts_per_s": n / t_io,
-            "predict_partition_cutouts_per_s": n / t_pred,
-            "pipeline_cutouts_per_s": pipeline[best_w],
+            **{key: r[0] for key, r in rates.items()},
+            "predict_partition_cutouts_per_s": n / t_pred[0],
             "pipeline_best_workers": best_w,
             "pipeline_cutouts_per_s_by_workers": {str(k): v for k, v in pipeline.items()},
-            "naive_cutouts_per_s": n / t_naive,
-            "naive_io_cutouts_per_s": n / t_naive_io,
             "attribution_s_per_cutout": t_attr / k,
             "attribution_ig_steps": steps,
+            "repeat": repeat,
+            "spread": {key: list(r[1]) for key, r in rates.items()},
         }
         result["pipeline_over_model"] = result["pipeline_cutouts_per_s"] / result["model_cutouts_per_s"]
         result["pipeline_over_naive"] = result["pipeline_cutouts_per_s"] / result["naive_cutouts_per_s"]
+        # the ratios' ranges from the legs' (min, max): how far the machine's noise could move them
+        sp = result["spread"]
+        result["pipeline_over_naive_range"] = [
+            sp["pipeline_cutouts_per_s"][0] / sp["naive_cutouts_per_s"][1],
+            sp["pipeline_cutouts_per_s"][1] / sp["naive_cutouts_per_s"][0],
+        ]
+        result["pipeline_over_model_range"] = [
+            sp["pipeline_cutouts_per_s"][0] / sp["model_cutouts_per_s"][1],
+            sp["pipeline_cutouts_per_s"][1] / sp["model_cutouts_per_s"][0],
+        ]
         return result
     finally:
         if own_tmp:

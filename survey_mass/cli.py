@@ -243,8 +243,14 @@ def _add_bench(sub) -> None:
     bn.add_argument("--store", help="benchmark on this store (default: a mock of --footprint, made once)")
     bn.add_argument(
         "--footprint",
-        default="box:120,200,-5,40",
-        help="footprint of the benchmark store (default: 15,577 mock clusters, 26 partitions)",
+        help="footprint of the benchmark store (default: box:120,160,0,22, about 2,500 mock clusters; with "
+        "--full box:120,200,-5,40, 15,577 clusters in 26 partitions)",
+    )
+    bn.add_argument(
+        "--full", action="store_true", help="the 15,577-cutout store (about 20 minutes on 2 cores)"
+    )
+    bn.add_argument(
+        "--repeat", type=_positive_int, default=3, help="timings of each leg; rates are medians (default 3)"
     )
     bn.add_argument(
         "--max-workers", type=_positive_int, help="pipeline workers to try, 1..N (default: cores/GPUs)"
@@ -525,7 +531,10 @@ def cmd_bench(args) -> int:
     bm = benchmarks_module()
     r = bm.run_benchmarks(
         store=args.store,
-        footprint=args.footprint,
+        # a given store is benchmarked whole (the footprint only selects the pipeline leg's partitions)
+        footprint=args.footprint
+        or (bm.ALL_SKY if args.store else bm.FULL_FOOTPRINT if args.full else bm.DEFAULT_FOOTPRINT),
+        repeat=args.repeat,
         device=args.device,
         max_workers=args.max_workers,
         workdir=args.workdir,
@@ -554,8 +563,12 @@ def cmd_bench(args) -> int:
     print(
         f"  (e) naive FITS + DataLoader       {r['naive_cutouts_per_s']:8.1f} cutouts/s   (reading alone {r['naive_io_cutouts_per_s']:.1f})"
     )
+    lo_m, hi_m = r["pipeline_over_model_range"]
+    lo_n, hi_n = r["pipeline_over_naive_range"]
     print(
-        f"  pipeline / model {r['pipeline_over_model']:.2f}; pipeline / naive {r['pipeline_over_naive']:.2f}"
+        f"  pipeline / model {r['pipeline_over_model']:.2f} ({lo_m:.2f}-{hi_m:.2f}); pipeline / naive "
+        f"{r['pipeline_over_naive']:.2f} ({lo_n:.2f}-{hi_n:.2f}); medians of {r['repeat']} timings, the ranges "
+        "from their extremes"
     )
     for name, p in r["projection"].items():
         print(

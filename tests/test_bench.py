@@ -39,6 +39,8 @@ def test_bench_json(small_store, tmp_path, capsys):
             "cpu",
             "--workdir",
             str(tmp_path),
+            "--repeat",
+            "2",
         ]
     )
     assert code == 0
@@ -52,4 +54,10 @@ def test_bench_json(small_store, tmp_path, capsys):
     assert r["io_cutouts_per_s"] > r["pipeline_cutouts_per_s"]
     assert r["naive_io_cutouts_per_s"] > r["naive_cutouts_per_s"]
     assert set(r["pipeline_cutouts_per_s_by_workers"]) == {"1"}
+    # each rate is the median of its repeats, inside the (min, max) it reports
+    assert r["repeat"] == 2
+    for k, (lo, hi) in r["spread"].items():
+        assert lo <= r[k] <= hi, k
+    lo, hi = r["pipeline_over_naive_range"]
+    assert lo <= r["pipeline_over_naive"] <= hi
     assert r["projection"]["dr12_redmapper"]["hours_masses"] > 0

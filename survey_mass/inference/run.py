@@ -162,8 +162,10 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
         chosen = eligible[rng.random(eligible.size) < opts.sample_fraction]
     else:
         chosen = eligible[:0]
-    for s in range(0, chosen.size, 32):
-        idx = chosen[s : s + 32]
+    # rows per attribution call: the device sees rows x path points at once (a GPU wants many)
+    per_call = 32 if opts.device == "cpu" else 512
+    for s in range(0, chosen.size, per_call):
+        idx = chosen[s : s + per_call]
         a = attribute(
             bundle,
             images[idx],
