@@ -9,7 +9,9 @@ Steps, each timed and logged to ``OUT/kit.log`` (a failing step is recorded and 
 1. ``survey-mass mock`` of the footprint (the real redMaPPer clusters) on every core;
 2. ``survey-mass bench --device D --store STORE --json`` (every leg; LocalCUDACluster for the pipeline on a GPU);
 3. ``survey-mass run --store STORE --attribution all --device D``: masses and every row's map;
-4. the same run on the CPU with ``--attribution none``, for the catalogues' agreement.
+4. the same run on the CPU with ``--attribution none``, for the catalogues' agreement;
+5. reduced precision: the CNN masses of up to 4,096 cutouts in fp32 and under bf16 and fp16 autocast, with the
+   largest change in mass (the issue allows autocast only where it moves no mass by more than 0.005 dex).
 
 Writes ``OUT/results-<name>.json`` (``--name``, default h200): ``pipeline_cutouts_per_s``,
 ``model_cutouts_per_s``, ``io_cutouts_per_s``, ``attribution_cutouts_per_s``, the run's own rate, the
@@ -48,6 +50,54 @@ def _step(name: str, cmd: list[str], log: Path, results: dict, timeout: float) -
             f"{name}: {(err or out).strip().splitlines()[-1] if (err or out).strip() else '?'}"
         )
     return out if ok else None
+
+
+def autocast_check(store: Path, device: str, n: int = 4096) -> dict:
+    """Largest |change| in the CNN masses (dex) and cutouts/s, fp32 against bf16 and fp16 autocast."""
+    import numpy as np
+    import torch
+
+    from survey_mass.inference.predict import cnn_masses
+    from survey_mass.models.bundle import load_bundle
+    from survey_mass.resources import model_dir
+    from survey_mass.store import open_store
+
+    st = open_store(store)
+    imgs, zs, lams = [], [], []
+    for p in st.partitions:
+        c = st.columns(p)
+        imgs.append(st.images(p))
+        zs.append(np.asarray(c["z"], float))
+        lams.append(np.asarray(c["richness"], float))
+        if sum(len(z) for z in zs) >= n:
+            break
+    images, z, lam = (np.concatenate(a)[:n] for a in (imgs, zs, lams))
+    bundle = load_bundle(model_dir()).to(device)
+    batch = 64 if device == "cpu" else 1024
+
+    def masses(dtype=None):
+        # the backbone alone in reduced precision (MassModel.backbone_autocast); the heads stay fp32
+        bundle.model.backbone_autocast = bundle.pixels.backbone_autocast = dtype
+        t0 = time.perf_counter()
+        m = cnn_masses(bundle, images, z, lam, batch_size=batch, device=device)["log10_m500"]
+        return np.asarray(m, float), len(z) / (time.perf_counter() - t0)
+
+    masses()  # warm-up: the first pass pays for allocations and kernel choices
+    ref, rate = masses()
+    out = {"cutouts": int(len(z)), "fp32_cutouts_per_s": rate}
+    for name, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        try:
+            m, r = masses(dt)
+            d = np.abs(m - ref)[np.isfinite(ref)]
+            out[name] = {
+                "max_abs_dex": float(d.max()),
+                "p99_abs_dex": float(np.quantile(d, 0.99)),
+                "cutouts_per_s": r,
+                "usable": bool(d.max() <= 0.005),
+            }
+        except Exception as exc:  # noqa: BLE001 - a dtype the device lacks is a result, not a failure
+            out[name] = {"error": str(exc).splitlines()[0][:200]}
+    return out
 
 
 def _masses(catalog: Path):
@@ -187,6 +237,13 @@ def main() -> int:
             "p99_abs_dex": float(np.quantile(d, 0.99)) if d.size else None,
             "within_0.005_dex": float(np.mean(d <= 0.005)) if d.size else None,
         }
+    if store.exists() and left() > 20:
+        t0 = time.perf_counter()
+        try:
+            results["autocast"] = autocast_check(store, args.device)
+            results["steps"]["autocast"] = {"seconds": round(time.perf_counter() - t0, 1), "ok": True}
+        except Exception as exc:  # noqa: BLE001 - recorded, the kit goes on
+            results["failed"].append(f"autocast: {exc}")
     results["wall_s"] = round(time.perf_counter() - t_start, 1)
     f = out / f"results-{args.name}.json"
     f.write_text(json.dumps(results, indent=1))

@@ -191,6 +191,9 @@ class MassModel(nn.Module):
         super().__init__()
         self.ood_flag = float(ood_flag)
         self.richness_input = bool(richness_input)
+        #: a reduced precision (torch.bfloat16 or torch.float16) for the backbone alone, or None (fp32). The heads
+        #: always run in fp32: at log10 M ~ 14 a half-precision mass would be rounded to 0.008 dex.
+        self.backbone_autocast: torch.dtype | None = None
         self.backbone = backbone
         self.bands = tuple(bands)
         self.heads = nn.ModuleList(heads or [])
@@ -270,7 +273,12 @@ class MassModel(nn.Module):
     def band_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, C, H, W) -> (N, C * F): the backbone applied to each band image."""
         n, c, h, w = x.shape
-        f = self.backbone(x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last))
+        flat = x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last)
+        if self.backbone_autocast is None:
+            f = self.backbone(flat)
+        else:
+            with torch.autocast(device_type=x.device.type, dtype=self.backbone_autocast):
+                f = self.backbone(flat).float()
         return f.reshape(n, c * f.shape[1])
 
     def raw_inputs(
@@ -412,7 +420,7 @@ class MassModel(nn.Module):
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
             lam = _richness_tensor(richness, s, batch_size, device)
             raw[s : s + batch_size] = (
-                self.raw_inputs(x.to(device), zz, log_sigma.to(device), lam).cpu().numpy()
+                self.raw_inputs(x.to(device), zz, log_sigma.to(device), lam).float().cpu().numpy()
             )
         return raw, sky
 
