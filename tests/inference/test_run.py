@@ -193,3 +193,20 @@ def test_dask_workers_give_the_same_catalog(small_catalog, small_store, tmp_path
     for c in ("log10_m500", "log10_m500_err", "log10_m500_richness", "richness"):
         np.testing.assert_allclose(a[c], b[c], rtol=1e-4, atol=1e-5)
     assert json.loads((tmp_path / "dask" / "run.json").read_text())["rows"] == len(a)
+
+
+def test_overlapping_the_richness_detection_with_the_cnn_changes_nothing(small_store):
+    """The device path runs sep in a thread beside the CNN (predict_partition's ``overlap``): same outputs."""
+    from survey_mass.inference.predict import predict_partition
+    from survey_mass.models.bundle import load_bundle
+    from survey_mass.testing import biggest_partition
+
+    _, images, cols = biggest_partition(small_store)
+    cols = {k: v[:40] for k, v in cols.items()}
+    bundle = load_bundle(model_dir())
+    a = predict_partition(bundle, images[:40], cols, overlap=False)
+    b = predict_partition(bundle, images[:40], cols, overlap=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert np.isfinite(a["richness"]).sum() > 30 and np.isfinite(a["log10_m500"]).sum() > 30
