@@ -85,7 +85,6 @@ def sky_baselines(shape: tuple[int, ...], ids, *, baselines: int = 2, seed: int 
     """
     if baselines < 1 or baselines % 2 and baselines != 1:
         raise ValueError(f"baselines must be 1 or even (antithetic pairs), got {baselines}")
-    n = shape[0]
     out = np.empty((baselines, *shape), np.float32)
     for r, i in enumerate(np.asarray(ids, np.int64)):
         rng = np.random.default_rng([int(seed), int(i) & 0x7FFFFFFFFFFFFFFF, 16])
@@ -94,7 +93,6 @@ def sky_baselines(shape: tuple[int, ...], ids, *, baselines: int = 2, seed: int 
             out[k, r] = e
             if k + 1 < baselines:
                 out[k + 1, r] = -e
-    assert out.shape[1] == n
     return torch.asinh(torch.from_numpy(out) / 3.0)
 
 
