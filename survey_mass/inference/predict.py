@@ -29,6 +29,8 @@ For every cutout, four mass estimators (:data:`ESTIMATORS`), each with its own c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..attribution import CONTRIBUTION_COLUMNS, contributions
@@ -73,22 +75,28 @@ OUTPUT_COLUMNS = (
 
 def cnn_masses(
     bundle,
-    images: np.ndarray,
+    images: np.ndarray | None,
     z: np.ndarray,
     richness: np.ndarray | None = None,
     *,
     flux_limit: np.ndarray | None = None,
     batch_size: int = 64,
     device="cpu",
+    prepared: tuple | None = None,
 ) -> dict:
     """Headline and pixels-only masses with their error parts, the headline's exact contributions
     (:func:`~survey_mass.attribution.contributions`) and the measured sky sigmas.
 
     The backbone runs once: the pixels model's raw inputs are extended by ln lambda for the headline model
     (:meth:`~survey_mass.models.mass_model.MassModel.extend_raw`); rows without a richness keep the pixels' mass.
+    ``prepared`` is :func:`~survey_mass.models.mass_model.prepare_images` of ``images`` when a CPU stage has
+    already made it (``images`` may then be None).
     """
+    from ..models.mass_model import prepare_images
+
     pix, head = bundle.pixels, bundle.model
-    raw, sky = pix.raw_inputs_and_sky(images, z, batch_size=batch_size, device=device)
+    x, log_sigma, sky = prepare_images(images) if prepared is None else prepared
+    raw = pix.raw_inputs_prepared(x, log_sigma, z, batch_size=batch_size, device=device)
     out = pix.predict_raw(raw, z, flux_limit=flux_limit, device=device)
     out.update(contributions(pix, raw))
     pixels = {"log10_m500_pixels": out["log10_m500"], "log10_m500_pixels_err": out["log10_m500_err"]}
@@ -105,7 +113,7 @@ def cnn_masses(
                 out[key][has] = v
     out.update(pixels)
     for k, c in enumerate(SKY_COLUMNS):
-        out[c] = sky[:, k].astype(float)
+        out[c] = np.asarray(sky)[:, k].astype(float)
     return out
 
 
@@ -160,58 +168,105 @@ def richness_masses(bundle, images: np.ndarray, z: np.ndarray) -> dict[str, np.n
     }
 
 
-def predict_partition(
-    bundle,
-    images: np.ndarray,
-    columns: dict[str, np.ndarray],
-    *,
-    batch_size: int = 64,
-    device="cpu",
-    richness: bool = True,
-    overlap: bool | None = None,
-) -> dict[str, np.ndarray]:
-    """Masses of all four estimators, their errors, the lambda-hat baseline and quality for one partition.
+@dataclass
+class PreparedPartition:
+    """The CPU half of one partition's prediction (:func:`prepare_partition`), all the device half
+    (:func:`predict_prepared`) needs: on a cluster with a "GPU" worker it travels from a CPU worker to it."""
 
-    With ``overlap`` (default: on any device but the CPU) the lambda-hat baseline's source detection, CPU work
-    that releases the GIL (sep), runs in a thread while the CNN runs on the device, so that it does not queue in
-    front of it; the results are the same either way (tested)."""
+    n: int
+    z: np.ndarray
+    #: the store's quality bits with the pixels' and the redshift's
+    quality: np.ndarray
+    #: rows that can get a mass
+    ok: np.ndarray
+    #: the ok rows' images (NaN kept) and their :func:`~survey_mass.models.mass_model.prepare_images`
+    clean: np.ndarray
+    prepared: tuple | None
+    lam_cat: np.ndarray | None
+    flux_limit: np.ndarray | None
+    label: np.ndarray | None
+    #: the lambda-hat baseline of the ok rows (:func:`richness_masses`), when the CPU half ran it
+    baseline: dict | None = None
+
+
+def prepare_partition(bundle, images: np.ndarray, columns: dict[str, np.ndarray], *, detect: bool = True):
+    """Quality bits, sky measurement and normalisation (and, with ``detect``, the lambda-hat baseline's source
+    detection): the CPU work of a partition, which a device need not wait for."""
+    from ..models.mass_model import prepare_images
+
     n = images.shape[0]
     z = np.asarray(columns["z"], dtype=np.float64)
-    lam_cat = np.asarray(columns["richness"], float) if "richness" in columns else None
     quality = np.asarray(columns.get("quality", np.zeros(n)), dtype=np.int64).copy()
     for k in range(n):
         quality[k] |= image_quality(images[k])
     quality[~np.isfinite(z) | (z <= 0)] |= int(Quality.NO_REDSHIFT)
     quality |= redshift_quality(z, bundle.z_range)
-    out = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c != "quality"}
     ok = (quality & int(NO_MASS)) == 0
+    clean = np.where(np.isfinite(images[ok]), images[ok], np.nan).astype(np.float32)
+    fl, label = columns.get("label_flux_limit"), columns.get("log10_m500_label")
+    return PreparedPartition(
+        n=n,
+        z=z,
+        quality=quality,
+        ok=ok,
+        clean=clean,
+        prepared=prepare_images(clean) if ok.any() else None,
+        lam_cat=np.asarray(columns["richness"], float) if "richness" in columns else None,
+        flux_limit=None if fl is None else np.asarray(fl, float),
+        label=None if label is None else np.asarray(label, float),
+        baseline=richness_masses(bundle, np.nan_to_num(clean), z[ok]) if detect and ok.any() else None,
+    )
+
+
+def predict_prepared(
+    bundle,
+    prep: PreparedPartition,
+    *,
+    batch_size: int = 64,
+    device="cpu",
+    richness: bool = True,
+    overlap: bool = False,
+) -> dict[str, np.ndarray]:
+    """Masses of all four estimators, their errors, the lambda-hat baseline and quality from a prepared
+    partition: the device half. Where the CPU half did not run the baseline, it runs here, in a thread beside the
+    CNN with ``overlap`` (sep releases the GIL)."""
+    n, z, ok, quality = prep.n, prep.z, prep.ok, prep.quality.copy()
+    out = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c != "quality"}
     if ok.any():
-        clean = np.where(np.isfinite(images[ok]), images[ok], np.nan).astype(np.float32)
-        lam_ok = None if lam_cat is None else lam_cat[ok]
-        fl = columns.get("label_flux_limit")
-        fl_ok = None if fl is None else np.asarray(fl, float)[ok]
-        overlap = str(device) != "cpu" if overlap is None else overlap
-        if overlap:
+        lam_ok = None if prep.lam_cat is None else prep.lam_cat[ok]
+        fl_ok = None if prep.flux_limit is None else prep.flux_limit[ok]
+
+        def cnn() -> dict:
+            return cnn_masses(
+                bundle,
+                None,
+                z[ok],
+                lam_ok,
+                flux_limit=fl_ok,
+                batch_size=batch_size,
+                device=device,
+                prepared=prep.prepared,
+            )
+
+        rm = prep.baseline
+        if rm is None and overlap:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(1, thread_name_prefix="richness") as pool:
-                rm_future = pool.submit(richness_masses, bundle, np.nan_to_num(clean), z[ok])
-                cnn = cnn_masses(
-                    bundle, clean, z[ok], lam_ok, flux_limit=fl_ok, batch_size=batch_size, device=device
-                )
+                rm_future = pool.submit(richness_masses, bundle, np.nan_to_num(prep.clean), z[ok])
+                masses = cnn()
                 rm = rm_future.result()
         else:
-            cnn = cnn_masses(
-                bundle, clean, z[ok], lam_ok, flux_limit=fl_ok, batch_size=batch_size, device=device
-            )
-            rm = richness_masses(bundle, np.nan_to_num(clean), z[ok])
-        ood = cnn.pop("out_of_distribution")
-        for key, v in {**cnn, **lambda_masses(bundle, lam_ok, z[ok], fl_ok)}.items():
+            masses = cnn()
+            if rm is None:
+                rm = richness_masses(bundle, np.nan_to_num(prep.clean), z[ok])
+        rm = dict(rm)
+        ood = masses.pop("out_of_distribution")
+        for key, v in {**masses, **lambda_masses(bundle, lam_ok, z[ok], fl_ok)}.items():
             out[key][ok] = v
-        label = columns.get("log10_m500_label")
-        det = np.zeros(n, bool) if label is None else ok & np.isfinite(np.asarray(label, float))
+        det = np.zeros(n, bool) if prep.label is None else ok & np.isfinite(prep.label)
         if det.any():  # clusters the store marks as detected by the labels' X-ray survey
-            fl_det = None if fl is None else np.asarray(fl, float)[det]
+            fl_det = None if prep.flux_limit is None else prep.flux_limit[det]
             m, e = given_detection(bundle, out["log10_m500"][det], out["log10_m500_err"][det], z[det], fl_det)
             out["log10_m500_given_detection"][det], out["log10_m500_given_detection_err"][det] = m, e
         quality[np.flatnonzero(ok)[ood]] |= int(Quality.OUT_OF_DISTRIBUTION)
@@ -227,3 +282,26 @@ def predict_partition(
                 out[key][blank] = np.nan
     out["quality"] = quality.astype(np.int32)
     return out
+
+
+def predict_partition(
+    bundle,
+    images: np.ndarray,
+    columns: dict[str, np.ndarray],
+    *,
+    batch_size: int = 64,
+    device="cpu",
+    richness: bool = True,
+    overlap: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Masses of all four estimators, their errors, the lambda-hat baseline and quality for one partition:
+    :func:`prepare_partition` then :func:`predict_prepared`, in this process.
+
+    With ``overlap`` (default: on any device but the CPU) the lambda-hat baseline's source detection, CPU work
+    that releases the GIL (sep), runs in a thread while the CNN runs on the device, so that it does not queue in
+    front of it; the results are the same either way (tested)."""
+    overlap = str(device) != "cpu" if overlap is None else overlap
+    prep = prepare_partition(bundle, images, columns, detect=not overlap)
+    return predict_prepared(
+        bundle, prep, batch_size=batch_size, device=device, richness=richness, overlap=overlap
+    )
