@@ -41,12 +41,27 @@ __all__ = [
     "WORKER_ENVIRON",
     "ClusterChoice",
     "Results",
+    "Stage",
     "Task",
     "fan_out",
     "gpu_available",
     "start_cluster",
     "worker_environment",
 ]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a partition's work. The first stage is called as ``fn(*task.args, *shared)``, each later one
+    as ``fn(previous_result)``; the last one's result is the partition's.
+
+    ``resource`` names the worker resource the stage needs (``"GPU"`` for the device, ``"CPU"`` for the rest).
+    On a cluster whose workers offer it, the stage is its own Dask task, sent only to such workers; otherwise
+    (in-process, untagged clusters) the stages of a partition run one after the other in one task.
+    """
+
+    fn: Callable[..., Any]
+    resource: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,46 @@ class Results(list):
     dashboard: str | None = None
     skipped: list[int]
     computed: list[int]
+
+
+def run_stages(fns: tuple[Callable[..., Any], ...], *args):
+    """``fns[-1](...fns[1](fns[0](*args)))``: a partition's stages in one task (picklable: a top-level function)."""
+    out = fns[0](*args)
+    for fn in fns[1:]:
+        out = fn(out)
+    return out
+
+
+def _stages(fn) -> tuple[Stage, ...]:
+    return tuple(fn) if isinstance(fn, (list, tuple)) else (Stage(fn),)
+
+
+def split_on(stages: tuple[Stage, ...], offered: set[str]) -> bool:
+    """Whether a partition's stages run as separate tasks: there is more than one, some name a resource, and the
+    cluster's workers offer every resource named."""
+    named = {st.resource for st in stages if st.resource}
+    return len(stages) > 1 and bool(named) and named <= offered
+
+
+def _submit(client, stages: tuple[Stage, ...], args: tuple, key: str, retries: int, offered: set[str]):
+    """The future of one partition's result: its stages as a chain of tasks, each on workers offering its
+    resource, or as one task."""
+    if not split_on(stages, offered):
+        if len(stages) == 1:
+            return client.submit(stages[0].fn, *args, pure=False, retries=retries, key=key)
+        fns = tuple(st.fn for st in stages)
+        return client.submit(run_stages, fns, *args, pure=False, retries=retries, key=key)
+    fut = None
+    for k, st in enumerate(stages):
+        fut = client.submit(
+            st.fn,
+            *(args if k == 0 else (fut,)),
+            pure=False,
+            retries=retries,
+            resources={st.resource: 1} if st.resource else None,
+            key=f"{key}-{k}" if k < len(stages) - 1 else key,
+        )
+    return fut
 
 
 # --- clusters ---------------------------------------------------------------------------------------------------
@@ -99,13 +154,20 @@ def start_cluster(
     workers: int | None = None,
     device: str = "auto",
     local_directory: str | None = None,
+    split: bool = False,
 ) -> ClusterChoice:
     """Connect to ``scheduler`` or start a local cluster whose workers keep scratch files in ``local_directory``.
 
-    1. ``scheduler``: connect to a running cluster (dask-jobqueue, dask-kubernetes, ...).
+    1. ``scheduler``: connect to a running cluster (dask-jobqueue, dask-kubernetes, ...). Workers started with
+       ``--resources GPU=1`` and ``--resources CPU=1`` get the device and the CPU stages of a partition
+       (:class:`Stage`).
     2. Otherwise, when ``device`` is ``auto`` or ``cuda``, a CUDA GPU and the ``gpu`` extra (dask-cuda) are
-       present: ``LocalCUDACluster``, one worker per GPU with one thread each.
-    3. Otherwise a ``LocalCluster`` of ``workers`` processes with one thread each.
+       present: ``LocalCUDACluster``, one worker per GPU, each with the machine's cores divided among the GPUs as
+       threads and the resources ``GPU=1`` and ``CPU=threads-1``: one device stage at a time, and the CPU stages
+       (reading, sky, detection, writing) of the next partitions in its other threads, in the same process, so
+       that the cutouts never travel between processes.
+    3. Otherwise a ``LocalCluster`` of ``workers`` processes with one thread each. With ``split`` the first is
+       tagged ``GPU=1`` and the others ``CPU=1``: the device plan of 2. on a CPU (tested against the plain run).
     """
     from distributed import Client
 
@@ -128,29 +190,56 @@ def start_cluster(
                     "--device cuda needs the gpu extra: pip install 'survey-mass[gpu]'"
                 ) from None
         else:
+            import torch
+
+            threads = max(2, (os.cpu_count() or 2) // max(torch.cuda.device_count(), 1))
             with worker_environment():
-                cluster = LocalCUDACluster(threads_per_worker=1, local_directory=local_directory)
+                cluster = LocalCUDACluster(
+                    threads_per_worker=threads,
+                    resources={"GPU": 1, "CPU": threads - 1},
+                    local_directory=local_directory,
+                )
             client = Client(cluster)
             return ClusterChoice(
                 client,
-                f"LocalCUDACluster ({len(cluster.workers)} GPU workers)",
+                f"LocalCUDACluster ({len(cluster.workers)} GPU workers x {threads} threads)",
                 cluster,
                 client.dashboard_link,
             )
     n = workers or min(2, os.cpu_count() or 1)
     from distributed import LocalCluster
 
+    split = split and n > 1
     with worker_environment():
         cluster = LocalCluster(
-            n_workers=n,
+            n_workers=1 if split else n,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
             silence_logs=50,
             local_directory=local_directory,
+            **({"resources": {"GPU": 1}} if split else {}),
         )
+        if split:
+            _add_cpu_workers(cluster, n - 1)
     client = Client(cluster)
-    return ClusterChoice(client, f"LocalCluster ({n} workers x 1 thread)", cluster, client.dashboard_link)
+    if split:
+        client.wait_for_workers(n)
+        kind = f"LocalCluster (1 GPU-tagged worker + {n - 1} CPU workers, 1 thread each)"
+    else:
+        kind = f"LocalCluster ({n} workers x 1 thread)"
+    return ClusterChoice(client, kind, cluster, client.dashboard_link)
+
+
+def _add_cpu_workers(cluster, n: int) -> None:
+    """Add ``n`` workers tagged ``CPU=1`` to a running ``LocalCluster`` (its worker spec, resources changed)."""
+    import copy
+
+    for k in range(n):
+        spec = copy.copy(cluster.new_spec)
+        spec["options"] = {**spec["options"], "resources": {"CPU": 1}}
+        cluster.worker_spec[f"cpu-{k}"] = spec
+    cluster.scale(len(cluster.worker_spec))
 
 
 # --- the fan-out ------------------------------------------------------------------------------------------------
@@ -174,6 +263,7 @@ def fan_out(
     cleanup: Callable[[], None] | None = None,
     announce: bool = False,
     key_prefix: str = "partition",
+    split: bool = False,
 ) -> Results:
     """Run ``fn(*task.args, *shared_args(n_workers))`` for every task whose pixel ``is_done`` says is not done.
 
@@ -182,7 +272,9 @@ def fan_out(
     the threads each worker may use), passed after each task's own. ``cleanup`` is called before the plan is looked at (temporaries of a run
     that was killed) and after the fan-out, always. ``scratch`` is the local cluster's worker directory (a
     temporary directory when None); it is deleted at the end. ``announce`` prints the cluster and its
-    dashboard. Returns the results in plan order (see :class:`Results`).
+    dashboard. ``fn`` may be a sequence of :class:`Stage`; ``split`` tags a local CPU cluster's workers (one
+    ``GPU``, the rest ``CPU``) so that the stages run apart, as on a GPU machine. Returns the results in plan
+    order (see :class:`Results`).
     """
     from .progress import bar as progress_bar
 
@@ -213,12 +305,14 @@ def fan_out(
                     retries=retries,
                     announce=announce,
                     key_prefix=key_prefix,
+                    split=split,
                 )
             )
         else:
             shared = shared_args(1) if shared_args is not None else ()
+            fns = tuple(st.fn for st in _stages(fn))
             for t in todo:
-                results.append(fn(*t.args, *shared))
+                results.append(run_stages(fns, *t.args, *shared))
                 bar.update(1)
     finally:
         bar.close()
@@ -242,6 +336,7 @@ def _on_cluster(
     retries,
     announce,
     key_prefix,
+    split,
 ) -> list:
     from distributed import as_completed
 
@@ -253,7 +348,11 @@ def _on_cluster(
             if own_scratch:
                 scratch = tempfile.mkdtemp(prefix="survey-mass-dask-")
             choice = start_cluster(
-                scheduler=scheduler, workers=workers, device=device, local_directory=str(scratch)
+                scheduler=scheduler,
+                workers=workers,
+                device=device,
+                local_directory=str(scratch),
+                split=split,
             )
             client = choice.client
             results.kind, results.dashboard = choice.kind, choice.dashboard
@@ -261,26 +360,44 @@ def _on_cluster(
             results.kind, results.dashboard = "given client", getattr(client, "dashboard_link", None)
         if announce:
             print(f"dask: {results.kind}; dashboard {results.dashboard}", flush=True)
-        n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+        workers_info = client.scheduler_info().get("workers", {})
+        n_workers = max(len(workers_info), 1)
+        offered = {r for w in workers_info.values() for r in (w.get("resources") or {})}
         shared = shared_args(n_workers) if shared_args is not None else ()
         token = uuid.uuid4().hex[:8]
+        stages = _stages(fn)
         order = sorted(range(len(todo)), key=lambda i: -todo[i].size)  # biggest first; stable for ties
-        futures = [
-            client.submit(
-                fn,
-                *todo[i].args,
-                *shared,
-                pure=False,
-                retries=retries,
-                key=f"{key_prefix}-{todo[i].pixel}-{token}",
+        # a bounded number of partitions in flight, so that a survey's cutouts never all sit in memory at once
+        threads = sum(int(w.get("nthreads", 1)) for w in workers_info.values()) or 1
+        window = 2 * threads + 2
+        pending = iter(order)
+        index: dict[str, int] = {}
+
+        def submit_next() -> None:
+            i = next(pending, None)
+            if i is None:
+                return
+            fut = _submit(
+                client,
+                stages,
+                (*todo[i].args, *shared),
+                f"{key_prefix}-{todo[i].pixel}-{token}",
+                retries,
+                offered,
             )
-            for i in order
-        ]
-        index = {f.key: i for f, i in zip(futures, order, strict=True)}
+            futures.append(fut)
+            index[fut.key] = i
+            queue.add(fut)
+
+        queue = as_completed()
+        for _ in range(window):
+            submit_next()
         out: dict[int, Any] = {}
-        for fut in as_completed(futures):
+        for fut in queue:
             out[index[fut.key]] = fut.result()
+            futures.remove(fut)  # its data is released once nothing holds the future
             bar.update(1)
+            submit_next()
         return [out[i] for i in range(len(todo))]
     except BaseException:
         if choice is None or choice.owned is None:  # a cluster we do not own: stop our tasks on it

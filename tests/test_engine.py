@@ -45,3 +45,23 @@ def test_cleanup_runs_before_and_after_even_when_interrupted():
 def test_nothing_to_do_starts_no_cluster():
     res = fan_out([Task(1, 1, (1,))], _double, is_done=lambda p: True, workers=4, progress=False)
     assert res == [] and res.kind == "in-process" and res.skipped == [1]
+
+
+def _where(prev=None):
+    """A stage that appends the resources of the worker it ran on."""
+    from distributed import get_worker
+
+    return [*(prev or []), dict(get_worker().state.total_resources)]
+
+
+def _first(x):
+    return _where()
+
+
+def test_split_plan_sends_each_stage_to_workers_with_its_resource():
+    from survey_mass.engine import Stage
+
+    stages = (Stage(_first, "CPU"), Stage(_where, "GPU"), Stage(_where, "CPU"))
+    res = fan_out([Task(p, 1, (p,)) for p in range(3)], stages, workers=2, split=True, progress=False)
+    assert res.kind.startswith("LocalCluster (1 GPU-tagged worker")
+    assert res == [[{"CPU": 1}, {"GPU": 1}, {"CPU": 1}]] * 3

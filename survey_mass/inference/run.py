@@ -115,29 +115,48 @@ def _store(store_path: str):
     return _CACHE[key]
 
 
-def process_partition(store_path: str, model_path: str, pixel: int, catalog: str, opts: RunOptions) -> dict:
-    """Everything one task does; returns counts and timings for the progress report."""
-    import torch
+@dataclass
+class PartitionJob:
+    """One partition on its way through the stages (:data:`STAGES`): what each stage hands the next."""
 
-    from ..attribution import ATTRIBUTED, SUMMARY_COLUMNS, attribute
-    from ..catalog.writer import to_table, write_partition
-    from ..errors import StoreError
-    from ..store.cutouts import PASSTHROUGH_COLUMNS
-    from .predict import NO_MASS, predict_partition
+    store_path: str
+    model_path: str
+    pixel: int
+    catalog: str
+    opts: RunOptions
+    columns: dict
+    images: np.ndarray
+    prepared: object = None  # survey_mass.inference.predict.PreparedPartition
+    predictions: dict | None = None
+    attribution: dict | None = None
+    attributed: int = 0
+    timings: dict | None = None
 
-    t0 = time.perf_counter()
+
+def _worker_setup(opts: RunOptions) -> None:
     if "threads" not in _CACHE:
+        import torch
+
         torch.set_num_threads(max(1, opts.torch_threads))
         _CACHE["threads"] = True
+
+
+def read_stage(store_path: str, model_path: str, pixel: int, catalog: str, opts: RunOptions) -> PartitionJob:
+    """CPU stage: read and decode the partition (cutout by cutout around a corrupted shard, flagging what cannot
+    be read), then its CPU work (:func:`~survey_mass.inference.predict.prepare_partition`)."""
+    from ..errors import StoreError
+    from .predict import prepare_partition
+
+    t0 = time.perf_counter()
+    _worker_setup(opts)
     store = _store(store_path)
-    bundle = _bundle(model_path, opts.device)
+    bundle = _bundle(model_path, "cpu")
     cols = store.columns(pixel)
     n = len(cols["id"])
     try:
         images = store.images(pixel)
         unreadable = np.zeros(n, bool)
     except StoreError:
-        # a corrupted shard: read what can be read, cutout by cutout, and flag the rest
         images = np.full((n, 5, store.cutout_size, store.cutout_size), np.nan, np.float32)
         unreadable = np.zeros(n, bool)
         for k in range(n):
@@ -150,37 +169,66 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
         unreadable, int(Quality.UNREADABLE), 0
     )
     t_read = time.perf_counter()
-    pred = predict_partition(bundle, images, cols, batch_size=opts.batch_size, device=opts.device)
-    t_pred = time.perf_counter()
+    job = PartitionJob(store_path, model_path, pixel, catalog, opts, cols, images)
+    job.prepared = prepare_partition(bundle, images, cols)
+    job.timings = {"read_s": t_read - t0, "prepare_s": time.perf_counter() - t_read}
+    return job
 
+
+def device_stage(job: PartitionJob) -> PartitionJob:
+    """Device stage: the CNN ensemble and the masses (:func:`~survey_mass.inference.predict.predict_prepared`),
+    then the attribution maps of the chosen rows, in batches of rows sized for the device."""
+    from ..attribution import ATTRIBUTED, SUMMARY_COLUMNS, attribute
+    from .predict import NO_MASS, predict_prepared
+
+    t0 = time.perf_counter()
+    opts, cols = job.opts, job.columns
+    _worker_setup(opts)
+    bundle = _bundle(job.model_path, opts.device)
+    pred = predict_prepared(bundle, job.prepared, batch_size=opts.batch_size, device=opts.device)
+    t_pred = time.perf_counter()
+    n = len(cols["id"])
     attr: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
     eligible = np.flatnonzero((pred["quality"] & int(NO_MASS | Quality.NO_CLUSTER)) == 0)
     if opts.attribution == "all":
         chosen = eligible
     elif opts.attribution == "sample":
-        rng = np.random.default_rng([opts.seed, int(pixel)])
+        rng = np.random.default_rng([opts.seed, int(job.pixel)])
         chosen = eligible[rng.random(eligible.size) < opts.sample_fraction]
     else:
         chosen = eligible[:0]
     # rows per attribution call: the device sees rows x path points at once (a GPU wants many)
     per_call = 32 if opts.device == "cpu" else 512
+    pixel_scale = _store(job.store_path).pixel_scale
     for s in range(0, chosen.size, per_call):
         idx = chosen[s : s + per_call]
         a = attribute(
             bundle,
-            images[idx],
+            job.images[idx],
             np.asarray(cols["z"], float)[idx],
             ids=np.asarray(cols["id"])[idx],
             richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
-            pixel_scale=store.pixel_scale,
+            pixel_scale=pixel_scale,
             **opts.attribution_kwargs(),
         )
         for c in SUMMARY_COLUMNS:
             attr[c][idx] = a[c]
     attr[ATTRIBUTED] = np.zeros(n, bool)
     attr[ATTRIBUTED][chosen] = True
-    t_attr = time.perf_counter()
+    job.predictions, job.attribution, job.attributed = pred, attr, int(chosen.size)
+    job.prepared, job.images = None, None  # nothing after this stage needs the pixels
+    job.timings = {**job.timings, "predict_s": t_pred - t0, "attribution_s": time.perf_counter() - t_pred}
+    return job
 
+
+def write_stage(job: PartitionJob) -> dict:
+    """CPU stage: the catalogue rows of the partition, written atomically; returns counts and timings."""
+    from ..catalog.writer import to_table, write_partition
+    from ..store.cutouts import PASSTHROUGH_COLUMNS
+
+    t0 = time.perf_counter()
+    cols, pred = job.columns, job.predictions
+    n = len(cols["id"])
     out = {
         "id": cols["id"],
         "name": cols["name"],
@@ -189,21 +237,35 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
         "z": cols["z"],
         **{k: v for k, v in pred.items() if k != "quality"},
         "quality": pred["quality"],
-        **attr,
+        **job.attribution,
         "richness_catalog": cols.get("richness"),
         **{c: cols[c] for c in PASSTHROUGH_COLUMNS if c in cols},
-        "model_id": np.full(n, bundle.model_id),
+        "model_id": np.full(n, _bundle(job.model_path, "cpu").model_id),
     }
-    write_partition(Path(catalog), store.order, pixel, to_table(out))
+    write_partition(Path(job.catalog), _store(job.store_path).order, job.pixel, to_table(out))
+    t = job.timings
+    write_s = time.perf_counter() - t0
     return {
-        "pixel": int(pixel),
+        "pixel": int(job.pixel),
         "rows": n,
-        "attributed": int(chosen.size),
-        "read_s": t_read - t0,
-        "predict_s": t_pred - t_read,
-        "attribution_s": t_attr - t_pred,
-        "total_s": time.perf_counter() - t0,
+        "attributed": job.attributed,
+        "read_s": t["read_s"],
+        "predict_s": t["prepare_s"] + t["predict_s"],
+        "attribution_s": t["attribution_s"],
+        "write_s": write_s,
+        "total_s": sum(t.values()) + write_s,
     }
+
+
+def _stages():
+    from ..engine import Stage
+
+    return (Stage(read_stage, "CPU"), Stage(device_stage, "GPU"), Stage(write_stage, "CPU"))
+
+
+def process_partition(store_path: str, model_path: str, pixel: int, catalog: str, opts: RunOptions) -> dict:
+    """Everything one partition needs, in this process: the stages one after the other."""
+    return write_stage(device_stage(read_stage(store_path, model_path, pixel, catalog, opts)))
 
 
 def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: RunOptions) -> None:
@@ -282,11 +344,15 @@ def run_catalog(
     overwrite: bool = False,
     progress: bool = True,
     name: str = "survey-mass",
+    split: bool = False,
 ) -> RunSummary:
     """Run the model over every partition of the store inside the footprint and write the HATS catalog.
 
     The tasks run on ``client`` (a ``distributed.Client``) if given, else on ``scheduler``, else on a local
-    cluster of ``workers`` processes (in this process for 1).
+    cluster of ``workers`` processes (in this process for 1). Each partition passes three stages (read and CPU
+    work, device, write; :func:`read_stage`, :func:`device_stage`, :func:`write_stage`): one task on a plain
+    cluster, three tasks on one whose workers are tagged ``GPU`` and ``CPU`` (a ``LocalCUDACluster``, a
+    ``scheduler`` with such workers, or a local CPU cluster with ``split``).
     """
     from .. import __version__
     from ..catalog.writer import check_output, finalize, partition_done, remove_temporaries
@@ -331,7 +397,7 @@ def run_catalog(
         tasks = [Task(p, store.n_cutouts(p), (str(store.path), model_p, p, str(catalog_p))) for p in parts]
         done = fan_out(
             tasks,
-            process_partition,
+            _stages(),
             is_done=lambda p: partition_done(catalog_p, store.order, p),
             shared_args=threads_per_worker,
             workers=workers,
@@ -346,6 +412,7 @@ def run_catalog(
             # workers stopped mid-write leave temporaries; finished partitions are complete files
             cleanup=lambda: remove_temporaries(catalog_p),
             announce=progress,
+            split=split,
         )
         results: list[dict] = list(done)
         todo = done.computed

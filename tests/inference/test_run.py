@@ -195,6 +195,31 @@ def test_dask_workers_give_the_same_catalog(small_catalog, small_store, tmp_path
     assert json.loads((tmp_path / "dask" / "run.json").read_text())["rows"] == len(a)
 
 
+def test_the_device_plan_on_a_cpu_gives_the_plain_runs_catalog(small_catalog, small_store, tmp_path):
+    """Issue 17's task split: read and CPU work, device, write as three tasks per partition, the device stage
+    only on the worker tagged "GPU", the others on a "CPU" worker; every column as the plain run's."""
+    cat, summary = small_catalog
+    s = run_small(small_store, tmp_path / "split", workers=2, split=True)
+    assert s.cluster == "LocalCluster (1 GPU-tagged worker + 1 CPU workers, 1 thread each)"
+    assert s.attributed == summary.attributed > 0
+    a, b = _read(cat), _read(tmp_path / "split")
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for c in a.columns:
+        if pd.api.types.is_numeric_dtype(a[c]) and not pd.api.types.is_bool_dtype(a[c]):
+            np.testing.assert_allclose(a[c], b[c], rtol=1e-4, atol=1e-5, err_msg=c)
+        else:
+            assert (a[c] == b[c]).all(), c
+
+
+def test_stages_are_split_only_where_workers_offer_their_resources():
+    from survey_mass.engine import Stage, split_on
+
+    stages = (Stage(len, "CPU"), Stage(len, "GPU"), Stage(len, "CPU"))
+    assert split_on(stages, {"CPU", "GPU"})
+    assert not split_on(stages, {"GPU"}) and not split_on(stages, set())  # never wait for a missing resource
+    assert not split_on((Stage(len, "GPU"),), {"GPU"}) and not split_on((Stage(len), Stage(len)), {"GPU"})
+
+
 def test_overlapping_the_richness_detection_with_the_cnn_changes_nothing(small_store):
     """The device path runs sep in a thread beside the CNN (predict_partition's ``overlap``): same outputs."""
     from survey_mass.inference.predict import predict_partition
