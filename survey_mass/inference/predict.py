@@ -145,19 +145,35 @@ def lambda_masses(
     return {"log10_m500_lambda": out["log10_m500"], "log10_m500_lambda_err": out["log10_m500_err"]}
 
 
-def richness_masses(bundle, images: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+def richness_masses(
+    bundle, images: np.ndarray, z: np.ndarray, *, device="cpu", detector: str = "torch"
+) -> dict[str, np.ndarray]:
     """lambda_hat, the baseline mass (mean over the fold calibrations) and its sigma for each cutout, and the
-    red-sequence significance of a cluster in the pixels (:meth:`RichnessBaseline.cluster_significance`)."""
-    from ..models.richness import detect
+    red-sequence significance of a cluster in the pixels (:meth:`RichnessBaseline.cluster_significance`).
 
+    ``detector="torch"`` (default) detects all cutouts at once with
+    :func:`~survey_mass.models.detection.richness_batch` on ``device``; ``"sep"`` runs sep one cutout at a time on
+    the CPU. They agree (benchmarks/results/detection_validation.md: lambda-hat Spearman 1.0000, the same baseline
+    MAE); torch is about twice as fast on the CPU and runs on a GPU."""
     base = bundle.baseline
-    lam, sig_cl = np.full(len(z), np.nan), np.full(len(z), np.nan)
-    for k, (img, zz) in enumerate(zip(images, z, strict=True)):
-        if not np.isfinite(zz):
-            continue
-        src = detect(img)
-        lam[k] = base.richness(src, float(zz))
-        sig_cl[k] = base.cluster_significance(src, float(zz))
+    z = np.asarray(z, dtype=np.float64)
+    if detector == "torch":
+        from ..models.detection import richness_batch
+
+        found = richness_batch(base, images, z, device=device)
+        lam, sig_cl = found["richness"], found["cluster_significance"]
+    elif detector == "sep":
+        from ..models.richness import detect
+
+        lam, sig_cl = np.full(len(z), np.nan), np.full(len(z), np.nan)
+        for k, (img, zz) in enumerate(zip(images, z, strict=True)):
+            if not np.isfinite(zz):
+                continue
+            src = detect(img)
+            lam[k] = base.richness(src, float(zz))
+            sig_cl[k] = base.cluster_significance(src, float(zz))
+    else:
+        raise ValueError(f"detector must be 'torch' or 'sep', not {detector!r}")
     preds = [base.predict(c, lam, z) for c in base.folds]
     sig = float(np.sqrt(np.mean([c[3] ** 2 for c in base.folds]))) if base.folds else np.nan
     return {
@@ -185,13 +201,14 @@ class PreparedPartition:
     lam_cat: np.ndarray | None
     flux_limit: np.ndarray | None
     label: np.ndarray | None
-    #: the lambda-hat baseline of the ok rows (:func:`richness_masses`), when the CPU half ran it
+    #: the lambda-hat baseline of the ok rows (:func:`richness_masses`), when the CPU half ran it (on a device the
+    #: device half detects, batched)
     baseline: dict | None = None
 
 
 def prepare_partition(bundle, images: np.ndarray, columns: dict[str, np.ndarray], *, detect: bool = True):
     """Quality bits, sky measurement and normalisation (and, with ``detect``, the lambda-hat baseline's source
-    detection): the CPU work of a partition, which a device need not wait for."""
+    detection on the CPU): the CPU work of a partition, which a device need not wait for."""
     from ..models.mass_model import prepare_images
 
     n = images.shape[0]
@@ -225,42 +242,30 @@ def predict_prepared(
     batch_size: int = 64,
     device="cpu",
     richness: bool = True,
-    overlap: bool = False,
 ) -> dict[str, np.ndarray]:
     """Masses of all four estimators, their errors, the lambda-hat baseline and quality from a prepared
-    partition: the device half. Where the CPU half did not run the baseline, it runs here, in a thread beside the
-    CNN with ``overlap`` (sep releases the GIL)."""
+    partition: the device half. Where the CPU half did not run the baseline's detection, it runs here, batched
+    on ``device``."""
     n, z, ok, quality = prep.n, prep.z, prep.ok, prep.quality.copy()
     out = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c != "quality"}
     if ok.any():
         lam_ok = None if prep.lam_cat is None else prep.lam_cat[ok]
         fl_ok = None if prep.flux_limit is None else prep.flux_limit[ok]
 
-        def cnn() -> dict:
-            return cnn_masses(
-                bundle,
-                None,
-                z[ok],
-                lam_ok,
-                flux_limit=fl_ok,
-                batch_size=batch_size,
-                device=device,
-                prepared=prep.prepared,
-            )
-
+        masses = cnn_masses(
+            bundle,
+            None,
+            z[ok],
+            lam_ok,
+            flux_limit=fl_ok,
+            batch_size=batch_size,
+            device=device,
+            prepared=prep.prepared,
+        )
         rm = prep.baseline
-        if rm is None and overlap:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(1, thread_name_prefix="richness") as pool:
-                rm_future = pool.submit(richness_masses, bundle, np.nan_to_num(prep.clean), z[ok])
-                masses = cnn()
-                rm = rm_future.result()
-        else:
-            masses = cnn()
-            if rm is None:
-                rm = richness_masses(bundle, np.nan_to_num(prep.clean), z[ok])
-        rm = dict(rm)
+        rm = dict(
+            rm if rm is not None else richness_masses(bundle, np.nan_to_num(prep.clean), z[ok], device=device)
+        )
         ood = masses.pop("out_of_distribution")
         for key, v in {**masses, **lambda_masses(bundle, lam_ok, z[ok], fl_ok)}.items():
             out[key][ok] = v
@@ -292,16 +297,9 @@ def predict_partition(
     batch_size: int = 64,
     device="cpu",
     richness: bool = True,
-    overlap: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Masses of all four estimators, their errors, the lambda-hat baseline and quality for one partition:
-    :func:`prepare_partition` then :func:`predict_prepared`, in this process.
-
-    With ``overlap`` (default: on any device but the CPU) the lambda-hat baseline's source detection, CPU work
-    that releases the GIL (sep), runs in a thread while the CNN runs on the device, so that it does not queue in
-    front of it; the results are the same either way (tested)."""
-    overlap = str(device) != "cpu" if overlap is None else overlap
-    prep = prepare_partition(bundle, images, columns, detect=not overlap)
-    return predict_prepared(
-        bundle, prep, batch_size=batch_size, device=device, richness=richness, overlap=overlap
-    )
+    :func:`prepare_partition` then :func:`predict_prepared`, in this process. The baseline's detection runs on
+    ``device``, batched (on the CPU in the first half, elsewhere in the second)."""
+    prep = prepare_partition(bundle, images, columns, detect=str(device) == "cpu")
+    return predict_prepared(bundle, prep, batch_size=batch_size, device=device, richness=richness)

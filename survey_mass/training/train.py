@@ -351,23 +351,24 @@ def fit_richness_baseline(
     store, table: StoreTable, pool: np.ndarray, cfg: TrainConfig, progress: bool
 ) -> RichnessFit:
     """The baseline's background from a sample of cutouts, then lambda-hat for every cluster of the pool."""
-    from ..models.richness import RichnessBaseline, detect
+    from ..models.detection import detect_batch, richness_batch
+    from ..models.richness import RichnessBaseline
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed + 7)
     bkg_idx = np.sort(
         rng.choice(table.id.size, size=min(cfg.background_cutouts, table.id.size), replace=False)
     )
-    bkg_src = [detect(img) for img in read_cutouts(store, table, bkg_idx)]
+    found = detect_batch(read_cutouts(store, table, bkg_idx))  # the detection inference runs (sep's, batched)
+    bkg_src = [found.row(k) for k in range(len(found))]
     baseline = RichnessBaseline(pixel_scale=store.pixel_scale, size=store.cutout_size)
     baseline.fit_background(bkg_src, table.z[bkg_idx])
     z_all = table.z[pool]
     lam = np.empty(pool.size)
     bar = _bar(pool.size, "richness baseline", progress)
     for s in range(0, pool.size, 512):
-        for j, img in enumerate(read_cutouts(store, table, pool[s : s + 512])):
-            zz = z_all[s + j]
-            lam[s + j] = baseline.richness(detect(img), float(zz)) if np.isfinite(zz) else np.nan
+        images = read_cutouts(store, table, pool[s : s + 512])
+        lam[s : s + 512] = richness_batch(baseline, images, z_all[s : s + 512])["richness"]
         bar.update(min(512, pool.size - s))
     bar.close()
     return RichnessFit(baseline, np.where(np.isfinite(lam), lam, 1.0), time.perf_counter() - t0)

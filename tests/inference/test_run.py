@@ -220,17 +220,18 @@ def test_stages_are_split_only_where_workers_offer_their_resources():
     assert not split_on((Stage(len, "GPU"),), {"GPU"}) and not split_on((Stage(len), Stage(len)), {"GPU"})
 
 
-def test_overlapping_the_richness_detection_with_the_cnn_changes_nothing(small_store):
-    """The device path runs sep in a thread beside the CNN (predict_partition's ``overlap``): same outputs."""
-    from survey_mass.inference.predict import predict_partition
+def test_the_baselines_detection_gives_the_same_outputs_in_either_half(small_store):
+    """On the CPU the lambda-hat detection runs in the CPU half (prepare_partition), on a device in the device half
+    (predict_prepared): the outputs are the same either way."""
+    from survey_mass.inference.predict import predict_prepared, prepare_partition
     from survey_mass.models.bundle import load_bundle
     from survey_mass.testing import biggest_partition
 
     _, images, cols = biggest_partition(small_store)
     cols = {k: v[:40] for k, v in cols.items()}
     bundle = load_bundle(model_dir())
-    a = predict_partition(bundle, images[:40], cols, overlap=False)
-    b = predict_partition(bundle, images[:40], cols, overlap=True)
+    a = predict_prepared(bundle, prepare_partition(bundle, images[:40], cols, detect=True))
+    b = predict_prepared(bundle, prepare_partition(bundle, images[:40], cols, detect=False))
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
