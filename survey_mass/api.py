@@ -148,6 +148,7 @@ def run_pipeline(
     opts = RunOptions(
         batch_size=pipeline.inference.batch_size,
         device=device,
+        precision=pipeline.inference.precision,
         attribution=mode,
         ig_steps=pipeline.attribution.ig_steps,
         ig_baselines=pipeline.attribution.ig_baselines,

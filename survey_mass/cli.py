@@ -79,6 +79,12 @@ def _add_run(sub) -> None:
     )
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
     r.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="the CNN backbone's precision at inference (default auto: bf16 where the device computes it natively, "
+        "else fp32; moves no mass by more than 0.005 dex)",
+    )
+    r.add_argument(
         "--attribution",
         choices=["auto", "all", "sample", "none"],
         help="pixel maps (integrated gradients from blank sky) for every row, a seeded sample, or none (auto: all "
@@ -240,6 +246,12 @@ def _add_bench(sub) -> None:
     )
     bn.add_argument("--json", action="store_true", help="print one JSON object of figures")
     bn.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bn.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="the backbone's inference precision, the same for every leg (default auto, as survey-mass run)",
+    )
     bn.add_argument("--store", help="benchmark on this store (default: a mock of --footprint, made once)")
     bn.add_argument(
         "--footprint",
@@ -332,6 +344,7 @@ def cmd_run(args) -> int:
         scheduler=args.scheduler,
         workers=args.workers,
         device=args.device,
+        precision=args.precision,
         attribution=args.attribution,
     )
     s = run_pipeline(pipe, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
@@ -536,6 +549,7 @@ def cmd_bench(args) -> int:
         or (bm.ALL_SKY if args.store else bm.FULL_FOOTPRINT if args.full else bm.DEFAULT_FOOTPRINT),
         repeat=args.repeat,
         device=args.device,
+        precision=args.precision,
         max_workers=args.max_workers,
         workdir=args.workdir,
         progress=not args.no_progress and not args.json,
@@ -547,7 +561,8 @@ def cmd_bench(args) -> int:
         print(json.dumps(r))
         return 0
     print(
-        f"{r['cutouts']} cutouts in {r['partitions']} partitions on {r['device']} ({r['torch_threads']} threads)"
+        f"{r['cutouts']} cutouts in {r['partitions']} partitions on {r['device']} ({r['torch_threads']} threads, "
+        f"backbone {r['precision']})"
     )
     print(
         f"  (a) model (CNN folds + richness)  {r['model_cutouts_per_s']:8.1f} cutouts/s   CNN alone {r['cnn_cutouts_per_s']:.1f}"

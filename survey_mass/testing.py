@@ -192,7 +192,10 @@ def run_small(store: str | Path, out: str | Path, **kw) -> dict:
     from .resources import model_dir
 
     opts = RunOptions(
-        attribution=kw.pop("attribution", "sample"), sample_fraction=kw.pop("sample_fraction", 0.04), seed=3
+        attribution=kw.pop("attribution", "sample"),
+        sample_fraction=kw.pop("sample_fraction", 0.04),
+        seed=3,
+        precision=kw.pop("precision", "auto"),
     )
     return run_catalog(
         store_path=str(store),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,9 @@ class RunOptions:
 
     batch_size: int = _default(InferenceSection, "batch_size")
     device: str = "cpu"
+    #: the backbone's inference precision (:func:`~survey_mass.models.mass_model.resolve_precision`); resolved
+    #: once by :func:`run_catalog`, so that every worker of a run uses the same
+    precision: str = "auto"
     attribution: str = "sample"  # all | sample | none (a pipeline's "auto" is resolved before)
     ig_steps: int = _default(AttributionSection, "ig_steps")
     ig_baselines: int = _default(AttributionSection, "ig_baselines")
@@ -76,6 +79,9 @@ class RunSummary(BaseModel):
     footprint: str = Field(description="footprint name")
     model_id: str = Field(description="id of the model bundle that made the masses")
     device: str = Field(description="torch device of the inference")
+    precision: str = Field(
+        "fp32", description="the CNN backbone's precision at inference: fp32, bf16 or fp16 (heads stay fp32)"
+    )
     attribution: str = Field(description="attribution mode: all, sample or none")
     rows: int = Field(ge=0, description="rows in the catalog")
     partitions: int = Field(ge=0, description="partitions of the store inside the footprint")
@@ -97,12 +103,12 @@ class RunSummary(BaseModel):
         return f
 
 
-def _bundle(model_path: str, device: str):
-    key = f"bundle:{model_path}:{device}"
+def _bundle(model_path: str, device: str, precision: str = "fp32"):
+    key = f"bundle:{model_path}:{device}:{precision}"
     if key not in _CACHE:
         from ..models.bundle import load_bundle
 
-        _CACHE[key] = load_bundle(model_path).to(device)
+        _CACHE[key] = load_bundle(model_path).to(device).with_precision(precision)
     return _CACHE[key]
 
 
@@ -170,7 +176,8 @@ def read_stage(store_path: str, model_path: str, pixel: int, catalog: str, opts:
     )
     t_read = time.perf_counter()
     job = PartitionJob(store_path, model_path, pixel, catalog, opts, cols, images)
-    job.prepared = prepare_partition(bundle, images, cols)
+    # the baseline's detection runs where the model runs: here on the CPU, batched on the device otherwise
+    job.prepared = prepare_partition(bundle, images, cols, detect=str(opts.device) == "cpu")
     job.timings = {"read_s": t_read - t0, "prepare_s": time.perf_counter() - t_read}
     return job
 
@@ -184,7 +191,7 @@ def device_stage(job: PartitionJob) -> PartitionJob:
     t0 = time.perf_counter()
     opts, cols = job.opts, job.columns
     _worker_setup(opts)
-    bundle = _bundle(job.model_path, opts.device)
+    bundle = _bundle(job.model_path, opts.device, opts.precision)
     pred = predict_prepared(bundle, job.prepared, batch_size=opts.batch_size, device=opts.device)
     t_pred = time.perf_counter()
     n = len(cols["id"])
@@ -283,6 +290,7 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
         "ig_tolerance_dex": opts.ig_tolerance_dex if opts.attribution != "none" else None,
         "sample_fraction": opts.sample_fraction if opts.attribution == "sample" else None,
         "seed": opts.seed,
+        "precision": opts.precision,
     }
     f = paths.run_config_file(catalog)
     if f.exists():
@@ -358,9 +366,12 @@ def run_catalog(
     from ..catalog.writer import check_output, finalize, partition_done, remove_temporaries
     from ..engine import Task, fan_out
     from ..models.bundle import load_bundle
+    from ..models.mass_model import resolve_precision
     from ..store import open_store
 
     t0 = time.perf_counter()
+    # one precision for the whole run, whichever worker computes a partition
+    opts = replace(opts, precision=resolve_precision(opts.precision, opts.device))
     catalog_p = Path(catalog)
     check_output(catalog_p, overwrite=overwrite)
     store = open_store(store_path)
@@ -437,6 +448,7 @@ def run_catalog(
         footprint=footprint.name,
         model_id=bundle.model_id,
         device=str(opts.device),
+        precision=opts.precision,
         attribution=opts.attribution,
         rows=rows,
         partitions=len(parts),

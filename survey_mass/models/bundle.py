@@ -244,6 +244,14 @@ class ModelBundle:
         self.pixels.to(device)
         return self
 
+    def with_precision(self, precision: str) -> ModelBundle:
+        """Run both models' backbones at inference in ``precision`` (resolved: fp32, bf16 or fp16;
+        :func:`~survey_mass.models.mass_model.resolve_precision`)."""
+        from .mass_model import autocast_dtype
+
+        self.model.backbone_autocast = self.pixels.backbone_autocast = autocast_dtype(precision)
+        return self
+
 
 def _read_card(path: Path) -> ModelCard:
     from pydantic import ValidationError
