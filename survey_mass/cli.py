@@ -81,8 +81,8 @@ def _add_run(sub) -> None:
     r.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="the CNN backbone's precision at inference (default auto: bf16 where the device computes it natively, "
-        "else fp32; moves no mass by more than 0.005 dex)",
+        help="the CNN backbone's precision at inference (default auto: fp16 on a GPU, bf16 on a CPU that computes it "
+        "natively, else fp32; each moves no mass by more than 0.005 dex)",
     )
     r.add_argument(
         "--attribution",
