@@ -9,7 +9,8 @@ Steps, each timed and logged to ``OUT/kit.log`` (a failing step is recorded and 
 1. ``survey-mass mock`` of the footprint (the real redMaPPer clusters) on every core;
 2. ``survey-mass bench --device D --store STORE --json`` (every leg; LocalCUDACluster for the pipeline on a GPU);
 3. ``survey-mass run --store STORE --attribution all --device D``: masses and every row's map;
-4. the same run on the CPU with ``--attribution none``, for the catalogues' agreement;
+4. the same run on the CPU with ``--attribution none --precision fp32``, for the catalogues' agreement: the
+   device run's masses (in its default precision, bf16 on an H200) against the exact fp32 reference;
 5. reduced precision: the CNN masses of up to 4,096 cutouts in fp32 and under bf16 and fp16 autocast, with the
    largest change in mass (the issue allows autocast only where it moves no mass by more than 0.005 dex).
 
@@ -205,6 +206,7 @@ def main() -> int:
         s = json.loads((gpu_cat / "run.json").read_text())
         results["run"] = s
         results["run_cutouts_per_s"] = s["cutouts_per_s"]
+        results["run_precision"] = s.get("precision")
         results["attribution_cutouts_per_s"] = s["rows"] / s["wall_s"] if s["wall_s"] else None
     if (
         _step(
@@ -217,6 +219,8 @@ def main() -> int:
                 "cpu",
                 "--attribution",
                 "none",
+                "--precision",
+                "fp32",
                 "--workers",
                 str(args.workers),
             ],
