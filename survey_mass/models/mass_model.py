@@ -242,9 +242,10 @@ class MassModel(nn.Module):
         super().__init__()
         self.ood_flag = float(ood_flag)
         self.richness_input = bool(richness_input)
-        #: a reduced precision (torch.bfloat16 or torch.float16) for the backbone alone, or None (fp32), used only
-        #: where no gradient is taken (inference; attribution and training stay fp32). The heads always run in
-        #: fp32: at log10 M ~ 14 a half-precision mass would be rounded to 0.008 dex. See :func:`resolve_precision`.
+        #: a reduced precision (torch.bfloat16 or torch.float16) for the backbone but its last block
+        #: (:meth:`Backbone.forward`), or None (fp32), used only where no gradient is taken (inference; attribution
+        #: and training stay fp32). The heads always run in fp32: at log10 M ~ 14 a half-precision mass would be
+        #: rounded to 0.008 dex. See :func:`resolve_precision`.
         self.backbone_autocast: torch.dtype | None = None
         self.backbone = backbone
         self.bands = tuple(bands)
@@ -326,11 +327,8 @@ class MassModel(nn.Module):
         """Normalised (N, C, H, W) -> (N, C * F): the backbone applied to each band image."""
         n, c, h, w = x.shape
         flat = x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last)
-        if self.backbone_autocast is None or torch.is_grad_enabled():
-            f = self.backbone(flat)
-        else:
-            with torch.autocast(device_type=x.device.type, dtype=self.backbone_autocast):
-                f = self.backbone(flat).float()
+        # reduced precision only where no gradient is taken (attribution and training stay fp32)
+        f = self.backbone(flat, None if torch.is_grad_enabled() else self.backbone_autocast)
         return f.reshape(n, c * f.shape[1])
 
     def raw_inputs(
