@@ -576,7 +576,8 @@ def cmd_bench(args) -> int:
         f"  (d) attribution                   {r['attribution_s_per_cutout']:8.3f} s/cutout (IG from {r['attribution_ig_steps']} steps per baseline)"
     )
     print(
-        f"  (e) naive FITS + DataLoader       {r['naive_cutouts_per_s']:8.1f} cutouts/s   (reading alone {r['naive_io_cutouts_per_s']:.1f})"
+        f"  (e) naive FITS + DataLoader       {r['naive_cutouts_per_s']:8.1f} cutouts/s   (reading alone {r['naive_io_cutouts_per_s']:.1f}; "
+        f"with {r['cpu_count']} loader workers {r['naive_loader_workers_cutouts_per_s']:.1f})"
     )
     lo_m, hi_m = r["pipeline_over_model_range"]
     lo_n, hi_n = r["pipeline_over_naive_range"]

@@ -164,8 +164,9 @@ def start_cluster(
     2. Otherwise, when ``device`` is ``auto`` or ``cuda``, a CUDA GPU and the ``gpu`` extra (dask-cuda) are
        present: ``LocalCUDACluster``, one worker per GPU, each with the machine's cores divided among the GPUs as
        threads and the resources ``GPU=1`` and ``CPU=threads-1``: one device stage at a time, and the CPU stages
-       (reading, sky, detection, writing) of the next partitions in its other threads, in the same process, so
-       that the cutouts never travel between processes.
+       (reading, sky, normalisation, writing) of the next partitions in its other threads, in the same process:
+       with one GPU the cutouts never travel between processes (with several, a partition's stages may run on
+       different GPUs' workers, and its pixels then travel once).
     3. Otherwise a ``LocalCluster`` of ``workers`` processes with one thread each. With ``split`` the first is
        tagged ``GPU=1`` and the others ``CPU=1``: the device plan of 2. on a CPU (tested against the plain run).
     """

@@ -97,6 +97,15 @@ def cnn_masses(
     pix, head = bundle.pixels, bundle.model
     x, log_sigma, sky = prepare_images(images) if prepared is None else prepared
     raw = pix.raw_inputs_prepared(x, log_sigma, z, batch_size=batch_size, device=device)
+    if pix.backbone_autocast is not None:
+        near = near_ood_threshold(bundle, raw, richness)
+        if near.size:  # the verdict is fp32's: these rows' inputs are recomputed exactly
+            import torch
+
+            idx = torch.from_numpy(near)
+            raw[near] = pix.raw_inputs_prepared(
+                x[idx], log_sigma[idx], np.asarray(z)[near], batch_size=batch_size, device=device, exact=True
+            )
     out = pix.predict_raw(raw, z, flux_limit=flux_limit, device=device)
     out.update(contributions(pix, raw))
     pixels = {"log10_m500_pixels": out["log10_m500"], "log10_m500_pixels_err": out["log10_m500_err"]}
@@ -115,6 +124,25 @@ def cnn_masses(
     for k, c in enumerate(SKY_COLUMNS):
         out[c] = np.asarray(sky)[:, k].astype(float)
     return out
+
+
+#: rows whose out-of-distribution score lies within this fraction of the flag get fp32 inputs under reduced
+#: precision (bf16 moved 5 of 26,338 dr12 verdicts before; within 10% of the flag are ~1% of rows)
+OOD_GUARD = 0.1
+
+
+def near_ood_threshold(bundle, raw: np.ndarray, richness: np.ndarray | None) -> np.ndarray:
+    """Rows (indices) whose out-of-distribution verdict, in the pixels or the headline model, a reduced-precision
+    backbone could flip: the largest |standardised input| within :data:`OOD_GUARD` of the flag."""
+    pix, head = bundle.pixels, bundle.model
+    near = np.abs(pix.ood_score(raw) - pix.ood_flag) < OOD_GUARD * pix.ood_flag
+    if head is not pix and richness is not None:
+        lam = np.asarray(richness, float)
+        has = np.flatnonzero(np.isfinite(lam) & (lam > 0))
+        if has.size:
+            score = head.ood_score(head.extend_raw(raw[has], lam[has]))
+            near[has] |= np.abs(score - head.ood_flag) < OOD_GUARD * head.ood_flag
+    return np.flatnonzero(near)
 
 
 def given_detection(bundle, mu, err, z, flux_limit) -> tuple[np.ndarray, np.ndarray]:

@@ -107,8 +107,9 @@ def _bundle(model_path: str, device: str, precision: str = "fp32"):
     key = f"bundle:{model_path}:{device}:{precision}"
     if key not in _CACHE:
         from ..models.bundle import load_bundle
+        from ..models.mass_model import resolve_precision
 
-        _CACHE[key] = load_bundle(model_path).to(device).with_precision(precision)
+        _CACHE[key] = load_bundle(model_path).to(device).with_precision(resolve_precision(precision, device))
     return _CACHE[key]
 
 
@@ -295,6 +296,7 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
     f = paths.run_config_file(catalog)
     if f.exists():
         old = json.loads(f.read_text())
+        old.setdefault("precision", "fp32")  # runs before the option existed were fp32
         diff = [k for k in cfg if old.get(k) != cfg[k]]
         if diff:
             raise SurveyMassError(

@@ -127,10 +127,19 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """``auto`` -> ``fp16`` on a CUDA GPU (tensor cores; fp16 keeps 3 more mantissa bits than bf16: 0.00025 dex
-    against bf16's 0.0026 on the CPU), ``bf16`` on a CPU that computes it natively (AVX512-BF16 or AMX: ~25% off
-    the CNN's time; elsewhere it is emulated and slower), else ``fp32``; others unchanged. Either moves no mass by
-    more than 0.005 dex against fp32 (tests/models/test_precision.py; the GPU kit measures both on the device)."""
+    """``auto`` -> ``fp16`` on a CUDA GPU, ``bf16`` on a CPU that computes it natively, ``fp32`` elsewhere; others
+    unchanged. Each moves no mass by more than 0.005 dex against fp32, the bound the design allows:
+
+    - fp16 (tensor cores) keeps 3 more mantissa bits than bf16: on the CPU it moves no mass by more than 0.00012
+      dex; the GPU kit measures fp16 and bf16 on the device.
+    - bf16 on an AVX512-BF16 or AMX CPU: the CNN 1.18 against 1.25 ms per cutout for fp32 on oneDNN (1.59
+      eager), one thread. On the 26,338 dr12 cutouts it moves the headline mass by at most 0.0024 dex (p99
+      0.0009) and the pixels-only mass by 0.0040 (p99 0.0014). Elsewhere bf16 is emulated and slower: fp32.
+    - The out-of-distribution verdict (bit 128) is never left to reduced precision
+      (:func:`~survey_mass.inference.predict.cnn_masses` recomputes rows near its threshold in fp32), and the
+      attribution maps and training always run fp32. ``--precision fp32`` gives catalogues that do not depend on
+      the host's instruction set.
+    """
     if precision not in ("auto", *PRECISIONS):
         raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
     if precision != "auto":
@@ -145,7 +154,10 @@ def resolve_precision(precision: str, device) -> str:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a resolved precision (None for fp32)."""
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be one of {PRECISIONS} (resolve 'auto' first), not {precision!r}")
+    return dtypes[precision]
 
 
 def normalise(images: torch.Tensor, level: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -323,20 +335,32 @@ class MassModel(nn.Module):
         self.mean = torch.as_tensor(np.asarray(s.mean), dtype=torch.float32)
         self.std = torch.as_tensor(np.asarray(s.std), dtype=torch.float32)
 
-    def band_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (N, C, H, W) -> (N, C * F): the backbone applied to each band image."""
+    def band_features(self, x: torch.Tensor, *, inference: bool = False) -> torch.Tensor:
+        """Normalised (N, C, H, W) -> (N, C * F): the backbone applied to each band image. Only ``inference``
+        (the catalogue's masses, :meth:`raw_inputs_prepared`) may use :attr:`backbone_autocast` and the
+        backbone's fast CPU path; everything else (attribution, training) runs the plain fp32 network."""
         n, c, h, w = x.shape
         flat = x.reshape(n * c, 1, h, w).contiguous(memory_format=torch.channels_last)
-        # reduced precision only where no gradient is taken (attribution and training stay fp32)
-        f = self.backbone(flat, None if torch.is_grad_enabled() else self.backbone_autocast)
+        f = self.backbone(flat, self.backbone_autocast if inference else None, inference=inference)
         return f.reshape(n, c * f.shape[1])
 
     def raw_inputs(
-        self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor, richness: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        log_sigma: torch.Tensor,
+        richness: torch.Tensor | None = None,
+        *,
+        inference: bool = False,
     ) -> torch.Tensor:
         """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas[, ln richness]."""
         z = torch.nan_to_num(z.to(x).reshape(-1, 1))
-        parts = [self.band_features(x), z, log_sigma.to(x), central_photometry(x, log_sigma)]
+        parts = [
+            self.band_features(x, inference=inference),
+            z,
+            log_sigma.to(x),
+            central_photometry(x, log_sigma),
+        ]
         if self.richness_input:
             if richness is None:
                 raise ValueError("this mass model takes the catalogue richness as an input")
@@ -476,10 +500,12 @@ class MassModel(nn.Module):
         *,
         batch_size: int = 64,
         device="cpu",
+        exact: bool = False,
     ) -> np.ndarray:
         """Raw input vectors (N, D) of cutouts already through :func:`prepare_images` (its CPU work done,
-        perhaps by another worker): the device half. On a CUDA device each batch is copied from pinned memory
-        without blocking, so the copy of one batch overlaps the work on the previous one."""
+        perhaps by another worker): the device half, in :attr:`backbone_autocast` unless ``exact`` (plain fp32).
+        On a CUDA device each batch is copied from pinned memory without blocking, so the copy of one batch
+        overlaps the work on the previous one."""
         n = x.shape[0]
         raw = np.zeros((n, len(self.input_names())), np.float32)
         cuda = torch.device(device).type == "cuda"
@@ -490,7 +516,13 @@ class MassModel(nn.Module):
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
             lam = _richness_tensor(richness, s, batch_size, device)
             raw[s : s + batch_size] = (
-                self.raw_inputs(xb.to(device, non_blocking=cuda), zz, lb.to(device, non_blocking=cuda), lam)
+                self.raw_inputs(
+                    xb.to(device, non_blocking=cuda),
+                    zz,
+                    lb.to(device, non_blocking=cuda),
+                    lam,
+                    inference=not exact,
+                )
                 .float()
                 .cpu()
                 .numpy()
@@ -504,7 +536,7 @@ class MassModel(nn.Module):
         """Fold-ensemble masses, error parts and the out-of-distribution flag from raw input vectors
         (``flux_limit``: the labels' X-ray flux limit at each position, where known)."""
         pre = self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)).to(device))
-        ood = (pre.abs() > self.ood_flag).any(dim=1).cpu().numpy()
+        ood = (pre.abs().amax(dim=1) > self.ood_flag).cpu().numpy()
         mu, ls, epi = self.head_moments(soft_clip(pre))
         mus, sig2, epi2 = (
             mu.cpu().numpy().astype(float),
@@ -513,6 +545,12 @@ class MassModel(nn.Module):
         )
         errs = ensemble_errors(mus, sig2, epi2, np.asarray(z, float), self.calibration, flux_limit)
         return {**errs, "out_of_distribution": ood}
+
+    @torch.no_grad()
+    def ood_score(self, raw: np.ndarray) -> np.ndarray:
+        """Each row's largest |standardised input| (N,): above :attr:`ood_flag` the row is out of distribution."""
+        pre = self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)))
+        return pre.abs().amax(dim=1).numpy().astype(float)
 
 
 def _richness_tensor(richness, start: int, size: int, device) -> torch.Tensor | None:

@@ -56,20 +56,48 @@ class Backbone(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_dim = 2 * widths[-1]
 
-    def forward(self, x: torch.Tensor, reduced: torch.dtype | None = None) -> torch.Tensor:
-        """Features of (N, 1, H, W) images. With ``reduced`` (torch.bfloat16 or torch.float16) every block but the
-        last runs under autocast in that precision; the last conv block, whose maps the features average, stays
-        fp32: on 2,464 mock cutouts that halves bf16's largest change in mass (0.0044 -> 0.0025 dex, pixels-only
-        mass) at no measured cost (1.18 ms per cutout either way, one CPU thread)."""
-        if reduced is None:
-            f = self.features(x)
-        else:
+    def forward(
+        self, x: torch.Tensor, reduced: torch.dtype | None = None, *, inference: bool = False
+    ) -> torch.Tensor:
+        """Features of (N, 1, H, W) images, fp32 and differentiable by default.
+
+        ``inference`` (no gradient wanted) allows the fast paths:
+        - with ``reduced`` (torch.bfloat16 or torch.float16) every block but the last runs under autocast in that
+          precision; the last conv block, whose maps the features average, stays fp32: on the 26,338 dr12 mock
+          cutouts that cuts bf16's largest change in mass from 0.0049 to 0.0040 dex (pixels-only mass) at no
+          measured cost;
+        - on a CPU in fp32, the blocks run on oneDNN's own tensor layout (:func:`torch.utils.mkldnn.to_mkldnn`):
+          1.25 against 1.59 ms per cutout on one thread, features equal to 1e-5 (masses to 1e-6 dex).
+        """
+        if inference and reduced is not None:
             with torch.autocast(device_type=x.device.type, dtype=reduced):
                 f = self.features[:-3](x)
             f = self.features[-3:](f.float())
+        elif inference and x.device.type == "cpu" and not torch.is_grad_enabled() and _onednn_ok():
+            f = self._onednn()(x.contiguous().to_mkldnn()).to_dense()
+        else:
+            f = self.features(x)
         h, w = f.shape[-2:]
         core = f[..., h // 4 : h - h // 4, w // 4 : w - w // 4]
         return torch.cat([f.mean(dim=(-2, -1)), core.mean(dim=(-2, -1))], dim=1)
+
+    def _onednn(self) -> nn.Module:
+        """A copy of :attr:`features` converted for oneDNN, made once and remade when the weights change (kept out
+        of the module's children, so that it is never saved or moved)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.features.parameters())
+        cached = self.__dict__.get("_onednn_cache")
+        if cached is None or cached[0] != key:
+            import copy
+
+            from torch.utils import mkldnn
+
+            cached = (key, mkldnn.to_mkldnn(copy.deepcopy(self.features)).eval())
+            self.__dict__["_onednn_cache"] = cached
+        return cached[1]
+
+
+def _onednn_ok() -> bool:
+    return torch.backends.mkldnn.is_available()
 
 
 class BandClassifier(nn.Module):
