@@ -140,11 +140,17 @@ def _add_ingest(sub) -> None:
     i.add_argument("--frames", required=True, help="directory of frame-{band}-*.fits(.bz2) files")
     i.add_argument("--candidates", required=True, help="candidate catalog (FITS/CSV/Parquet)")
     i.add_argument("--out", required=True)
-    i.add_argument("--cutout-size", type=int, help="cutout side in pixels (default: the shipped model's, 64)")
+    i.add_argument(
+        "--model", help="the model the store is for: its geometry is the store's (default: the shipped model)"
+    )
+    i.add_argument(
+        "--cutout-size", type=int, help="cutout side in pixels; must be the model's (default: the model's, 64)"
+    )
     i.add_argument(
         "--pixel-scale",
         type=float,
-        help="store pixel scale in arcsec (default: the shipped model's, 6.336: SDSS pixels binned 16 x 16)",
+        help="store pixel scale in arcsec; must be the model's (default: the model's, 6.336: SDSS pixels "
+        "binned 16 x 16)",
     )
     i.add_argument("--order", type=int, default=2)
     i.add_argument(
@@ -415,14 +421,11 @@ def _shipped_geometry() -> dict:
 def cmd_ingest(args) -> int:
     from .store.ingest import ingest_frames
 
-    if args.cutout_size is None or args.pixel_scale is None:
-        geometry = _shipped_geometry()
-        args.cutout_size = args.cutout_size or geometry["cutout_size"]
-        args.pixel_scale = args.pixel_scale or geometry["pixel_scale_arcsec"]
     summary = ingest_frames(
         args.frames,
         args.candidates,
         args.out,
+        model=args.model,
         cutout_size=args.cutout_size,
         pixel_scale=args.pixel_scale,
         order=args.order,
@@ -433,8 +436,9 @@ def cmd_ingest(args) -> int:
     )
     print(
         f"ingested {summary['cutouts']} cutouts from {summary['frames']} frames into {summary['store']} "
-        f"({summary['partitions']} partitions; {summary['flagged']} flagged, {summary['outside']} candidates "
-        f"outside every frame skipped)"
+        f"({summary['partitions']} partitions, {summary['partitions_skipped']} already there; {summary['flagged']} "
+        f"flagged, {summary['outside']} candidates outside every frame skipped); frame index: "
+        f"{summary['frame_index_reused']} frames reused, {summary['frames_indexed']} read"
     )
     return 0
 

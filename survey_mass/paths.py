@@ -49,6 +49,7 @@ METADATA = "_metadata"
 COMMON_METADATA = "_common_metadata"
 #: summary of the last run into a catalog
 RUN_SUMMARY = "run.json"
+FRAME_INDEX_SUFFIX = ".frame_index.parquet"
 #: the settings of the run that made a catalog (a resumed run must match them)
 RUN_CONFIG = "run_config.json"
 #: holds the pid of the run writing the catalog
@@ -170,6 +171,12 @@ def is_hats_root(root: Path | str) -> bool:
 
 def partition_info_file(catalog: Path | str) -> Path:
     return Path(catalog) / PARTITION_INFO
+
+
+def frame_index_file(store: Path | str) -> Path:
+    """The frame index an ingest caches beside its store: ``<store>.frame_index.parquet``."""
+    store = Path(store)
+    return store.with_name(f"{store.name}{FRAME_INDEX_SUFFIX}")
 
 
 def run_summary_file(catalog: Path | str) -> Path:

@@ -269,6 +269,14 @@ def _read_card(path: Path) -> ModelCard:
         raise ModelError(f"model {str(path / CARD)!r}: key {where!r} {kind}") from None
 
 
+def read_model_card(path: str | Path) -> ModelCard:
+    """The model card of the model directory ``path`` (ModelError naming the file when missing or invalid)."""
+    path = Path(path)
+    if not (path / CARD).is_file():
+        raise ModelError(f"model {str(path)!r}: no {CARD} (not a model directory)")
+    return _read_card(path)
+
+
 def load_bundle(path: str | Path) -> ModelBundle:
     """Load a model directory; one-line ModelError for anything missing, unsafe or inconsistent."""
     from safetensors import SafetensorError

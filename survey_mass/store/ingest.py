@@ -5,8 +5,8 @@ nanomaggies per pixel (``BUNIT = 'nanomaggy'``) with a TAN WCS in the primary he
 build a north-up, east-left TAN grid of ``cutout_size`` pixels of ``pixel_scale`` arcsec centred on it, and
 resample each band onto it *flux-conservingly*: every native 0.396" pixel is mapped through the frame's WCS
 onto the cutout grid and its flux summed into the cutout pixel its centre falls in. Frames overlap (SDSS fields
-share 128 rows), so each frame's sums and pixel counts are combined as a mean surface brightness times the
-cutout pixel's area; a candidate near a frame edge is thus mosaicked from its neighbours. Cutout pixels that
+share 128 rows): each cutout pixel takes the frame that covers most of it, so a candidate near a frame edge is
+mosaicked from its neighbours. Cutout pixels that
 no frame covers well (fewer than half the expected native pixels) are NaN and the cutout's quality gets the
 ``EDGE`` / ``NAN_PIXELS`` bits; a band with no frame at all is ``MISSING_BAND``.
 """
@@ -17,12 +17,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import IngestError
-from ..photometry import BANDS, SDSS_PIXEL_SCALE
+from ..photometry import BANDS
 from ..quality import Quality, image_quality
+
+if TYPE_CHECKING:
+    from .frame_index import IndexedFrame
 
 FRAME_RE = re.compile(r"frame-([ugriz])-(\d+)-(\d+)-(\d+)\.fits(\.bz2|\.gz)?$")
 MIN_COVERAGE = 0.5
@@ -50,10 +54,11 @@ def read_frame_header(path: Path) -> Frame:
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 
-    try:
+    try:  # the header only: a compressed frame's pixels are not decompressed here
         with fits.open(path, memmap=False) as hdul:
             hdr = hdul[0].header
-            shape = hdul[0].data.shape if hdul[0].data is not None else None
+            naxis = [int(hdr.get(f"NAXIS{i}", 0)) for i in (2, 1)] if hdr.get("NAXIS", 0) == 2 else []
+            shape = tuple(naxis) if naxis and all(naxis) else None
     except Exception as exc:
         raise IngestError(
             f"frame {str(path)!r}: not a readable FITS file ({str(exc).splitlines()[0]})"
@@ -89,7 +94,8 @@ def read_frame_header(path: Path) -> Frame:
     return Frame(path=path, band=band, wcs=wcs, shape=(ny, nx), centre=centre, radius_deg=radius)
 
 
-def scan_frames(directory: str | Path) -> list[Frame]:
+def frame_files(directory: str | Path) -> list[Path]:
+    """The FITS frames of a directory, sorted by name; IngestError when it is not a directory or holds none."""
     d = Path(directory)
     if not d.is_dir():
         raise IngestError(f"frames {str(d)!r}: not a directory")
@@ -98,14 +104,22 @@ def scan_frames(directory: str | Path) -> list[Frame]:
     )
     if not files:
         raise IngestError(f"frames {str(d)!r}: no FITS frames found")
-    frames = [read_frame_header(p) for p in files]
-    have = {f.band for f in frames}
+    return files
+
+
+def scan_frames(directory: str | Path) -> list[Frame]:
+    """Every frame's header (:func:`read_frame_header`), all five bands required."""
+    frames = [read_frame_header(p) for p in frame_files(directory)]
+    check_bands({f.band for f in frames}, directory)
+    return frames
+
+
+def check_bands(have: set[str], directory) -> None:
     missing = [b for b in BANDS if b not in have]
     if missing:
         raise IngestError(
-            f"frames {str(d)!r}: no frame for band(s) {', '.join(missing)}; SDSS cutouts need all of ugriz"
+            f"frames {str(directory)!r}: no frame for band(s) {', '.join(missing)}; SDSS cutouts need all of ugriz"
         )
-    return frames
 
 
 def cutout_wcs(ra: float, dec: float, size: int, pixel_scale: float):
@@ -120,115 +134,174 @@ def cutout_wcs(ra: float, dec: float, size: int, pixel_scale: float):
     return w
 
 
-_DATA_CACHE: dict[Path, np.ndarray] = {}
-
-
-def _frame_data(frame: Frame) -> np.ndarray:
+def read_frame_data(path: Path) -> np.ndarray:
+    """A frame's pixels (float32), decompressing ``.bz2``/``.gz`` once; IngestError naming the file if unreadable."""
     from astropy.io import fits
 
-    if frame.path not in _DATA_CACHE:
-        if len(_DATA_CACHE) > 64:
-            _DATA_CACHE.clear()
-        with fits.open(frame.path, memmap=False) as hdul:
-            _DATA_CACHE[frame.path] = np.asarray(hdul[0].data, dtype=np.float32)
-    return _DATA_CACHE[frame.path]
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            return np.asarray(hdul[0].data, dtype=np.float32)
+    except Exception as exc:
+        raise IngestError(
+            f"frame {str(path)!r}: cannot read its pixels ({str(exc).splitlines()[0]})"
+        ) from None
+
+
+class CutoutSums:
+    """Flux sums and native-pixel counts of N cutouts x 5 bands, accumulated frame by frame, so that each frame is
+    read (and decompressed) once for all the cutouts it reaches. Each cutout pixel keeps the frame that covers
+    most of it; :meth:`images` scales its flux by the expected over the mapped native pixel count."""
+
+    def __init__(self, n: int, size: int, pixel_scale: float):
+        self.size, self.pixel_scale = size, pixel_scale
+        self.flux = np.zeros((n, len(BANDS), size, size))
+        self.count = np.zeros((n, len(BANDS), size, size))
+        self.native_area = np.full(len(BANDS), np.nan)
+        self.touched = np.zeros((n, len(BANDS)), bool)
+
+    def add(self, k: int, frame: Frame, data: np.ndarray, ra: float, dec: float) -> None:
+        """Map the native pixels of ``frame`` that can reach cutout ``k`` (centred on ra, dec) onto its grid."""
+        b = BANDS.index(frame.band)
+        size, ps = self.size, self.pixel_scale
+        scale = float(np.sqrt(abs(np.linalg.det(frame.wcs.pixel_scale_matrix)))) * 3600.0
+        self.native_area[b] = scale**2
+        self.touched[k, b] = True
+        target = cutout_wcs(ra, dec, size, ps)
+        # the native pixels that can land on the cutout: the bounding box of its corners in the frame
+        edge = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+        cra, cdec = target.all_pix2world(edge[:, 0], edge[:, 1], 0)
+        fx, fy = frame.wcs.all_world2pix(cra, cdec, 0)
+        x0, x1 = int(max(np.floor(fx.min()), 0)), int(min(np.ceil(fx.max()), frame.shape[1] - 1))
+        y0, y1 = int(max(np.floor(fy.min()), 0)), int(min(np.ceil(fy.max()), frame.shape[0] - 1))
+        if x0 > x1 or y0 > y1:
+            return
+        pix = data[y0 : y1 + 1, x0 : x1 + 1].ravel()
+        yy, xx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+        wra, wdec = frame.wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
+        tx, ty = target.all_world2pix(wra, wdec, 0)
+        ix, iy = np.rint(tx).astype(int), np.rint(ty).astype(int)
+        ok = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size) & np.isfinite(pix)
+        cell = iy[ok] * size + ix[ok]
+        flux = np.bincount(cell, weights=pix[ok], minlength=size * size).reshape(size, size)
+        count = np.bincount(cell, minlength=size * size).reshape(size, size).astype(float)
+        # where frames overlap, each cutout pixel keeps the frame that covers most of it: a pixel cut by a
+        # frame's edge would otherwise mix a whole source from one frame with part of the area of another
+        better = count > self.count[k, b]
+        self.flux[k, b][better] = flux[better]
+        self.count[k, b][better] = count[better]
+
+    def images(self) -> np.ndarray:
+        """(N, 5, H, W) float32 nanomaggies per cutout pixel; NaN where no frame covers half the native pixels."""
+        expected = (self.pixel_scale**2 / self.native_area)[None, :, None, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = self.flux / self.count * expected
+        out[~(self.count >= MIN_COVERAGE * expected)] = np.nan
+        return out.astype(np.float32)
 
 
 def resample(frames: list[Frame], ra: float, dec: float, size: int, pixel_scale: float) -> np.ndarray:
     """One band's cutout (H, W) from the frames that overlap it; NaN where no frame covers enough."""
-    target = cutout_wcs(ra, dec, size, pixel_scale)
-    flux = np.zeros((size, size))
-    count = np.zeros((size, size))
-    native_area = None
-    half = size * pixel_scale / 2.0 / 3600.0 * 1.5
+    sums = CutoutSums(1, size, pixel_scale)
     for f in frames:
-        # native pixel window that can reach the cutout
-        cx, cy = f.wcs.all_world2pix([[ra, dec]], 0)[0]
-        scale = float(np.sqrt(abs(np.linalg.det(f.wcs.pixel_scale_matrix)))) * 3600.0
-        native_area = scale**2
-        r = half * 3600.0 / scale
-        x0, x1 = int(max(np.floor(cx - r), 0)), int(min(np.ceil(cx + r), f.shape[1] - 1))
-        y0, y1 = int(max(np.floor(cy - r), 0)), int(min(np.ceil(cy + r), f.shape[0] - 1))
-        if x0 > x1 or y0 > y1:
-            continue
-        data = _frame_data(f)[y0 : y1 + 1, x0 : x1 + 1]
-        yy, xx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
-        wra, wdec = f.wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
-        tx, ty = target.all_world2pix(wra, wdec, 0)
-        ix, iy = np.rint(tx).astype(int), np.rint(ty).astype(int)
-        ok = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size) & np.isfinite(data.ravel())
-        np.add.at(flux, (iy[ok], ix[ok]), data.ravel()[ok])
-        np.add.at(count, (iy[ok], ix[ok]), 1.0)
-    if native_area is None:
-        return np.full((size, size), np.nan, np.float32)
-    expected = pixel_scale**2 / native_area
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = flux / count * expected
-    out[count < MIN_COVERAGE * expected] = np.nan
-    return out.astype(np.float32)
+        sums.add(0, f, read_frame_data(f.path), ra, dec)
+    b = BANDS.index(frames[0].band) if frames else 0
+    return sums.images()[0, b] if frames else np.full((size, size), np.nan, np.float32)
 
 
-def _near(frames: list[Frame], pos: np.ndarray, reach: float) -> np.ndarray:
-    """(n_positions, n_frames) mask: the frame can reach a cutout centred on each position."""
-    if not frames:
-        return np.zeros((len(pos), 0), bool)
-    centres = np.stack([f.centre for f in frames])
-    radius = np.array([f.radius_deg for f in frames])
-    out = np.zeros((len(pos), len(frames)), bool)
+def _near(centres: np.ndarray, radius: np.ndarray, pos: np.ndarray, reach: float) -> np.ndarray:
+    """(n_positions, n_frames) mask: the frame (centre unit vectors, radii in degrees) can reach a cutout centred on
+    each position."""
+    out = np.zeros((len(pos), len(centres)), bool)
+    if not len(centres):
+        return out
     for s in range(0, len(pos), 4096):  # bounded memory for big candidate lists
         ang = np.degrees(np.arccos(np.clip(pos[s : s + 4096] @ centres.T, -1, 1)))
         out[s : s + 4096] = ang < radius + reach
     return out
 
 
+def _candidate_columns(sub, quality: np.ndarray) -> dict[str, np.ndarray]:
+    cols = {
+        "id": sub["id"].to_numpy(),
+        "name": sub["name"].to_numpy(),
+        "ra": sub["ra"].to_numpy(),
+        "dec": sub["dec"].to_numpy(),
+        "z": sub["z"].to_numpy(),
+        "quality": quality,
+    }
+    if "richness" in sub:
+        cols["richness"] = sub["richness"].to_numpy()
+    cols["log10_m500_label"] = (
+        sub["log10_m500_label"].to_numpy(float) if "log10_m500_label" in sub else np.full(len(sub), np.nan)
+    )
+    for extra in ("log10_m500_true",):
+        if extra in sub:
+            cols[extra] = sub[extra].to_numpy(float)
+    return cols
+
+
 def _ingest_partition(
-    out: str, pixel: int, cands, by_band: dict[str, list[Frame]], cutout_size: int, pixel_scale: float
+    out: str, pixel: int, cands, frames: list[IndexedFrame], cutout_size: int, pixel_scale: float
 ) -> dict:
-    """Cut one partition's candidates from the frames and write the partition (what every worker runs)."""
+    """Cut one partition's candidates from the frames that reach them and write the partition atomically (what
+    every worker runs). Frame by frame: each is read and decompressed once, its pixels added to every cutout it
+    reaches, and dropped; memory holds the partition's cutouts and one frame."""
     from . import write_partition
 
-    pos = _unit(cands["ra"].to_numpy(), cands["dec"].to_numpy())
+    n = len(cands)
+    ra, dec = cands["ra"].to_numpy(float), cands["dec"].to_numpy(float)
     reach = cutout_size * pixel_scale / 3600.0 / np.sqrt(2)
-    near = {b: _near(by_band[b], pos, reach) for b in BANDS}
-    images, keep, quality = [], [], []
-    for k in range(len(cands)):
-        ra, dec = float(cands["ra"].iloc[k]), float(cands["dec"].iloc[k])
-        stack, touched = [], False
-        for b in BANDS:
-            fr = [f for f, m in zip(by_band[b], near[b][k], strict=True) if m]
-            touched |= bool(fr)
-            stack.append(resample(fr, ra, dec, cutout_size, pixel_scale))
-        if not touched:
+    centres = np.stack([f.centre for f in frames]) if frames else np.zeros((0, 3))
+    near = _near(centres, np.array([f.radius_deg for f in frames]), _unit(ra, dec), reach)
+    sums = CutoutSums(n, cutout_size, pixel_scale)
+    for j, rec in enumerate(frames):
+        rows = np.flatnonzero(near[:, j])
+        if not rows.size:
             continue
-        img = np.stack(stack)
-        q = image_quality(img)
+        frame, data = rec.frame(), read_frame_data(rec.path)
+        for k in rows:
+            sums.add(int(k), frame, data, float(ra[k]), float(dec[k]))
+        del data
+    images = sums.images()
+    keep = np.flatnonzero(sums.touched.any(axis=1) & ~np.isnan(images).reshape(n, -1).all(axis=1))
+    quality = np.zeros(keep.size, np.int32)
+    for i, k in enumerate(keep):
+        q = image_quality(images[k])
         if q & Quality.NAN_PIXELS:
             q |= Quality.EDGE
-        if np.isnan(img).all():
-            continue
-        images.append(img)
-        keep.append(k)
-        quality.append(q)
-    qual = np.asarray(quality, dtype=np.int32)
-    if keep:
+        quality[i] = q
+    if keep.size:
         sub = cands.iloc[keep].reset_index(drop=True)
-        cols = {
-            "id": sub["id"].to_numpy(),
-            "name": sub["name"].to_numpy(),
-            "ra": sub["ra"].to_numpy(),
-            "dec": sub["dec"].to_numpy(),
-            "z": sub["z"].to_numpy(),
-            "quality": qual,
-        }
-        if "richness" in sub:
-            cols["richness"] = sub["richness"].to_numpy()
-        cols["log10_m500_label"] = (
-            sub["log10_m500_label"].to_numpy(float)
-            if "log10_m500_label" in sub
-            else np.full(len(sub), np.nan)
+        write_partition(out, int(pixel), images[keep], _candidate_columns(sub, quality))
+    return {"pixel": int(pixel), "cutouts": int(keep.size), "flagged": int((quality != 0).sum())}
+
+
+def model_geometry(model: str | Path | None = None) -> tuple[int, float]:
+    """(cutout_size, pixel_scale_arcsec) a model takes (its card's ``input``; the shipped model by default)."""
+    from ..models.bundle import read_model_card
+    from ..resources import model_dir
+
+    card = read_model_card(Path(model) if model else model_dir())
+    return int(card.input.cutout_size), float(card.input.pixel_scale_arcsec)
+
+
+def store_geometry(
+    model: str | Path | None, cutout_size: int | None, pixel_scale: float | None
+) -> tuple[int, float]:
+    """The store's geometry: the model's, and a given size or scale must equal it (IngestError naming both)."""
+    size, scale = model_geometry(model)
+    which = f"model {str(model)!r}" if model else "the shipped model"
+    if cutout_size is not None and int(cutout_size) != size:
+        raise IngestError(
+            f"cutout size {cutout_size} px does not match {which}'s {size} px; the store's geometry comes from "
+            "the model that will run on it (leave --cutout-size out, or give --model)"
         )
-        write_partition(out, int(pixel), np.stack(images), cols)
-    return {"pixel": int(pixel), "cutouts": len(keep), "flagged": int((qual != 0).sum())}
+    if pixel_scale is not None and abs(float(pixel_scale) - scale) > 1e-6:
+        raise IngestError(
+            f"pixel scale {pixel_scale}\" does not match {which}'s {scale}\"; the store's geometry comes from "
+            "the model that will run on it (leave --pixel-scale out, or give --model)"
+        )
+    return size, scale
 
 
 def ingest_frames(
@@ -236,8 +309,9 @@ def ingest_frames(
     candidates: str | Path,
     out: str | Path,
     *,
-    cutout_size: int = 64,
-    pixel_scale: float = 8 * SDSS_PIXEL_SCALE,
+    model: str | Path | None = None,
+    cutout_size: int | None = None,
+    pixel_scale: float | None = None,
     order: int = 2,
     overwrite: bool = False,
     progress: bool = True,
@@ -247,17 +321,25 @@ def ingest_frames(
 ) -> dict:
     """Cut every candidate covered by the frames into the store ``out``; returns a summary.
 
-    One task per partition (:func:`survey_mass.engine.fan_out`): in this process by default, on a Dask
-    cluster with ``workers > 1``, a ``scheduler`` or a ``client``. A rerun skips the partitions in the store.
+    1. The frame index (:func:`~survey_mass.store.frame_index.frame_index`): every frame's header and HEALPix
+       cells, cached as Parquet beside the store and refreshed for frames added or changed since.
+    2. The plan: the candidates some frame reaches, by partition, each partition with the frames its cutouts
+       touch (through the cells).
+    3. One task per partition (:func:`survey_mass.engine.fan_out`): in this process by default, on a Dask cluster
+       with ``workers > 1``, a ``scheduler`` or a ``client``. Partitions are written atomically; a rerun skips
+       those in the store, and the temporaries of a killed run are removed.
+
+    The geometry is the model's (:func:`store_geometry`).
     """
     from ..candidates import read_candidates
     from ..engine import Task, fan_out
     from ..footprint import partition_of
     from . import create_store, open_store
     from .cutouts import remove_temporaries, write_manifest
+    from .frame_index import frame_index, frames_reaching
 
     t0 = time.perf_counter()
-    frames = scan_frames(frames_dir)
+    cutout_size, pixel_scale = store_geometry(model, cutout_size, pixel_scale)
     cands = read_candidates(candidates)
     create_store(
         out,
@@ -269,26 +351,25 @@ def ingest_frames(
         footprint="frames",
         provenance={
             "frames_dir": str(Path(frames_dir).resolve()),
-            "frames": [f.path.name for f in frames],
             "candidates": str(Path(candidates).resolve()),
         },
         overwrite=overwrite,
     )
-    # the plan: candidates that some frame reaches, grouped by partition, each with the frames it needs
-    pos = _unit(cands["ra"].to_numpy(), cands["dec"].to_numpy())
+    index = frame_index(frames_dir, out, progress=progress)
+    check_bands({f.band for f in index.frames}, frames_dir)
     reach = cutout_size * pixel_scale / 3600.0 / np.sqrt(2)
-    reached = _near(frames, pos, reach)
-    touched = reached.any(axis=1)
+    per_cand = frames_reaching(index, cands["ra"].to_numpy(float), cands["dec"].to_numpy(float), reach)
+    touched = np.array([bool(f) for f in per_cand])
     sel = cands[touched]
     parts = partition_of(sel["ra"].to_numpy(), sel["dec"].to_numpy(), order) if len(sel) else np.zeros(0, int)
-    reached = reached[touched]
+    used = [per_cand[i] for i in np.flatnonzero(touched)]
     tasks = []
     for p in np.unique(parts):
-        m = parts == p
-        used = reached[m].any(axis=0)
-        by_band = {b: [f for f, u in zip(frames, used, strict=True) if u and f.band == b] for b in BANDS}
+        m = np.flatnonzero(parts == p)
+        ids = sorted(set().union(*(used[i] for i in m)))
+        recs = [index.frames[i] for i in ids]
         tasks.append(
-            Task(int(p), int(m.sum()), (str(out), int(p), sel[m], by_band, cutout_size, pixel_scale))
+            Task(int(p), int(m.size), (str(out), int(p), sel.iloc[m], recs, cutout_size, pixel_scale))
         )
     store = open_store(out)
     done = set(store.partitions)
@@ -302,6 +383,7 @@ def ingest_frames(
         device="cpu",
         progress=progress,
         desc="ingest",
+        unit="part",
         cleanup=lambda: remove_temporaries(out, order),
         key_prefix="ingest-partition",
     )
@@ -312,9 +394,12 @@ def ingest_frames(
     n_cut = sum(c for c, _ in counts.values())
     return {
         "store": str(out),
-        "frames": len(frames),
+        "frames": len(index.frames),
+        "frames_indexed": index.read,
+        "frame_index_reused": index.reused,
         "cutouts": int(n_cut),
         "partitions": int(sum(c > 0 for c, _ in counts.values())),
+        "partitions_skipped": len(res.skipped),
         "flagged": int(sum(f for _, f in counts.values())),
         "outside": int(len(cands) - n_cut),
         "wall_s": round(time.perf_counter() - t0, 2),

@@ -10,7 +10,7 @@ from survey_mass.store.ingest import cutout_wcs, ingest_frames
 from survey_mass.testing import assert_store_valid, write_fake_sdss_frames
 
 RA0, DEC0 = 150.0, 2.0
-PIX = 3.168
+PIX = 6.336  # the shipped model's pixels: a store's geometry is its model's
 
 
 def _candidates(tmp_path, rows):
@@ -28,7 +28,7 @@ def test_cutout_recovers_injected_source_positions(tmp_path):
         (RA0 - 0.009, DEC0 - 0.003, 120.0),
         (RA0 + 0.02, seam_dec + 0.0025, 150.0),
     ]
-    write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, sources=sources, seed=1)
+    write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, sources=sources, nx=1400, ny=1100, seed=1)
     cands = _candidates(tmp_path, [(1, RA0, DEC0 + 0.004, 0.2), (2, RA0 + 0.02, seam_dec, 0.3)])
     summary = ingest_frames(tmp_path / "frames", cands, tmp_path / "real.zarr", progress=False)
     assert summary["cutouts"] == 2
@@ -93,3 +93,67 @@ def test_frame_without_wcs_is_refused(tmp_path):
             del h[0].header[k]
     with pytest.raises(IngestError, match=f"{f.name}.*no WCS"):
         ingest_frames(d, _candidates(tmp_path, [(1, RA0, DEC0, 0.2)]), tmp_path / "s.zarr", progress=False)
+
+
+def _survey(tmp_path, n_fields=3):
+    """Fake frames of n_fields fields and 6 candidates spread over them (in 2+ partitions at order 8)."""
+    write_fake_sdss_frames(
+        tmp_path / "frames", ra0=RA0, dec0=DEC0, n_fields=n_fields, nx=1100, ny=900, rotation_deg=0, seed=3
+    )
+    rows = [(k + 1, RA0 + 0.02 * (k % 2), DEC0 + 0.035 * (k // 2 - 1), 0.2) for k in range(6)]
+    return tmp_path / "frames", _candidates(tmp_path, rows)
+
+
+def test_frame_index_is_built_once_and_refreshed_for_new_frames(tmp_path):
+    from survey_mass.paths import frame_index_file
+
+    frames, cands = _survey(tmp_path)
+    a = ingest_frames(frames, cands, tmp_path / "a.zarr", progress=False)
+    assert a["frames_indexed"] == 15 and a["frame_index_reused"] == 0
+    assert frame_index_file(tmp_path / "a.zarr").is_file()
+    b = ingest_frames(frames, cands, tmp_path / "a.zarr", progress=False)
+    assert (
+        b["frames_indexed"] == 0
+        and b["frame_index_reused"] == 15
+        and b["partitions_skipped"] == a["partitions"]
+    )
+    extra = write_fake_sdss_frames(tmp_path / "more", ra0=RA0, dec0=DEC0 + 0.5, n_fields=1, nx=200, ny=200)
+    for p in extra:
+        p.rename(frames / p.name.replace("-0100.", "-0900."))
+    c = ingest_frames(frames, cands, tmp_path / "a.zarr", progress=False)
+    assert c["frames_indexed"] == 5 and c["frame_index_reused"] == 15
+
+
+def test_an_interrupted_ingest_resumes_to_the_uninterrupted_store(tmp_path, monkeypatch):
+    import survey_mass.store.ingest as ingest
+
+    frames, cands = _survey(tmp_path)
+    ref = ingest_frames(frames, cands, tmp_path / "ref.zarr", order=8, progress=False)
+    real, calls = ingest._ingest_partition, []
+
+    def dies_on_the_second(*args):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a killed run, mid-plan
+        return real(*args)
+
+    monkeypatch.setattr(ingest, "_ingest_partition", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_frames(frames, cands, tmp_path / "s.zarr", order=8, progress=False)
+    monkeypatch.setattr(ingest, "_ingest_partition", real)
+    again = ingest_frames(frames, cands, tmp_path / "s.zarr", order=8, progress=False)
+    assert ref["partitions"] >= 2 and again["partitions_skipped"] == 1 and again["cutouts"] == ref["cutouts"]
+    assert not list((tmp_path / "s.zarr").rglob(".tmp-*"))
+    a, b = open_store(tmp_path / "ref.zarr"), open_store(tmp_path / "s.zarr")
+    assert a.partitions == b.partitions
+    for p in a.partitions:
+        np.testing.assert_array_equal(a.images(p), b.images(p))
+        np.testing.assert_array_equal(a.columns(p)["id"], b.columns(p)["id"])
+
+
+def test_a_geometry_other_than_the_models_is_refused_naming_both(tmp_path):
+    frames, cands = _survey(tmp_path, n_fields=1)
+    with pytest.raises(IngestError, match=r"pixel scale 3\.168.*6\.336"):
+        ingest_frames(frames, cands, tmp_path / "s.zarr", pixel_scale=3.168, progress=False)
+    with pytest.raises(IngestError, match=r"cutout size 32 px.*64 px"):
+        ingest_frames(frames, cands, tmp_path / "s.zarr", cutout_size=32, progress=False)
