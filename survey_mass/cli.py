@@ -144,7 +144,9 @@ def _add_ingest(sub) -> None:
         "--model", help="the model the store is for: its geometry is the store's (default: the shipped model)"
     )
     i.add_argument(
-        "--cutout-size", type=int, help="cutout side in pixels; must be the model's (default: the model's, 64)"
+        "--cutout-size",
+        type=int,
+        help="cutout side in pixels; must be the model's (default: the model's, 64)",
     )
     i.add_argument(
         "--pixel-scale",
