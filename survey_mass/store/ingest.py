@@ -147,6 +147,31 @@ def read_frame_data(path: Path) -> np.ndarray:
         ) from None
 
 
+#: largest error (cutout pixels) allowed of the affine map from frame to cutout pixels; beyond it every pixel is
+#: mapped through both WCSs
+AFFINE_TOLERANCE = 1e-3
+
+
+def frame_to_cutout(frame_wcs, target, x: np.ndarray, y: np.ndarray, box: tuple[int, int, int, int]):
+    """Cutout pixel coordinates of frame pixels (x, y) inside ``box`` (x0, x1, y0, y1).
+
+    Over a cutout's few arcminutes both TAN projections are affine to far below a pixel, so the map is fitted on
+    a 5 x 5 grid of the box through the two WCSs and applied to every pixel (about 100 times faster than mapping
+    each native pixel through astropy); where the fit misses the grid by more than :data:`AFFINE_TOLERANCE`
+    (a frame with strong distortion terms), every pixel goes through the WCSs."""
+    x0, x1, y0, y1 = box
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 5), np.linspace(y0, y1, 5))
+    gx, gy = gx.ravel(), gy.ravel()
+    wra, wdec = frame_wcs.all_pix2world(gx, gy, 0)
+    gtx, gty = target.all_world2pix(wra, wdec, 0)
+    design = np.stack([np.ones_like(gx), gx, gy], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.stack([gtx, gty], axis=1), rcond=None)
+    if np.abs(design @ coef - np.stack([gtx, gty], axis=1)).max() > AFFINE_TOLERANCE:
+        wra, wdec = frame_wcs.all_pix2world(x, y, 0)
+        return target.all_world2pix(wra, wdec, 0)
+    return coef[0, 0] + coef[1, 0] * x + coef[2, 0] * y, coef[0, 1] + coef[1, 1] * x + coef[2, 1] * y
+
+
 class CutoutSums:
     """Flux sums and native-pixel counts of N cutouts x 5 bands, accumulated frame by frame, so that each frame is
     read (and decompressed) once for all the cutouts it reaches. Each cutout pixel keeps the frame that covers
@@ -177,8 +202,7 @@ class CutoutSums:
             return
         pix = data[y0 : y1 + 1, x0 : x1 + 1].ravel()
         yy, xx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
-        wra, wdec = frame.wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
-        tx, ty = target.all_world2pix(wra, wdec, 0)
+        tx, ty = frame_to_cutout(frame.wcs, target, xx.ravel(), yy.ravel(), (x0, x1, y0, y1))
         ix, iy = np.rint(tx).astype(int), np.rint(ty).astype(int)
         ok = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size) & np.isfinite(pix)
         cell = iy[ok] * size + ix[ok]
