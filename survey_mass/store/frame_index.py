@@ -114,7 +114,8 @@ def frame_index(frames_dir: str | Path, store: str | Path, *, progress: bool = T
     have = {r["name"] for r in keep}
     new = [p for p in files if p.name not in have]
     rows = list(keep)
-    b = bar(len(new), "frame index", enabled=progress and bool(new), unit="frame")
+    # a bar only where reading headers takes a while (a survey directory, not a handful of frames)
+    b = bar(len(new), "frame index", enabled=progress and len(new) >= 100, unit="frame")
     for p in new:
         rows.append(_row(p, stats[p.name]))
         b.update(1)

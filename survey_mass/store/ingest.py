@@ -402,6 +402,9 @@ def ingest_frames(
         },
         overwrite=overwrite,
     )
+    named = [FRAME_RE.search(p.name) for p in frame_files(frames_dir)]
+    if all(named):  # SDSS names tell the bands before any header is read
+        check_bands({m.group(1) for m in named}, frames_dir)
     index = frame_index(frames_dir, out, progress=progress)
     check_bands({f.band for f in index.frames}, frames_dir)
     reach = cutout_size * pixel_scale / 3600.0 / np.sqrt(2)
