@@ -17,6 +17,7 @@ EPILOG = """examples:
   survey-mass run --footprint dr12
   survey-mass footprint dr12 --json
   survey-mass mock --footprint box:150,160,0,10 --out box.zarr --workers 2
+  survey-mass mock --footprint box:147.25,147.75,2.25,2.75 --out box.zarr --frames box_frames
   survey-mass ingest --frames frames/ --candidates clusters.fits --out real.zarr
   survey-mass query dr12_masses "SELECT name, z, log10_m500 FROM catalog ORDER BY log10_m500 DESC LIMIT 20"
   survey-mass explain dr12_masses --id 3 --png cluster3.png --json
@@ -108,6 +109,13 @@ def _add_mock(sub) -> None:
     m = sub.add_parser("mock", help="render a mock SDSS survey of cluster cutouts into a Zarr store")
     m.add_argument("--footprint", required=True, help=FOOTPRINT_HELP)
     m.add_argument("--out", required=True, help="output store directory (resumes if it exists)")
+    m.add_argument(
+        "--frames",
+        metavar="DIR",
+        help="also render the SDSS corrected frames (frame-{band}-{run}-{camcol}-{field}.fits.bz2, nanomaggies) "
+        "of the same clusters, same seed, into DIR, with DIR/candidates.parquet: the input of "
+        "'survey-mass ingest' (resumes if it exists)",
+    )
     m.add_argument(
         "--candidates",
         help="candidate catalog (FITS/CSV/Parquet: ra, dec, z[, richness]); default: redMaPPer DR8",
@@ -409,6 +417,24 @@ def cmd_mock(args) -> int:
         f"{summary['candidates']}; {summary['wall_s']} s, {summary['cutouts_per_s']} cutouts/s, "
         f"{summary['store_bytes'] / 1e6:.0f} MB"
     )
+    if args.frames:
+        from .mock.frames import build_mock_frames
+
+        fr = build_mock_frames(
+            fp,
+            args.frames,
+            candidates=cands,
+            config=cfg,
+            workers=args.workers,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"mock frames {fr['frames_dir']}: {fr['frames']} frames of {fr['fields']} fields touched by "
+            f"{fr['clusters']} clusters' cutouts ({fr['fields_rendered']} rendered, {fr['fields_skipped']} already "
+            f"there); {fr['wall_s']} s, {fr['frames_per_s']} frames/s, {fr['mb_per_frame']} MB per frame; "
+            f"candidates in {fr['candidates']}"
+        )
     return 0
 
 

@@ -71,6 +71,29 @@ CATALOG_ENTRIES = frozenset(
     }
 )
 
+# --- mock SDSS frames (``survey-mass mock --frames DIR``) -------------------------------------------------------
+#: the candidate catalogue beside the frames (what ``survey-mass ingest --candidates`` reads)
+FRAMES_CANDIDATES = "candidates.parquet"
+#: the mock config and frame layout the frames were made with (checked on resume)
+FRAMES_PROVENANCE = "mock_frames.json"
+
+
+def frame_file_name(band: str, run: int, camcol: int, field: int) -> str:
+    """SDSS's name of a corrected frame, e.g. ``frame-r-001234-3-0100.fits.bz2``."""
+    return f"frame-{band}-{int(run):06d}-{int(camcol)}-{int(field):04d}.fits.bz2"
+
+
+def frame_temp_file(final: Path) -> Path:
+    """Temporary name a frame (or a file beside the frames) is written under before it is renamed to ``final``;
+    it does not end in ``.fits.bz2``, so a scan of the directory never reads it."""
+    return final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+
+
+def frame_temporaries(directory: Path | str) -> list[Path]:
+    """Half-written frames an interrupted build left in a frames directory."""
+    return sorted(Path(directory).glob(f"{TEMP_PREFIX}*"))
+
+
 # --- model bundle, training and reports ----------------------------------------------------------------------
 MODEL_CARD = "model_card.json"
 MODEL_BACKBONE = "backbone.safetensors"

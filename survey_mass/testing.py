@@ -15,23 +15,14 @@ from .photometry import BANDS, SDSS_PIXEL_SCALE
 
 
 def sdss_frame_header(ra0: float, dec0: float, band: str, *, nx: int, ny: int, rotation_deg: float = 0.0):
-    """A FITS header following SDSS corrected-frame conventions: TAN WCS with a CD matrix, BUNIT nanomaggy."""
-    from astropy.io import fits
+    """A FITS header following SDSS corrected-frame conventions (:func:`survey_mass.mock.frames.frame_header`:
+    TAN WCS with a CD matrix, BUNIT nanomaggy), centred on (ra0, dec0) and rotated by ``rotation_deg``."""
+    from .mock.frames import frame_header
 
     s = SDSS_PIXEL_SCALE / 3600.0
     t = np.radians(rotation_deg)
-    h = fits.Header()
-    h["FILTER"] = band
-    h["BUNIT"] = "nanomaggy"
-    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
-    h["CRVAL1"], h["CRVAL2"] = ra0, dec0
-    h["CRPIX1"], h["CRPIX2"] = (nx + 1) / 2.0, (ny + 1) / 2.0
-    # SDSS frames are not north-up: rows run along the scan; the CD matrix carries the rotation
-    h["CD1_1"], h["CD1_2"] = -s * np.cos(t), s * np.sin(t)
-    h["CD2_1"], h["CD2_2"] = s * np.sin(t), s * np.cos(t)
-    h["RADESYS"], h["EQUINOX"] = "ICRS", 2000.0
-    h["EXPTIME"] = 53.907456
-    return h
+    cd = np.array([[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]])
+    return frame_header(ra0, dec0, cd, band, nx=nx, ny=ny)
 
 
 def write_fake_sdss_frames(

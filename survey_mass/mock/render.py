@@ -177,6 +177,116 @@ def render_bands(
     return out.numpy()
 
 
+#: window lengths (pixels) of the windowed drawing of :func:`render_bands_windowed`; wider components are drawn
+#: over the whole image as in :func:`render_bands`
+_WINDOWS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
+#: elements (components x window pixels) drawn per chunk: bounds the memory of the windowed drawing
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def render_bands_windowed(
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    re_arcsec: np.ndarray,
+    sersic_n: np.ndarray,
+    bands: tuple[str, ...] | list[str],
+    shape: tuple[int, int],
+    pixel_scale: float,
+    ph: MockPhysics | None = None,
+    psf_fwhm: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`render_bands` for large, finely sampled images: (len(bands), ny, nx) nanomaggies per pixel.
+
+    The same profiles (:func:`sersic_mog`, merged the same way), the same double-Gaussian PSF and the same exact
+    pixel integrals, but each Gaussian is drawn only over a window of pixels around it (beyond 5 sigma it holds
+    < 1e-6 of its flux), so the cost follows the sources' area rather than the image's: what a whole SDSS
+    frame of native 0.396" pixels needs (:mod:`survey_mass.mock.frames`). Components wider than the widest
+    window are drawn over the whole image.
+
+    ``shape`` is (rows, columns); ``psf_fwhm`` is None (the nominal seeing), one FWHM per band (arcsec), or one
+    per object and band, (n objects, n bands): sources of several fields' scenes, each seen with its own.
+    """
+    ph = ph or DEFAULT_PHYSICS
+    ny, nx = (int(v) for v in shape)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    nb = len(bands)
+    flux = np.asarray(flux, float).reshape(x.size, nb)
+    if psf_fwhm is None:
+        fwhm = np.array([ph.render.psf_fwhm_arcsec[b] * ph.seeing_scale for b in bands])
+    else:
+        fwhm = np.asarray(psf_fwhm, float)
+    fwhm = np.broadcast_to(fwhm if fwhm.ndim == 2 else fwhm[None, :], (x.size, nb))
+    obj, pa, pv = _profile_components(np.asarray(re_arcsec, float), np.asarray(sersic_n), pixel_scale)
+    out = np.zeros((nb, ny, nx), dtype=np.float32)
+    for b, band in enumerate(bands):
+        pw, ps = psf_mog(band, ph, 1.0)  # the PSF's widths scale with the FWHM
+        amp = (flux[obj, b] * pa)[:, None] * pw[None, :]
+        var = pv[:, None] + (ps[None, :] * fwhm[obj, b][:, None] / pixel_scale) ** 2
+        tiny = var.max(axis=1) < MERGE_BELOW_PIX2  # as render_bands: unresolved PSF pairs drawn as one
+        if tiny.any():
+            var[tiny, 0] = (var[tiny] * pw[None, :]).sum(axis=1)
+            amp[tiny, 0] = amp[tiny].sum(axis=1)
+            amp[tiny, 1:] = 0.0
+        o = np.repeat(obj, pw.size)
+        amp, sig = amp.ravel(), np.sqrt(var.ravel())
+        cx, cy = x[o], y[o]
+        keep = (cx > -6 * sig) & (cx < nx - 1 + 6 * sig) & (cy > -6 * sig) & (cy < ny - 1 + 6 * sig)
+        keep &= amp != 0
+        _draw_windowed(out[b], cx[keep], cy[keep], sig[keep], amp[keep])
+    return out
+
+
+def _window_integrals(c: np.ndarray, sig: np.ndarray, start: np.ndarray, length: int) -> np.ndarray:
+    """(n, length) integrals of unit Gaussians over the pixels start .. start + length - 1."""
+    edges = (start[:, None] + np.arange(length + 1)[None, :]).astype(np.float32) - 0.5
+    k = (1.0 / (np.sqrt(2.0) * sig)).astype(np.float32)
+    e = _erf((edges - c.astype(np.float32)[:, None]) * k[:, None])
+    return 0.5 * (e[:, 1:] - e[:, :-1])
+
+
+def _draw_windowed(img: np.ndarray, cx, cy, sig, amp) -> None:
+    """Add Gaussians (centres in pixels, widths, fluxes) to ``img`` (ny, nx) in place, each over a window of
+    pixels holding all but < 1e-6 of its flux, or over the whole image when wider than every window."""
+    ny, nx = img.shape
+    need = 10.0 * sig + 1.0  # a window of L pixels starting at floor(c) - L/2 + 1 reaches L/2 - 0.5 from c
+    cls = np.searchsorted(np.asarray(_WINDOWS), need)
+    flat = img.reshape(-1)
+    for k, length in enumerate(_WINDOWS):
+        idx = np.flatnonzero(cls == k)
+        if not idx.size:
+            continue
+        sx = np.floor(cx[idx]).astype(np.int64) - length // 2 + 1
+        sy = np.floor(cy[idx]).astype(np.int64) - length // 2 + 1
+        order = np.argsort(sy, kind="stable")  # chunks of nearby rows scatter into a short span of the image
+        idx, sx, sy = idx[order], sx[order], sy[order]
+        step = max(1, _CHUNK_ELEMENTS // (length * length))
+        offs = np.arange(length)
+        for lo in range(0, idx.size, step):
+            i = idx[lo : lo + step]
+            gx = _window_integrals(cx[i], sig[i], sx[lo : lo + step], length)
+            gy = _window_integrals(cy[i], sig[i], sy[lo : lo + step], length)
+            gy *= amp[i].astype(np.float32)[:, None]
+            rows = sy[lo : lo + step, None] + offs[None, :]
+            cols = sx[lo : lo + step, None] + offs[None, :]
+            ok = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
+            pix = (rows[:, :, None] * nx + cols[:, None, :])[ok]
+            vals = (gy[:, :, None] * gx[:, None, :])[ok]
+            if not pix.size:
+                continue
+            first = int(pix.min())
+            span = np.bincount(pix - first, weights=vals, minlength=int(pix.max()) - first + 1)
+            flat[first : first + span.size] += span.astype(np.float32)
+    wide = np.flatnonzero(cls == len(_WINDOWS))
+    if wide.size:
+        import torch
+
+        gx = torch.from_numpy(_pixel_integrals(cx[wide], sig[wide], nx))
+        gy = _pixel_integrals(cy[wide], sig[wide], ny)
+        gy *= amp[wide].astype(np.float32)[:, None]
+        img += torch.mm(torch.from_numpy(gy).T, gx).numpy()
+
+
 def render_band(
     x: np.ndarray,
     y: np.ndarray,

@@ -194,6 +194,54 @@ def render_cluster(
         For a component of ``without`` other than "central" and "members".
     """
     omit = _components(without)
+    lists, rng = _scene_sources(c, cfg, gal_b_deg, omit)
+    cond = field_conditions(cfg, int(c["id"]))
+    return _draw(cfg, rng, lists, cond), cond
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The sources of one cluster's scene, as :func:`render_cluster` draws them, and its field's conditions.
+
+    Positions are pixel coordinates of the cluster's cutout (``cfg.cutout_size`` pixels of
+    ``cfg.pixel_scale_arcsec``, 0 at the centre of the first pixel, the cluster at the cutout's centre); ``mags``
+    is (n, 5) ugriz, ``re_arcsec`` the half-light radii (0 for stars), ``sersic_n`` 0 (star), 1 or 4. ``field``
+    marks the field galaxies and stars (drawn over the cutout and a 4-pixel margin); the others are the
+    cluster's own (its central galaxy and members).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    mags: np.ndarray
+    re_arcsec: np.ndarray
+    sersic_n: np.ndarray
+    field: np.ndarray
+    conditions: halos.Conditions
+
+
+def cluster_scene(c: dict, cfg: MockConfig, gal_b_deg: float) -> Scene:
+    """The full scene of :func:`render_cluster` (the same draws, so the same sources) before it is drawn: what
+    a renderer at another pixel scale (:mod:`survey_mass.mock.frames`) draws to show the same sky."""
+    (xs, ys, mags, res, ns), _ = _scene_sources(c, cfg, gal_b_deg, frozenset())
+    # _field_sources appended the field galaxies, then the stars, last
+    n_field = len(xs[-1]) + len(xs[-2])
+    x = np.concatenate([np.asarray(a, float) for a in xs])
+    field = np.zeros(x.size, bool)
+    field[x.size - n_field :] = True
+    return Scene(
+        x=x,
+        y=np.concatenate([np.asarray(a, float) for a in ys]),
+        mags=np.concatenate([np.asarray(a, float).reshape(-1, 5) for a in mags]),
+        re_arcsec=np.concatenate([np.asarray(a, float) for a in res]),
+        sersic_n=np.concatenate([np.asarray(a, int) for a in ns]),
+        field=field,
+        conditions=field_conditions(cfg, int(c["id"])),
+    )
+
+
+def _scene_sources(c: dict, cfg: MockConfig, gal_b_deg: float, omit: frozenset[str]) -> tuple[tuple, object]:
+    """The source lists (xs, ys, mags, res, ns) of a cluster's scene, and its random stream after the draws (the
+    noise draws come next)."""
     rng = _rng(cfg.seed, int(c["id"]), 17)
     ph = cfg.physics
     size, pix = cfg.cutout_size, cfg.pixel_scale_arcsec
@@ -252,8 +300,7 @@ def render_cluster(
             res.append(mem.re_kpc_at_lstar * np.sqrt(lum) / kpa), ns.append(np.full(int(vis.sum()), 4))
 
     _field_sources(cfg, rng, gal_b_deg, (xs, ys, mags, res, ns))
-    cond = field_conditions(cfg, int(c["id"]))
-    return _draw(cfg, rng, (xs, ys, mags, res, ns), cond), cond
+    return (xs, ys, mags, res, ns), rng
 
 
 def _field_sources(cfg: MockConfig, rng, gal_b_deg: float, lists) -> None:
