@@ -587,6 +587,7 @@ def render_field(f: Field, clusters: pd.DataFrame, cfg, *, noise: bool = True) -
     }
     if not noise:
         return img, info
+    embedded = _embedded_noise(f, rows, placed, owner_map, sky_scene, cfg, cutout_offsets)
     background = np.empty((ny, 1), np.float32)
     for b, band in enumerate(BANDS):
         background[:split, 0], background[split:, 0] = sky_own[b], sky_next[b]
@@ -602,9 +603,49 @@ def render_field(f: Field, clusters: pd.DataFrame, cfg, *, noise: bool = True) -
                 _noise_rows(cfg, f, f.field + 1, b, lay.overlap_rows, nx),
             ]
         )
-        img[b] += np.sqrt(np.clip(var, 0, None)) * draws
+        field_noise = np.sqrt(np.clip(var, 0, None)) * draws
+        if embedded is not None:
+            coarse, blocks = embedded
+            inside = blocks >= 0
+            ids = blocks[inside]
+            z = draws[inside].astype(np.float64)
+            mean = np.bincount(ids, weights=z) / np.maximum(np.bincount(ids), 1)
+            field_noise[inside] = coarse[b][inside] + sigma[inside] * (z - mean[ids]).astype(np.float32)
+        img[b] += field_noise
         img[b] = np.rint(img[b] / np.float32(q)) * np.float32(q)
     return img, info
+
+
+def _embedded_noise(f: Field, rows, placed, owner_map, sky_scene, cfg, cutout_offsets):
+    """Inside each cutout, the direct store's own noise (:func:`~survey_mass.mock.survey.cluster_noise`): each
+    native pixel carries its store pixel's noise over the native pixels per store pixel, and the caller adds a
+    fine noise of the native sky sigma that sums to zero over each store pixel. Binning the frame as the ingest
+    does then gives the direct cutout's noise realisation, so that the closure of the real-data path compares
+    like with like. Returns the (5, ny, nx) coarse part and the (ny, nx) store-pixel ids (-1 outside every
+    cutout), or None when the field holds no cutout."""
+    from .survey import cluster_noise
+
+    if not rows:
+        return None
+    lay = f.layout
+    ny, nx = lay.ny, lay.nx
+    size = cfg.cutout_size
+    centre = (size - 1) / 2.0
+    per_block = np.float32((cfg.pixel_scale_arcsec / lay.pixel_scale) ** 2)
+    coarse = np.zeros((len(BANDS), ny, nx), np.float32)
+    blocks = np.full((ny, nx), -1, np.int64)
+    for k, c in enumerate(rows):
+        yy, xx = np.nonzero(owner_map == k)
+        if not yy.size:
+            continue
+        du, dv = cutout_offsets(k, xx.astype(np.float64), yy.astype(np.float64))
+        ix, iy = np.rint(centre + du).astype(int), np.rint(centre + dv).astype(int)
+        ok = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size)
+        yy, xx, ix, iy = yy[ok], xx[ok], ix[ok], iy[ok]
+        noise = cluster_noise(c, cfg, float(c["gal_b"]))
+        coarse[:, yy, xx] = noise[:, iy, ix] / per_block
+        blocks[yy, xx] = (k * size + iy) * size + ix
+    return coarse, blocks
 
 
 def _fits_bytes(f: Field, band: str, image: np.ndarray, info: dict) -> bytes:

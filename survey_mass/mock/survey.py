@@ -239,6 +239,36 @@ def cluster_scene(c: dict, cfg: MockConfig, gal_b_deg: float) -> Scene:
     )
 
 
+def cluster_noise(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
+    """The (5, H, W) noise (sky and source photons) of :func:`render_cluster`'s cutout: the same draws, so that
+    the mock frames (:mod:`survey_mass.mock.frames`) can carry the direct store's own noise realisation."""
+    lists, rng = _scene_sources(c, cfg, gal_b_deg, frozenset())
+    cond = field_conditions(cfg, int(c["id"]))
+    xs, ys, mags, res, ns = lists
+    clean = render.render_bands(
+        np.concatenate([np.asarray(a, float) for a in xs] or [np.zeros(0)]),
+        np.concatenate([np.asarray(a, float) for a in ys] or [np.zeros(0)]),
+        mag_to_nmgy(
+            np.clip(
+                np.concatenate([np.asarray(a, float).reshape(-1, 5) for a in mags] or [np.zeros((0, 5))]),
+                5,
+                35,
+            )
+        ),
+        np.concatenate([np.asarray(a, float) for a in res] or [np.zeros(0)]),
+        np.concatenate([np.asarray(a, int) for a in ns] or [np.zeros(0, int)]),
+        BANDS,
+        cfg.cutout_size,
+        cfg.pixel_scale_arcsec,
+        cfg.physics,
+        psf_fwhm=cond.psf_fwhm,
+    )
+    noisy = render.add_noise(
+        clean.copy(), cfg.pixel_scale_arcsec, rng, cfg.physics, sky_factor=cond.sky_factor
+    )
+    return noisy - clean
+
+
 def _scene_sources(c: dict, cfg: MockConfig, gal_b_deg: float, omit: frozenset[str]) -> tuple[tuple, object]:
     """The source lists (xs, ys, mags, res, ns) of a cluster's scene, and its random stream after the draws (the
     noise draws come next)."""

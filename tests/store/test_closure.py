@@ -1,0 +1,89 @@
+"""The closure of the real-data path: mock frames -> ingest -> run gives the masses of the mock's direct store ->
+run, for the same clusters (issue #18): SDSS-sized frames, the shipped model's cutouts (64 x 6.336")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def closure(tmp_path_factory):
+    """A direct store and the mock frames of the same 3 clusters (same seed), the frames ingested."""
+    from survey_mass.candidates import load_redmapper
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.mock.frames import build_mock_frames
+    from survey_mass.mock.survey import MockConfig, build_mock_store
+    from survey_mass.paths import FRAMES_CANDIDATES
+    from survey_mass.store.ingest import ingest_frames
+
+    cat = load_redmapper()
+    cands = cat[(cat.richness > 30) & (cat.z > 0.12) & (cat.z < 0.35)].iloc[:3].copy()
+    # cutouts that do not overlap (in the frames, overlapping cutouts show each other's galaxies; the direct
+    # store draws each cluster alone)
+    cands["ra"] = [150.30, 150.45, 150.9]
+    cands["dec"] = [2.30, 2.32, 2.6]
+    fp = parse_footprint("box:149.5,151.5,1.5,3.5")
+    cfg = MockConfig(seed=5)
+    root = tmp_path_factory.mktemp("closure")
+    build_mock_store(fp, root / "direct.zarr", candidates=cands, config=cfg, workers=1, progress=False)
+    frames = root / "frames"
+    build_mock_frames(fp, frames, candidates=cands, config=cfg, workers=2, progress=False)
+    ingest_frames(frames, frames / FRAMES_CANDIDATES, root / "frames.zarr", progress=False)
+    return {"root": root, "fp": fp, "frames": frames, "cands": cands}
+
+
+def _masses(store, out, fp) -> pd.DataFrame:
+    from survey_mass.inference.run import RunOptions, run_catalog
+    from survey_mass.resources import model_dir
+
+    run_catalog(
+        store_path=str(store),
+        model_path=str(model_dir()),
+        catalog=str(out),
+        footprint=fp,
+        opts=RunOptions(attribution="none"),
+        progress=False,
+    )
+    return pd.read_parquet(out / "dataset", columns=["id", "log10_m500", "quality"]).set_index("id")
+
+
+@pytest.mark.slow
+def test_frames_ingested_and_run_give_the_direct_stores_masses(closure):
+    root, fp = closure["root"], closure["fp"]
+    direct = _masses(root / "direct.zarr", root / "direct_masses", fp)
+    via = _masses(root / "frames.zarr", root / "frames_masses", fp)
+    assert (
+        sorted(via.index) == sorted(direct.index) == sorted(closure["cands"]["id"])
+    )  # every cluster present
+    d = (via["log10_m500"] - direct["log10_m500"].reindex(via.index)).abs()
+    print("closure |d log10 M500|:", d.round(4).to_dict())
+    assert d.notna().all() and float(np.median(d)) <= 0.02, d.to_dict()
+    # the same quality bits (the pixels' and the model's verdicts) through either path
+    np.testing.assert_array_equal(via["quality"].to_numpy(), direct["quality"].reindex(via.index).to_numpy())
+
+
+def test_a_cluster_whose_frames_are_missing_gets_its_edge_bits(closure, tmp_path):
+    """Remove the frames that hold the isolated cluster's centre: its cutout is cut by the frames' edge."""
+    import shutil
+
+    from astropy.wcs import WCS
+
+    from survey_mass.paths import FRAMES_CANDIDATES
+    from survey_mass.quality import Quality
+    from survey_mass.store import open_store
+    from survey_mass.store.ingest import _primary_header, ingest_frames
+
+    frames = tmp_path / "frames"
+    shutil.copytree(closure["frames"], frames)
+    lone = closure["cands"].iloc[2]
+    for p in sorted(frames.glob("frame-*.fits.bz2")):
+        w = WCS(_primary_header(p), naxis=2)
+        x, y = w.all_world2pix([[lone["ra"], lone["dec"]]], 0)[0]
+        ny, nx = w.pixel_shape[::-1] if w.pixel_shape else (1489, 2048)
+        if 0 <= x < nx and 0 <= y < ny:
+            p.unlink()
+    ingest_frames(frames, frames / FRAMES_CANDIDATES, tmp_path / "s.zarr", progress=False)
+    _, row = open_store(tmp_path / "s.zarr").read_by_id(int(lone["id"]))
+    assert row["quality"] & Quality.EDGE and row["quality"] & Quality.NAN_PIXELS
