@@ -208,8 +208,15 @@ def create_store(
     return meta
 
 
-def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: dict[str, np.ndarray]) -> None:
-    """Write one partition atomically: into a temporary group, then renamed into place."""
+def write_partition(
+    path: str | Path,
+    pixel: int,
+    images: np.ndarray,
+    columns: dict[str, np.ndarray],
+    attrs: dict | None = None,
+) -> None:
+    """Write one partition atomically: into a temporary group, then renamed into place. ``attrs`` are extra
+    group attributes that travel with it (e.g. what it was built from)."""
     import zarr
 
     path = Path(path)
@@ -228,6 +235,8 @@ def write_partition(path: str | Path, pixel: int, images: np.ndarray, columns: d
     g = root.create_group(tmp)
     g.attrs["n_cutouts"] = int(n)
     g.attrs["healpix_pixel"] = int(pixel)
+    if attrs:
+        g.attrs.update(attrs)
     try:
         _write_arrays(g, n, size, images, columns)
     except BaseException:
@@ -374,6 +383,10 @@ class CutoutStore:
 
     def n_cutouts(self, pixel: int) -> int:
         return int(self._group(pixel)["images"].shape[0])
+
+    def partition_attrs(self, pixel: int) -> dict:
+        """The attributes of a partition's group (``n_cutouts``, ``healpix_pixel`` and any its builder added)."""
+        return dict(self._group(pixel).attrs)
 
     def columns(self, pixel: int) -> dict[str, np.ndarray]:
         """All per-cutout columns of a partition (everything but the images)."""

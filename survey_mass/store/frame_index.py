@@ -29,6 +29,8 @@ class IndexedFrame:
     wcs_header: str
     centre: np.ndarray  # unit vector of the frame's centre
     radius_deg: float
+    #: name, size and modification time: what a partition built from this frame records
+    stamp: str = ""
 
     def frame(self):
         """The :class:`~survey_mass.store.ingest.Frame` (WCS rebuilt from the header text, no file read)."""
@@ -135,6 +137,7 @@ def frame_index(frames_dir: str | Path, store: str | Path, *, progress: bool = T
             wcs_header=r["wcs_header"],
             centre=np.array([r["cx"], r["cy"], r["cz"]]),
             radius_deg=float(r["radius_deg"]),
+            stamp=f"{r['name']}:{int(r['size'])}:{int(r['mtime_ns'])}",
         )
         for r in rows
     ]

@@ -287,6 +287,14 @@ def _candidate_columns(sub, quality: np.ndarray) -> dict[str, np.ndarray]:
     return cols
 
 
+def frames_digest(frames: list[IndexedFrame], ids) -> str:
+    """What a partition is built from: its frames (name, size, modification time) and its candidates' ids."""
+    import hashlib
+
+    key = "|".join(sorted(f.stamp for f in frames)) + "#" + ",".join(str(i) for i in sorted(ids))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def _ingest_partition(
     out: str, pixel: int, cands, frames: list[IndexedFrame], cutout_size: int, pixel_scale: float
 ) -> dict:
@@ -319,7 +327,10 @@ def _ingest_partition(
         quality[i] = q
     if keep.size:
         sub = cands.iloc[keep].reset_index(drop=True)
-        write_partition(out, int(pixel), images[keep], _candidate_columns(sub, quality))
+        digest = frames_digest(frames, cands["id"].tolist())
+        write_partition(
+            out, int(pixel), images[keep], _candidate_columns(sub, quality), attrs={"frames_digest": digest}
+        )
     return {"pixel": int(pixel), "cutouts": int(keep.size), "flagged": int((quality != 0).sum())}
 
 
@@ -423,10 +434,17 @@ def ingest_frames(
         )
     store = open_store(out)
     done = set(store.partitions)
+    digests = {t.pixel: frames_digest(t.args[3], t.args[2]["id"].tolist()) for t in tasks}
+
+    def is_done(p: int) -> bool:
+        # a partition is done when it was built from the same frames and candidates: added, replaced or
+        # removed frames (or candidates) make it be cut again
+        return p in done and store.partition_attrs(p).get("frames_digest") == digests[p]
+
     res = fan_out(
         tasks,
         _ingest_partition,
-        is_done=done.__contains__,
+        is_done=is_done,
         workers=workers,
         scheduler=scheduler,
         client=client,

@@ -122,6 +122,16 @@ def test_frame_index_is_built_once_and_refreshed_for_new_frames(tmp_path):
         p.rename(frames / p.name.replace("-0100.", "-0900."))
     c = ingest_frames(frames, cands, tmp_path / "a.zarr", progress=False)
     assert c["frames_indexed"] == 5 and c["frame_index_reused"] == 15
+    assert c["partitions_skipped"] == a["partitions"]  # the new field touches no candidate: nothing to recut
+    # a frame under the candidates replaced: the partitions built from it are cut again, with its pixels
+    f = sorted(frames.glob("frame-r-*-0101.fits"))[0]
+    with fits.open(f, mode="update") as h:
+        h[0].data = h[0].data + np.float32(1.0)
+    d = ingest_frames(frames, cands, tmp_path / "a.zarr", progress=False)
+    assert d["frames_indexed"] == 1 and d["partitions_skipped"] == 0
+    st = open_store(tmp_path / "a.zarr")
+    img, _ = st.read_by_id(5)  # at the centre of field 0101
+    assert np.nanmedian(img[2]) > 100  # +1 nmgy per native pixel is +256 per store pixel
 
 
 def test_an_interrupted_ingest_resumes_to_the_uninterrupted_store(tmp_path, monkeypatch):
