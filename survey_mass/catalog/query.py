@@ -95,8 +95,39 @@ def open_catalog(catalog: str | Path):
     return cat, root
 
 
+def _plain_partitions(root: Path) -> list[tuple[int, int]] | None:
+    """(order, pixel) of every partition of a plain object catalog, from its ``partition_info.csv``, without
+    importing hats (2.5 s of a query's start); None for anything else (a collection, another catalog type, no
+    partition list), which hats then judges."""
+    props, info = root / paths.HATS_PROPERTIES, paths.partition_info_file(root)
+    if not props.is_file() or not info.is_file():
+        return None
+    kv = dict(
+        line.split("=", 1)
+        for line in props.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    if kv.get("dataproduct_type", "").strip() not in ("object", "source"):
+        return None
+    lines = info.read_text().split()
+    header = lines[0].split(",") if lines else []
+    if "Norder" not in header or "Npix" not in header:
+        return None
+    i, j = header.index("Norder"), header.index("Npix")
+    return [(int(r.split(",")[i]), int(r.split(",")[j])) for r in lines[1:]]
+
+
 def partition_files(catalog: str | Path, *, cone: Cone | None = None) -> tuple[list[Path], int]:
-    """Partition files to read (all, or those whose HEALPix cell meets ``cone``) and the number of partitions."""
+    """Partition files to read (all, or those whose HEALPix cell meets ``cone``) and the number of partitions.
+    Without a cone, a plain catalog's partition list is read without hats."""
+    plain = _plain_partitions(Path(catalog)) if cone is None and Path(catalog).is_dir() else None
+    if plain is not None:
+        root = Path(catalog)
+        files = [paths.catalog_partition_file(root, o, p) for o, p in plain]
+        for f in files:
+            if not f.is_file():
+                raise CatalogError(f"catalog {str(root)!r}: partition file {str(f)!r} is missing")
+        return files, len(plain)
     cat, root = open_catalog(catalog)
     pixels = cat.get_healpix_pixels()
     if cone is not None:

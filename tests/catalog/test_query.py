@@ -115,3 +115,26 @@ def test_not_a_catalog(tmp_path, capsys):
     with pytest.raises(CatalogError, match="Dec"):
         Cone(ra=10.0, dec=95.0, radius_arcmin=1.0)
     assert np.isfinite(Cone(ra=359.9, dec=-90.0, radius_arcmin=1.0).radius_arcmin)
+
+
+def test_a_plain_query_does_not_import_hats(small_catalog):
+    """Without a cone the partition list comes from partition_info.csv: hats (2.5 s to import) is not loaded, and
+    the rows and partitions are those hats lists."""
+    import subprocess
+    import sys
+
+    from survey_mass.catalog.query import open_catalog
+
+    catalog, _ = small_catalog
+    code = (
+        "import sys; sys.modules['hats'] = None\n"  # any import of hats would now fail
+        "from survey_mass.catalog.query import query\n"
+        f"r = query({str(catalog)!r}, 'SELECT count(*) AS n FROM catalog')\n"
+        "print(r.table.column('n')[0].as_py(), len(r.files))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    df, _ = _all_rows(catalog)
+    assert int(out[0]) == len(df)
+    assert int(out[1]) == len(open_catalog(catalog)[0].get_healpix_pixels())
