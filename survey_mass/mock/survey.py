@@ -244,25 +244,7 @@ def cluster_noise(c: dict, cfg: MockConfig, gal_b_deg: float) -> np.ndarray:
     the mock frames (:mod:`survey_mass.mock.frames`) can carry the direct store's own noise realisation."""
     lists, rng = _scene_sources(c, cfg, gal_b_deg, frozenset())
     cond = field_conditions(cfg, int(c["id"]))
-    xs, ys, mags, res, ns = lists
-    clean = render.render_bands(
-        np.concatenate([np.asarray(a, float) for a in xs] or [np.zeros(0)]),
-        np.concatenate([np.asarray(a, float) for a in ys] or [np.zeros(0)]),
-        mag_to_nmgy(
-            np.clip(
-                np.concatenate([np.asarray(a, float).reshape(-1, 5) for a in mags] or [np.zeros((0, 5))]),
-                5,
-                35,
-            )
-        ),
-        np.concatenate([np.asarray(a, float) for a in res] or [np.zeros(0)]),
-        np.concatenate([np.asarray(a, int) for a in ns] or [np.zeros(0, int)]),
-        BANDS,
-        cfg.cutout_size,
-        cfg.pixel_scale_arcsec,
-        cfg.physics,
-        psf_fwhm=cond.psf_fwhm,
-    )
+    clean = _render_clean(cfg, lists, cond)
     noisy = render.add_noise(
         clean.copy(), cfg.pixel_scale_arcsec, rng, cfg.physics, sky_factor=cond.sky_factor
     )
@@ -353,6 +335,12 @@ def _field_sources(cfg: MockConfig, rng, gal_b_deg: float, lists) -> None:
 
 def _draw(cfg: MockConfig, rng, lists, cond: halos.Conditions) -> np.ndarray:
     """Render the listed sources through the field's PSF and add its sky and photon noise."""
+    img = _render_clean(cfg, lists, cond)
+    return render.add_noise(img, cfg.pixel_scale_arcsec, rng, cfg.physics, sky_factor=cond.sky_factor)
+
+
+def _render_clean(cfg: MockConfig, lists, cond: halos.Conditions) -> np.ndarray:
+    """The listed sources through the field's PSF, without noise."""
     xs, ys, mags, res, ns = lists
     ph = cfg.physics
     x = np.concatenate([np.asarray(a, float) for a in xs] or [np.zeros(0)])
@@ -361,10 +349,9 @@ def _draw(cfg: MockConfig, rng, lists, cond: halos.Conditions) -> np.ndarray:
     re_ = np.concatenate([np.asarray(a, float) for a in res] or [np.zeros(0)])
     n_ = np.concatenate([np.asarray(a, int) for a in ns] or [np.zeros(0, int)])
     flux = mag_to_nmgy(np.clip(m, 5, 35))
-    img = render.render_bands(
+    return render.render_bands(
         x, y, flux, re_, n_, BANDS, cfg.cutout_size, cfg.pixel_scale_arcsec, ph, psf_fwhm=cond.psf_fwhm
     )
-    return render.add_noise(img, cfg.pixel_scale_arcsec, rng, ph, sky_factor=cond.sky_factor)
 
 
 def render_blank(cfg: MockConfig, key: int, gal_b_deg: float = 60.0, *, field: bool = True) -> np.ndarray:
