@@ -6,11 +6,9 @@ Usage: python benchmarks/lambda_bcg_baseline.py TRAIN_STORE HELD_OUT_CATALOG
 (the README's figures: train.zarr of the shipped model's training, and a `survey-mass validate` catalogue of the
 held-out box 200-240, 20-45 at seed 11)."""
 
-import glob
 import sys
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.optimize import minimize
 
@@ -19,6 +17,7 @@ from survey_mass.candidates import load_redmapper
 from survey_mass.models.networks import log_sigma_of
 from survey_mass.selection import selection_for_store
 from survey_mass.store import open_store
+from survey_mass.testing import read_catalog
 from survey_mass.training.train import read_table
 
 st = open_store(sys.argv[1])
@@ -59,8 +58,7 @@ res = minimize(
     options={"maxiter": 20000, "xatol": 1e-6, "fatol": 1e-6},
 )
 print("coef", np.round(res.x, 4))
-files = glob.glob(f"{sys.argv[2]}/**/*.parquet", recursive=True)
-df = pd.concat([pd.read_parquet(f) for f in files]).drop_duplicates("id")
+df = read_catalog(sys.argv[2])  # the primary catalog only (never the margin cache)
 b = cat["bcg_mag_i"].reindex(df["id"]).to_numpy(float)
 Xh = design(df["richness_catalog"].to_numpy(float), df["z"].to_numpy(float), b)
 mu, _ = moments(res.x, Xh)

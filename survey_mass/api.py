@@ -174,4 +174,5 @@ def run_pipeline(
         overwrite=overwrite,
         progress=progress,
         name=f"{name}_masses",
+        margin_arcsec=pipeline.catalog.margin_arcsec,
     )

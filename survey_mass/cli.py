@@ -91,6 +91,12 @@ def _add_run(sub) -> None:
         help="pixel maps (integrated gradients from blank sky) for every row, a seeded sample, or none (auto: all "
         "on a GPU, else sample); every row gets its exact contributions regardless",
     )
+    r.add_argument(
+        "--margin-arcsec",
+        type=float,
+        help="margin cache written with the catalog, arcsec (default: the pipeline's, 60; 0 for none): lsdb's "
+        "cross-matches and neighbour searches within it are exact across partition borders",
+    )
     r.add_argument("--overwrite", action="store_true", help="replace an existing catalog instead of resuming")
     r.add_argument("--no-progress", action="store_true")
 
@@ -349,7 +355,7 @@ def cmd_footprint(args) -> int:
 
 def cmd_run(args) -> int:
     from .api import run_pipeline
-    from .paths import catalog_dataset
+    from .paths import catalog_dataset, primary_catalog
     from .pipelines import load_pipeline, pipeline_with_flags
 
     pipe = pipeline_with_flags(
@@ -362,6 +368,7 @@ def cmd_run(args) -> int:
         device=args.device,
         precision=args.precision,
         attribution=args.attribution,
+        margin_arcsec=args.margin_arcsec,
     )
     s = run_pipeline(pipe, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(
@@ -370,13 +377,17 @@ def cmd_run(args) -> int:
         f"{s.wall_s} s, {s.cutouts_per_s} cutouts/s; {s.attributed} rows attributed; "
         f"model {s.model_id}"
     )
-    glob = f"{catalog_dataset(s.catalog)}/**/*.parquet"
+    glob = f"{catalog_dataset(primary_catalog(s.catalog))}/**/*.parquet"
     print("query it, e.g. the 10 most massive clusters:")
     print(
         f'  survey-mass query {s.catalog} "SELECT name, z, log10_m500, log10_m500_err, log10_m500_lambda '
         f'FROM catalog ORDER BY log10_m500 DESC LIMIT 10"'
     )
     print(f"  (or DuckDB directly: read_parquet('{glob}', hive_partitioning = false))")
+    if s.margin_arcsec:
+        print(
+            f'  (or lsdb: lsdb.open_catalog({s.catalog!r}) opens it with its {s.margin_arcsec:g}" margin cache)'
+        )
     return 0
 
 

@@ -6,13 +6,17 @@ Store (Zarr v3)::
     STORE/Norder=k/Npix=n/                  one group per partition (HATS naming)
     STORE/Norder=k/.tmp-Npix=n-<uuid>/      a partition being written; renamed when complete
 
-Catalog (HATS)::
+Catalog output (a HATS collection)::
+
+    OUT/collection.properties                       written last: the collection's primary catalog and margins
+    OUT/masses/                                     the primary catalog (CATALOG below)
+    OUT/masses_<t>arcs/                             its margin cache of t arcsec, laid out as CATALOG
+    OUT/run_config.json, run.json, .lock, .dask-scratch/   the run's sidecar files
 
     CATALOG/hats.properties, partition_info.csv
     CATALOG/dataset/_metadata, _common_metadata
     CATALOG/dataset/Norder=k/Dir=d/Npix=n.parquet   with d = (n // 10000) * 10000
     CATALOG/dataset/Norder=k/Dir=d/.tmp-Npix=n.parquet-<uuid>   a partition file being written
-    CATALOG/run_config.json, run.json, .lock, .dask-scratch/   the run's sidecar files
 
 Model bundle::
 
@@ -41,6 +45,9 @@ DASK_SCRATCH = ".dask-scratch"
 STORE_ROOT_FILE = "zarr.json"
 
 # --- catalog -----------------------------------------------------------------------------------------------
+#: the primary (mass) catalog's directory inside a run's output collection
+PRIMARY_CATALOG = "masses"
+MARGIN_RE = re.compile(rf"^{PRIMARY_CATALOG}_(\d+(?:\.\d+)?)arcs$")
 CATALOG_DATASET = "dataset"
 HATS_PROPERTIES = "hats.properties"
 COLLECTION_PROPERTIES = "collection.properties"
@@ -54,22 +61,18 @@ FRAME_INDEX_SUFFIX = ".frame_index.parquet"
 RUN_CONFIG = "run_config.json"
 #: holds the pid of the run writing the catalog
 RUN_LOCK = ".lock"
-#: every name a survey-mass catalog directory may hold at its top level (HATS's optional files included)
-CATALOG_ENTRIES = frozenset(
-    {
-        CATALOG_DATASET,
-        HATS_PROPERTIES,
-        "properties",
-        PARTITION_INFO,
-        RUN_SUMMARY,
-        RUN_LOCK,
-        "skymap.fits",
-        "point_map.fits",
-        "data_thumbnail.parquet",
-        RUN_CONFIG,
-        DASK_SCRATCH,
-    }
+#: every name a run's output collection may hold at its top level, besides its margin caches (:data:`MARGIN_RE`)
+COLLECTION_ENTRIES = frozenset(
+    {PRIMARY_CATALOG, COLLECTION_PROPERTIES, RUN_SUMMARY, RUN_LOCK, RUN_CONFIG, DASK_SCRATCH}
 )
+#: what the top level of a catalog written before outputs were collections held (it is no longer resumed)
+FLAT_CATALOG_MARKERS = frozenset({CATALOG_DATASET, HATS_PROPERTIES, PARTITION_INFO})
+
+
+def is_collection_entry(name: str) -> bool:
+    """Whether ``name`` may sit at the top level of a run's output collection."""
+    return name in COLLECTION_ENTRIES or MARGIN_RE.match(name) is not None
+
 
 # --- mock SDSS frames (``survey-mass mock --frames DIR``) -------------------------------------------------------
 #: the candidate catalogue beside the frames (what ``survey-mass ingest --candidates`` reads)
@@ -181,6 +184,39 @@ def catalog_temp_file(final: Path) -> Path:
 def catalog_temporaries(catalog: Path | str) -> list[Path]:
     """Half-written partition files an interrupted run left in a catalog."""
     return sorted(catalog_dataset(catalog).glob(f"Norder=*/Dir=*/{TEMP_PREFIX}*"))
+
+
+def primary_catalog(out: Path | str) -> Path:
+    """The primary (mass) catalog of a run's output collection."""
+    return Path(out) / PRIMARY_CATALOG
+
+
+def margin_name(threshold_arcsec: float) -> str:
+    """Directory (and catalog) name of a margin cache, ``masses_60arcs``, as lsdb names margins."""
+    return f"{PRIMARY_CATALOG}_{float(threshold_arcsec):g}arcs"
+
+
+def margin_catalog(out: Path | str, threshold_arcsec: float) -> Path:
+    """A margin cache of the primary catalog, inside the output collection."""
+    return Path(out) / margin_name(threshold_arcsec)
+
+
+def margin_catalogs(out: Path | str) -> list[Path]:
+    """Every margin cache directory inside an output collection."""
+    out = Path(out)
+    return sorted(p for p in out.iterdir() if MARGIN_RE.match(p.name)) if out.is_dir() else []
+
+
+def collection_properties(out: Path | str) -> Path:
+    return Path(out) / COLLECTION_PROPERTIES
+
+
+def catalog_partition_pixels(catalog: Path | str) -> list[tuple[int, int]]:
+    """(order, pixel) of every finished partition file of a catalog."""
+    return sorted(
+        (int(f.parent.parent.name.split("=")[1]), int(f.stem.split("=")[1]))
+        for f in catalog_partition_files(catalog)
+    )
 
 
 def hats_properties(catalog: Path | str) -> Path:

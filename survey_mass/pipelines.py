@@ -143,6 +143,16 @@ class AttributionSection(_Section):
         return v
 
 
+class CatalogSection(_Section):
+    margin_arcsec: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="margin cache written beside the catalog, arcsec (lsdb's cross-matches within this radius are "
+        "exact across partition borders); 0 for none",
+    )
+
+
 class ClusterSection(_Section):
     scheduler: str = Field("", description="address of a running Dask scheduler; empty for a local cluster")
     workers: int = Field(
@@ -169,6 +179,7 @@ class Pipeline(_Section):
     training: TrainingSection = TrainingSection()
     inference: InferenceSection = InferenceSection()
     attribution: AttributionSection = AttributionSection()
+    catalog: CatalogSection = CatalogSection()
     cluster: ClusterSection = ClusterSection()
 
     #: where the pipeline came from (a file, or its name), for error messages
@@ -201,6 +212,7 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "device": ("inference", "device"),
     "precision": ("inference", "precision"),
     "attribution": ("attribution", "mode"),
+    "margin_arcsec": ("catalog", "margin_arcsec"),
 }
 
 

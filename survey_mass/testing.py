@@ -7,6 +7,7 @@ Use them in your own pipeline tests::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,21 @@ def run_small(store: str | Path, out: str | Path, **kw) -> dict:
     )
 
 
+def catalog_files(out: str | Path) -> list[Path]:
+    """The partition files of a run's primary catalog (never its margin cache)."""
+    from . import paths
+
+    return paths.catalog_partition_files(paths.primary_catalog(out))
+
+
+def read_catalog(out: str | Path, columns: list[str] | None = None):
+    """Every row of a run's primary catalog as a DataFrame, sorted by id."""
+    import pyarrow.parquet as pq
+
+    df = pq.ParquetDataset(catalog_files(out)).read(columns=columns).to_pandas()
+    return df.sort_values("id").reset_index(drop=True) if "id" in df else df
+
+
 def spearman(a, b) -> float:
     """Spearman rank correlation of two sequences."""
     from scipy.stats import spearmanr
@@ -309,3 +325,81 @@ def predict_store(store_path: str | Path, model_path: str | Path | None = None) 
     parts = [predict_partition(bundle, st.images(p), st.columns(p), richness=False) for p in st.partitions]
     ids = np.concatenate([st.columns(p)["id"] for p in st.partitions])
     return {"id": ids, **{k: np.concatenate([q[k] for q in parts]) for k in parts[0]}}
+
+
+# --- the offset cross-match check (README recipe; needs lsdb) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class OffsetMatch:
+    """What the README's cross-match recipe found for re-observations of a catalog's rows."""
+
+    rows: int
+    #: re-observations that found a row of the catalog within the radius
+    matched: int
+    #: ... and the row they came from
+    matched_to_own: int
+    #: ... and the row nearest to them in the whole catalog (by brute force): the cross-match is exact
+    matched_to_nearest: int
+    #: re-observations with some row of the catalog within the radius (by brute force)
+    reachable: int
+
+    @property
+    def lost(self) -> int:
+        """Re-observations with a counterpart within the radius that the cross-match did not find."""
+        return self.reachable - self.matched
+
+
+def reobserve(
+    ra: np.ndarray, dec: np.ndarray, offset_arcsec: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``offset_arcsec`` from (ra, dec) in uniformly random directions, exactly on the sphere."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    rng = np.random.default_rng(seed)
+    c = SkyCoord(ra * u.deg, dec * u.deg).directional_offset_by(
+        rng.uniform(0, 360, len(ra)) * u.deg, offset_arcsec * u.arcsec
+    )
+    return c.ra.deg, c.dec.deg
+
+
+def offset_crossmatch(
+    catalog, rows, *, offset_arcsec: float = 40.0, radius_arcsec: float = 60.0, seed: int = 19
+) -> OffsetMatch:
+    """Run the README's recipe on re-observations of ``rows`` (columns id, ra, dec) against ``catalog``
+    (a path lsdb opens, or an opened lsdb catalog).
+
+    Each row is "re-observed" ``offset_arcsec`` away in a random direction; the re-observations become an lsdb
+    catalog as a user's own list would (``lsdb.from_dataframe``). A pair is lost when a re-observation finds no
+    row, or another cluster than its own. Near a partition border the counterpart sits in the next partition,
+    which only the margin cache brings in."""
+    import lsdb
+    import pandas as pd
+
+    masses = lsdb.open_catalog(str(catalog)) if isinstance(catalog, str | Path) else catalog
+    ra, dec = reobserve(rows["ra"].to_numpy(float), rows["dec"].to_numpy(float), offset_arcsec, seed)
+    mine = lsdb.from_dataframe(pd.DataFrame({"my_id": rows["id"].to_numpy(), "ra": ra, "dec": dec}))
+    matched = mine.crossmatch(
+        masses,
+        radius_arcsec=radius_arcsec,
+        n_neighbors=1,
+        suffixes=("_mine", "_sm"),
+        suffix_method="all_columns",
+    ).compute(progress_bar=False)
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    ids = rows["id"].to_numpy()
+    nearest, sep, _ = SkyCoord(ra * u.deg, dec * u.deg).match_to_catalog_sky(
+        SkyCoord(rows["ra"].to_numpy(float) * u.deg, rows["dec"].to_numpy(float) * u.deg)
+    )
+    truth = pd.Series(ids[nearest], index=ids)[sep.arcsec <= radius_arcsec]
+    got = matched.set_index("my_id_mine")["id_sm"]
+    return OffsetMatch(
+        rows=len(rows),
+        matched=int(got.index.nunique()),
+        matched_to_own=int((got.index.to_numpy() == got.to_numpy()).sum()),
+        matched_to_nearest=int((truth.reindex(got.index).to_numpy() == got.to_numpy()).sum()),
+        reachable=len(truth),
+    )

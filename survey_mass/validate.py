@@ -330,9 +330,10 @@ def store_key(footprint: str, config) -> str:
 def _read_catalog(catalog: Path):
     import pandas as pd
 
+    from .catalog.query import primary_root
     from .paths import catalog_partition_files
 
-    files = catalog_partition_files(catalog)
+    files = catalog_partition_files(primary_root(catalog))
     if not files:
         raise SurveyMassError(f"catalog {str(catalog)!r}: no partition files")
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

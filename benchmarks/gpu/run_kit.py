@@ -102,9 +102,9 @@ def autocast_check(store: Path, device: str, n: int = 4096) -> dict:
 
 
 def _masses(catalog: Path):
-    import pandas as pd
+    from survey_mass.testing import read_catalog
 
-    return pd.read_parquet(catalog / "dataset", columns=["id", "log10_m500"]).set_index("id")["log10_m500"]
+    return read_catalog(catalog, ["id", "log10_m500"]).set_index("id")["log10_m500"]
 
 
 def main() -> int:

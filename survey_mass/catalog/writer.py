@@ -1,9 +1,12 @@
-"""Writing mass catalogs in the HATS layout (lsdb and DuckDB read them).
+"""Writing mass catalogs as HATS collections (lsdb and DuckDB read them).
 
+A run's output is a collection: the primary catalog ``OUT/masses`` and its margin cache ``OUT/masses_60arcs``
+(:mod:`survey_mass.catalog.margin`), tied together by ``OUT/collection.properties`` (see :mod:`survey_mass.paths`).
 Each partition is one Parquet file, ``dataset/Norder=k/Dir=d/Npix=n.parquet``, written to a temporary name and
-renamed, so a reader or a rerun never sees half a file. :func:`finalize` writes ``partition_info.csv``,
-``dataset/_metadata``, ``dataset/_common_metadata`` and ``hats.properties`` once every partition is there.
-The Arrow schema (types, units, descriptions) comes from ``schemas/catalog.schema.json``.
+renamed, so a reader or a rerun never sees half a file. :func:`finalize` writes each catalog's
+``partition_info.csv``, ``dataset/_metadata``, ``dataset/_common_metadata`` and ``hats.properties`` once every
+partition is there, then the margin, then ``collection.properties``. The Arrow schema (types, units,
+descriptions) comes from ``schemas/catalog.schema.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +23,15 @@ import pyarrow.parquet as pq
 from .. import paths, schemas
 from ..errors import CatalogError
 
-__all__ = ["CatalogError", "arrow_schema", "check_output", "finalize", "partition_done", "remove_temporaries"]
+__all__ = [
+    "CatalogError",
+    "arrow_schema",
+    "check_output",
+    "finalize",
+    "partition_done",
+    "remove_temporaries",
+    "write_partition",
+]
 
 TYPES = {
     "int64": pa.int64(),
@@ -77,33 +89,43 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=arrow_schema())
 
 
-def check_output(catalog: Path, *, overwrite: bool = False) -> None:
-    """Refuse an output path that exists and is not a survey-mass catalog (or a half-written one)."""
-    catalog = Path(catalog)
-    if not catalog.exists():
+def check_output(out: Path, *, overwrite: bool = False) -> None:
+    """Refuse an output path that exists and is not a survey-mass collection (or a half-written one)."""
+    out = Path(out)
+    if not out.exists():
         return
-    if not catalog.is_dir():
-        raise CatalogError(f"output {str(catalog)!r} exists and is not a directory; choose another --out")
-    entries = {p.name for p in catalog.iterdir()}
-    ours = paths.CATALOG_ENTRIES
-    if entries and not entries <= ours:
+    if not out.is_dir():
+        raise CatalogError(f"output {str(out)!r} exists and is not a directory; choose another --out")
+    entries = {p.name for p in out.iterdir()}
+    foreign = sorted(e for e in entries if not paths.is_collection_entry(e))
+    if foreign and not overwrite:
+        if paths.FLAT_CATALOG_MARKERS <= entries:
+            raise CatalogError(
+                f"output {str(out)!r} holds a catalog written before outputs became HATS collections (no margin "
+                "cache); it cannot be resumed: use --overwrite or another --out"
+            )
         raise CatalogError(
-            f"output {str(catalog)!r} exists and is not a survey-mass catalog (holds {sorted(entries - ours)[:3]}); "
+            f"output {str(out)!r} exists and is not a survey-mass catalog (holds {foreign[:3]}); "
             "choose another --out"
         )
-    if overwrite:
+    if overwrite and (not foreign or paths.FLAT_CATALOG_MARKERS <= entries):
         import shutil
 
-        shutil.rmtree(catalog)
+        shutil.rmtree(out)
+    elif overwrite:
+        raise CatalogError(
+            f"output {str(out)!r} is not a survey-mass catalog (holds {foreign[:3]}); --overwrite only replaces "
+            "survey-mass catalogs: choose another --out"
+        )
 
 
-def partition_done(catalog: Path, order: int, pixel: int) -> bool:
-    return paths.catalog_partition_file(catalog, order, pixel).is_file()
+def partition_done(out: Path, order: int, pixel: int) -> bool:
+    """Whether a primary partition is written (its final file exists)."""
+    return paths.catalog_partition_file(paths.primary_catalog(out), order, pixel).is_file()
 
 
-def write_partition(catalog: Path, order: int, pixel: int, table: pa.Table) -> Path:
-    """Write one partition atomically (temporary file, then rename)."""
-    final = paths.catalog_partition_file(catalog, order, pixel)
+def write_parquet_atomic(final: Path, table: pa.Table, *, what: str) -> Path:
+    """Write one Parquet file atomically (temporary file, then rename); ``what`` names it in errors."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.catalog_temp_file(final)
     try:
@@ -112,7 +134,7 @@ def write_partition(catalog: Path, order: int, pixel: int, table: pa.Table) -> P
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise CatalogError(
-            f"catalog {str(catalog)!r}: partition {pixel} could not be written ({exc.strerror or exc})"
+            f"catalog {str(final)!r}: {what} could not be written ({exc.strerror or exc})"
         ) from None
     except BaseException:  # interrupted mid-write: leave nothing half-written behind
         tmp.unlink(missing_ok=True)
@@ -120,46 +142,121 @@ def write_partition(catalog: Path, order: int, pixel: int, table: pa.Table) -> P
     return final
 
 
-def remove_temporaries(catalog: Path) -> None:
-    for f in paths.catalog_temporaries(catalog):
-        f.unlink(missing_ok=True)
+def write_partition(out: Path, order: int, pixel: int, table: pa.Table) -> Path:
+    """Write one primary partition atomically."""
+    final = paths.catalog_partition_file(paths.primary_catalog(out), order, pixel)
+    return write_parquet_atomic(final, table, what=f"partition {pixel}")
 
 
-def finalize(catalog: Path, order: int, pixels: list[int], *, name: str, provenance: dict[str, str]) -> int:
-    """Write partition_info.csv, _metadata, _common_metadata and hats.properties; return the row count."""
+def remove_temporaries(out: Path) -> None:
+    """Half-written partition files of the primary catalog and its margins (an interrupted run's)."""
+    for root in (paths.primary_catalog(out), *paths.margin_catalogs(out)):
+        for f in paths.catalog_temporaries(root):
+            f.unlink(missing_ok=True)
+
+
+class Written(NamedTuple):
+    """Rows of a finished collection: its primary catalog's and its margin cache's."""
+
+    rows: int
+    margin_rows: int
+
+
+#: the columns lsdb and hats show first
+DEFAULT_COLUMNS = [
+    "id",
+    "name",
+    "ra",
+    "dec",
+    "z",
+    "log10_m500",
+    "log10_m500_err",
+    "log10_m500_richness",
+    "quality",
+]
+
+
+def _write_catalog_metadata(root: Path, pixels: list[tuple[int, int]], **properties) -> int:
+    """partition_info.csv, _metadata, _common_metadata and hats.properties of one catalog; its row count."""
     import hats
     from hats.catalog import PartitionInfo, TableProperties
     from hats.pixel_math import HealpixPixel
 
-    catalog = Path(catalog)
-    remove_temporaries(catalog)
-    PartitionInfo.from_healpix([HealpixPixel(order, int(p)) for p in sorted(pixels)]).write_to_file(
-        paths.partition_info_file(catalog)
+    root.mkdir(parents=True, exist_ok=True)
+    PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in sorted(pixels)]).write_to_file(
+        paths.partition_info_file(root)
     )
-    hats.io.write_parquet_metadata(catalog)
-    total = sum(
-        pq.ParquetFile(paths.catalog_partition_file(catalog, order, p)).metadata.num_rows for p in pixels
-    )
-    props = TableProperties(
-        catalog_name=name,
-        catalog_type="object",
+    if pixels:
+        hats.io.write_parquet_metadata(root)
+    else:  # an empty margin: its schema, and no row groups
+        paths.catalog_dataset(root).mkdir(parents=True, exist_ok=True)
+        for f in (paths.COMMON_METADATA, paths.METADATA):
+            pq.write_metadata(arrow_schema(), paths.catalog_dataset(root) / f)
+    total = sum(pq.ParquetFile(paths.catalog_partition_file(root, o, p)).metadata.num_rows for o, p in pixels)
+    TableProperties(
         total_rows=int(total),
         ra_column="ra",
         dec_column="dec",
         healpix_column="_healpix_29",
         healpix_order=29,
-        default_columns=[
-            "id",
-            "name",
-            "ra",
-            "dec",
-            "z",
-            "log10_m500",
-            "log10_m500_err",
-            "log10_m500_richness",
-            "quality",
-        ],
-        **{k: str(v) for k, v in provenance.items()},
-    )
-    props.to_properties_file(catalog)
+        default_columns=DEFAULT_COLUMNS,
+        **properties,
+    ).to_properties_file(root)
     return int(total)
+
+
+def finalize(
+    out: Path,
+    order: int,
+    pixels: list[int],
+    *,
+    name: str,
+    provenance: dict[str, str],
+    margin_arcsec: float,
+    progress: bool = False,
+) -> Written:
+    """Write the primary catalog's metadata, its margin cache (none for ``margin_arcsec`` 0) and, last, the
+    collection's properties; return the row counts.
+
+    The margin's threshold is not a setting of the rows: a rerun with another one keeps the primary catalog
+    and replaces the margin. Until ``collection.properties`` is written again the collection reads as
+    unfinished."""
+    from hats.catalog.catalog_collection import CollectionProperties
+
+    from .margin import write_margin
+
+    out = Path(out)
+    paths.collection_properties(out).unlink(missing_ok=True)
+    for stale in paths.margin_catalogs(out):
+        if stale.name != paths.margin_name(margin_arcsec) or margin_arcsec == 0:
+            import shutil
+
+            shutil.rmtree(stale)
+    remove_temporaries(out)
+    provenance = {k: str(v) for k, v in provenance.items()}
+    total = _write_catalog_metadata(
+        paths.primary_catalog(out),
+        [(order, int(p)) for p in pixels],
+        catalog_name=name,
+        catalog_type="object",
+        **provenance,
+    )
+    collection = {"obs_collection": name, "hats_primary_table_url": paths.PRIMARY_CATALOG}
+    margin_total = 0
+    if margin_arcsec > 0:
+        margin_pixels = write_margin(
+            out, order, [int(p) for p in pixels], margin_arcsec, schema=arrow_schema(), progress=progress
+        )
+        margin_total = _write_catalog_metadata(
+            paths.margin_catalog(out, margin_arcsec),
+            margin_pixels,
+            catalog_name=f"{name}_{float(margin_arcsec):g}arcs",
+            catalog_type="margin",
+            primary_catalog=name,
+            margin_threshold=float(margin_arcsec),
+            **provenance,
+        )
+        margin = paths.margin_name(margin_arcsec)
+        collection |= {"all_margins": margin, "default_margin": margin}
+    CollectionProperties(**collection).to_properties_file(out)
+    return Written(rows=total, margin_rows=margin_total)

@@ -25,15 +25,13 @@ from ..errors import CatalogError
 
 
 def _properties(catalog: Path) -> dict[str, str]:
-    props = {}
-    f = paths.hats_properties(catalog)
+    """The primary catalog's ``hats.properties`` (a collection's, or a plain catalog's)."""
+    from ..catalog.query import primary_root, read_properties
+
+    f = paths.hats_properties(primary_root(catalog))
     if not f.is_file():
         raise CatalogError(f"catalog {str(catalog)!r}: not a HATS catalog (no hats.properties)")
-    for line in f.read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            props[k.strip()] = v.strip()
-    return props
+    return read_properties(f)
 
 
 def catalog_row(catalog: str | Path, cluster_id: int) -> dict:

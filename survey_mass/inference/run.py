@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import paths
 from ..errors import SurveyMassError
-from ..pipelines import AttributionSection, ClusterSection, InferenceSection
+from ..pipelines import AttributionSection, CatalogSection, ClusterSection, InferenceSection
 from ..quality import Quality
 
 _CACHE: dict[str, object] = {}
@@ -96,6 +96,10 @@ class RunSummary(BaseModel):
     cluster: str = Field(description="where the tasks ran: in-process, LocalCluster (...), a scheduler")
     dashboard: str | None = Field(description="Dask dashboard link (None in-process)")
     attribution_s: float = Field(description="seconds spent in attribution, summed over tasks")
+    margin_arcsec: float = Field(
+        0.0, ge=0, description="threshold of the margin cache written beside the catalog"
+    )
+    margin_rows: int = Field(0, ge=0, description="rows in the margin cache")
 
     def write(self, catalog: str | Path) -> Path:
         f = paths.run_summary_file(catalog)
@@ -355,6 +359,7 @@ def run_catalog(
     progress: bool = True,
     name: str = "survey-mass",
     split: bool = False,
+    margin_arcsec: float = _default(CatalogSection, "margin_arcsec"),
 ) -> RunSummary:
     """Run the model over every partition of the store inside the footprint and write the HATS catalog.
 
@@ -441,7 +446,15 @@ def run_catalog(
                 f"trapezoid from {opts.ig_steps} steps, complete to {opts.ig_tolerance_dex} dex)"
             ),
         }
-        rows = finalize(catalog_p, store.order, parts, name=name, provenance=provenance)
+        written = finalize(
+            catalog_p,
+            store.order,
+            parts,
+            name=name,
+            provenance=provenance,
+            margin_arcsec=margin_arcsec,
+            progress=progress,
+        )
     wall = time.perf_counter() - t0
     new_rows = sum(r["rows"] for r in results)
     summary = RunSummary(
@@ -452,7 +465,7 @@ def run_catalog(
         device=str(opts.device),
         precision=opts.precision,
         attribution=opts.attribution,
-        rows=rows,
+        rows=written.rows,
         partitions=len(parts),
         partitions_computed=len(todo),
         partitions_skipped=len(parts) - len(todo),
@@ -463,6 +476,8 @@ def run_catalog(
         cluster=kind,
         dashboard=dashboard,
         attribution_s=round(sum(r["attribution_s"] for r in results), 1),
+        margin_arcsec=margin_arcsec,
+        margin_rows=written.margin_rows,
     )
     summary.write(catalog_p)
     return summary

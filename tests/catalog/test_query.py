@@ -11,10 +11,11 @@ from astropy.coordinates import SkyCoord
 from survey_mass.catalog.query import Cone, partition_files, query
 from survey_mass.catalog.writer import CatalogError
 from survey_mass.cli import main
+from survey_mass.testing import catalog_files
 
 
 def _all_rows(catalog):
-    files = sorted((catalog / "dataset").rglob("Npix=*.parquet"))
+    files = catalog_files(catalog)
     return pq.ParquetDataset(files).read().to_pandas(), files
 
 
@@ -101,7 +102,7 @@ def test_cli_query_formats(small_catalog, tmp_path, capsys):
 def test_query_never_writes_into_the_catalog(small_catalog, capsys):
     catalog, _ = small_catalog
     before = {p: p.stat().st_mtime_ns for p in catalog.rglob("*")}
-    code = main(["query", str(catalog), "--format", "csv", "--out", str(catalog / "dataset" / "x.csv")])
+    code = main(["query", str(catalog), "--format", "csv", "--out", str(catalog / "masses" / "x.csv")])
     assert code != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "inside the catalog" in err

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from survey_mass.cli import main
+from survey_mass.testing import catalog_files
 
 
 def _assert_picture(path, min_w=600, min_h=300):
@@ -26,7 +27,7 @@ def _assert_picture(path, min_w=600, min_h=300):
 
 def test_explain_recomputes_attribution_draws_and_tests_it(small_catalog, tmp_path, capsys):
     catalog, _ = small_catalog
-    df = pq.ParquetDataset(sorted((catalog / "dataset").rglob("Npix=*.parquet"))).read().to_pandas()
+    df = pq.ParquetDataset(catalog_files(catalog)).read().to_pandas()
     row = df[df.attributed].iloc[0]  # a row the run attributed, to compare with
     png = tmp_path / "one.png"
     args = ["explain", str(catalog), "--id", str(int(row.id)), "--png", str(png), "--json"]
@@ -74,7 +75,7 @@ def test_report_pictures_and_numbers(small_catalog, tmp_path, capsys):
     assert rep["rows"] == summary.rows
     for name in ("sky", "mass_redshift", "errors", "reference"):
         _assert_picture(out / f"{name}.png")
-    df = pq.ParquetDataset(sorted((catalog / "dataset").rglob("Npix=*.parquet"))).read().to_pandas()
+    df = pq.ParquetDataset(catalog_files(catalog)).read().to_pandas()
     ok = np.isfinite(df.log10_m500) & np.isfinite(df.log10_m500_true)
     d = (df.log10_m500 - df.log10_m500_true)[ok]
     cnn = rep["reference"]["log10_m500_true"]["cnn"]

@@ -3,32 +3,41 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from survey_mass import paths
 from survey_mass.errors import SurveyMassError
 from survey_mass.quality import Quality
 from survey_mass.resources import model_dir
 from survey_mass.selection import XraySelection
 from survey_mass.store import open_store
-from survey_mass.testing import run_small
+from survey_mass.testing import catalog_files, read_catalog, run_small
 
 
 def _read(cat):
-    return pd.read_parquet(cat / "dataset").sort_values("id").reset_index(drop=True)
+    return read_catalog(cat)
 
 
-def test_catalog_is_valid_hats_and_lsdb_reads_it(small_catalog, small_store):
+def test_catalog_is_a_valid_hats_collection_and_lsdb_reads_it(small_catalog, small_store):
     import lsdb
-    from hats.io.validation import is_valid_catalog
+    from hats.io.validation import is_valid_catalog, is_valid_collection
 
     cat, summary = small_catalog
-    assert is_valid_catalog(str(cat), strict=True)
-    df = lsdb.open_catalog(str(cat)).compute()
+    primary, margin = paths.primary_catalog(cat), paths.margin_catalog(cat, 60)
+    assert is_valid_collection(str(cat), strict=True)
+    assert is_valid_catalog(str(primary), strict=True) and is_valid_catalog(str(margin), strict=True)
+    opened = lsdb.open_catalog(str(cat))
+    assert opened.margin is not None and opened.margin.hc_structure.catalog_info.margin_threshold == 60
+    df = opened.compute()
     st = open_store(small_store)
     store_ids = sorted(np.concatenate([st.columns(p)["id"] for p in st.partitions]).tolist())
     assert sorted(df["id"].tolist()) == store_ids == sorted(_read(cat)["id"].tolist())  # one row per cutout
-    assert summary.rows == len(store_ids)
-    props = (cat / "hats.properties").read_text()
+    assert summary.rows == len(store_ids) and summary.margin_arcsec == 60
+    # the margin: rows of other partitions, each one's copy identical to its primary row
+    m = opened.margin.compute()
+    assert summary.margin_rows == len(m) > 0 and set(m["id"]) <= set(store_ids)
+    props = paths.hats_properties(primary).read_text()
     for key in (
         "hats_col_ra=ra",
         "hats_col_dec=dec",
@@ -111,7 +120,7 @@ def test_schema_follows_the_contract(small_catalog):
 
     cat, _ = small_catalog
     contract = schemas.load(schemas.CATALOG)["columns"]
-    f = next((cat / "dataset").rglob("Npix=*.parquet"))
+    f = catalog_files(cat)[0]
     schema = pq.read_schema(f)
     assert schema.names == [c["name"] for c in contract]
     types = {
@@ -153,15 +162,48 @@ def test_interrupted_run_resumes_to_the_same_catalog(small_catalog, small_store,
     cat, _ = small_catalog
     copy = tmp_path / "masses"
     shutil.copytree(cat, copy)
-    files = sorted((copy / "dataset").rglob("Npix=*.parquet"))
+    files = catalog_files(copy)
     files[0].unlink()  # a partition that never finished
     (files[1].parent / f".tmp-{files[1].name}-dead").write_bytes(b"half a file")  # a killed writer's leftover
-    for f in ("hats.properties", "partition_info.csv"):
-        (copy / f).unlink(missing_ok=True)
+    margin = paths.margin_catalog(copy, 60)
+    margin_files = paths.catalog_partition_files(margin)
+    margin_files[0].unlink()  # the margin was being written
+    (margin_files[0].parent / f".tmp-{margin_files[0].name}-dead").write_bytes(b"half")
+    for f in (paths.hats_properties(paths.primary_catalog(copy)), paths.collection_properties(copy)):
+        f.unlink()
     s = run_small(small_store, copy)
     assert s.partitions_computed == 1 and s.partitions_skipped == len(files) - 1
-    assert not list((copy / "dataset").rglob(".tmp-*"))
+    assert not list(copy.rglob(".tmp-*"))
     pd.testing.assert_frame_equal(_read(copy), _read(cat))
+    for a, b in zip(
+        paths.catalog_partition_files(margin),
+        paths.catalog_partition_files(paths.margin_catalog(cat, 60)),
+        strict=True,
+    ):
+        assert a.relative_to(copy) == b.relative_to(cat)
+        assert pq.read_table(a).equals(pq.read_table(b))
+
+
+def test_a_rerun_with_another_margin_keeps_the_masses_and_replaces_the_margin(
+    small_catalog, small_store, tmp_path
+):
+    import lsdb
+
+    cat, _ = small_catalog
+    copy = tmp_path / "masses"
+    shutil.copytree(cat, copy)
+    s = run_small(small_store, copy, margin_arcsec=600)
+    assert s.partitions_computed == 0 and s.margin_arcsec == 600
+    assert [p.name for p in paths.margin_catalogs(copy)] == ["masses_600arcs"]
+    opened = lsdb.open_catalog(str(copy))
+    assert opened.margin.hc_structure.catalog_info.margin_threshold == 600
+    # a wider margin holds more of the neighbours' rows
+    assert s.margin_rows == len(opened.margin.compute()) > small_catalog[1].margin_rows
+    pd.testing.assert_frame_equal(_read(copy), _read(cat))
+    s = run_small(small_store, copy, margin_arcsec=0)
+    assert (
+        s.margin_rows == 0 and not paths.margin_catalogs(copy) and lsdb.open_catalog(str(copy)).margin is None
+    )
 
 
 def test_a_second_concurrent_run_is_refused(small_store, tmp_path):

@@ -14,7 +14,7 @@ from astropy.io import fits
 
 from survey_mass.quality import Quality
 from survey_mass.testing import RUN_FOOTPRINT as FOOTPRINT
-from survey_mass.testing import assert_one_line_error, cli, make_store
+from survey_mass.testing import assert_one_line_error, catalog_files, cli, make_store
 
 # --- footprints ---------------------------------------------------------------------------------------------
 
@@ -150,7 +150,7 @@ def _run(store, out, capsys, *extra):
 
 
 def _rows(catalog):
-    return pq.ParquetDataset(sorted((catalog / "dataset").rglob("Npix=*.parquet"))).read().to_pandas()
+    return pq.ParquetDataset(catalog_files(catalog)).read().to_pandas()
 
 
 def test_truncated_shard_flags_rows_and_completes(tiny_store, tmp_path, capsys):

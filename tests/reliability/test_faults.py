@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from survey_mass.testing import assert_one_line_error, cli
+from survey_mass.testing import assert_one_line_error, catalog_files, cli
 
 FOOTPRINT = "box:150,160,0,12"
 KEY_COLUMNS = [
@@ -79,7 +79,7 @@ def _start_run(store, out, pipeline) -> subprocess.Popen:
 
 
 def _read(catalog: Path) -> pd.DataFrame:
-    files = sorted((catalog / "dataset").rglob("Npix=*.parquet"))
+    files = catalog_files(catalog)
     return pq.ParquetDataset(files).read().to_pandas().sort_values("id").reset_index(drop=True)
 
 
@@ -94,7 +94,7 @@ def _assert_same_catalog(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 def _no_partial_files(catalog: Path) -> None:
     assert not list(catalog.rglob(".tmp-*")), "a temporary (partial) file is left behind"
-    for f in (catalog / "dataset").rglob("Npix=*.parquet"):
+    for f in catalog_files(catalog):
         pq.read_metadata(f)  # every visible partition file is complete
 
 
@@ -112,14 +112,14 @@ def test_interrupted_run_resumes_with_no_duplicate_and_no_lost_row(
 ):
     out = tmp_path / "cat"
     proc = _start_run(small_store, out, slow_pipeline)
-    _wait_for(lambda: any((out / "dataset").rglob("Npix=*.parquet")), what="the first partition")
+    _wait_for(lambda: catalog_files(out), what="the first partition")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("interrupted; finished partitions are kept, rerun to resume")
     _no_partial_files(out)
-    done = len(list((out / "dataset").rglob("Npix=*.parquet")))
+    done = len(catalog_files(out))
     assert 1 <= done < clean_catalog.id.size
     assert not (out / ".lock").exists()
     # the rerun computes only what is missing
@@ -221,6 +221,46 @@ def test_failed_write_gives_a_clear_message_and_no_partial_file(tiny_store, tmp_
     assert_one_line_error(code, err, str(out), "could not be written", "No space left on device")
     assert not list(out.rglob("*.parquet*")) and not list(out.rglob(".tmp-*"))
     assert not (out / ".lock").exists()
+
+
+def test_failed_margin_write_keeps_the_catalog_and_the_rerun_completes(
+    small_store, tmp_path, capsys, monkeypatch
+):
+    """The disk fills while the margin cache is written: one line, no partial file, the primary partitions
+    kept; the rerun computes no partition again and completes the collection."""
+    import errno
+
+    import survey_mass.catalog.writer as writer
+    from survey_mass import paths
+
+    real = writer.pq.write_table
+
+    def full_disk_in_margin(table, where, **kw):
+        if paths.margin_name(60) in str(where):
+            real(table.slice(0, max(table.num_rows // 2, 1)), where, **kw)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(table, where, **kw)
+
+    out = tmp_path / "cat"
+    argv = ["run", "--store", small_store, "--footprint", "box:140,170,-5,20", "--out", out, "--workers", "1"]
+    argv += ["--attribution", "none", "--no-progress"]
+    monkeypatch.setattr(writer.pq, "write_table", full_disk_in_margin)
+    code, _, err = cli(argv, capsys)
+    assert_one_line_error(
+        code, err, str(paths.margin_catalog(out, 60)), "could not be written", "No space left"
+    )
+    assert not list(out.rglob(".tmp-*")) and not (out / ".lock").exists()
+    assert not paths.collection_properties(out).exists()  # the collection is not announced as complete
+    kept = catalog_files(out)
+    assert kept and not paths.catalog_partition_files(paths.margin_catalog(out, 60))
+    monkeypatch.setattr(writer.pq, "write_table", real)
+    code, _, err = cli(argv, capsys)
+    assert code == 0, err
+    import json
+
+    summary = json.loads(paths.run_summary_file(out).read_text())
+    assert summary["partitions_computed"] == 0 and summary["margin_rows"] > 0
+    assert paths.collection_properties(out).is_file()
 
 
 def test_second_run_into_the_same_output_is_refused(small_store, slow_pipeline, tmp_path, capsys):

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from survey_mass.testing import read_catalog
+
 
 @pytest.fixture(scope="module")
 def closure(tmp_path_factory):
@@ -52,7 +54,7 @@ def _masses(store, out, fp) -> pd.DataFrame:
         opts=RunOptions(attribution="none"),
         progress=False,
     )
-    return pd.read_parquet(out / "dataset", columns=["id", "log10_m500", "quality"]).set_index("id")
+    return read_catalog(out, ["id", "log10_m500", "quality"]).set_index("id")
 
 
 @pytest.mark.slow
