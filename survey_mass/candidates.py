@@ -35,24 +35,29 @@ BANDS = ("u", "g", "r", "i", "z")
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    name = str(path)
     if not path.is_file():
-        raise CatalogInputError(f"candidates {str(path)!r}: no such file")
+        raise CatalogInputError(f"candidates {name!r}: no such file")
     suffix = "".join(path.suffixes).lower()
+    if not isinstance(path, Path):  # a URL (s3://...): read the object once, through fsspec
+        import io
+
+        path = io.BytesIO(path.read_bytes())
     try:
         if suffix.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         if suffix.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path)
+            return pd.read_csv(path, compression="gzip" if suffix.endswith(".gz") else None)
         if suffix.endswith((".fits", ".fit", ".fits.gz")):
             from astropy.table import Table
 
-            t = Table.read(path)
+            t = Table.read(path, format="fits")
             names = [n for n in t.colnames if len(t[n].shape) <= 1]
             return t[names].to_pandas()
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CatalogInputError(f"candidates {str(path)!r}: cannot be read ({reason})") from None
-    raise CatalogInputError(f"candidates {str(path)!r}: unknown format; use .fits, .csv or .parquet")
+        raise CatalogInputError(f"candidates {name!r}: cannot be read ({reason})") from None
+    raise CatalogInputError(f"candidates {name!r}: unknown format; use .fits, .csv or .parquet")
 
 
 def normalise(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
@@ -134,8 +139,10 @@ def normalise(df: pd.DataFrame, *, source: str) -> pd.DataFrame:
 
 
 def read_candidates(path: str | Path) -> pd.DataFrame:
-    """Read and validate a user's candidate catalog (FITS, CSV or Parquet)."""
-    path = Path(path)
+    """Read and validate a user's candidate catalog (FITS, CSV or Parquet), a local path or an fsspec URL."""
+    from .storage import as_path
+
+    path = as_path(path)
     return normalise(_read_table(path), source=str(path))
 
 

@@ -148,6 +148,31 @@ def gpu_available() -> bool:
         return False
 
 
+def share_storage_options(client) -> None:
+    """Give every worker of ``client``, present and future, this process's fsspec configuration (endpoints and
+    credentials of ``s3://`` stores and catalogs, :mod:`survey_mass.storage`), so that workers read and write
+    where the driver does."""
+    from .storage import fsspec_config
+
+    conf = fsspec_config()
+    if not conf:
+        return
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class FsspecConfig(WorkerPlugin):
+        name = "survey-mass-fsspec-config"
+
+        def __init__(self, conf: dict):
+            self.conf = conf
+
+        def setup(self, worker) -> None:
+            from survey_mass.storage import apply_fsspec_config
+
+            apply_fsspec_config(self.conf)
+
+    client.register_plugin(FsspecConfig(conf))
+
+
 def start_cluster(
     *,
     scheduler: str | None = None,
@@ -361,6 +386,7 @@ def _on_cluster(
             results.kind, results.dashboard = "given client", getattr(client, "dashboard_link", None)
         if announce:
             print(f"dask: {results.kind}; dashboard {results.dashboard}", flush=True)
+        share_storage_options(client)
         workers_info = client.scheduler_info().get("workers", {})
         n_workers = max(len(workers_info), 1)
         offered = {r for w in workers_info.values() for r in (w.get("resources") or {})}

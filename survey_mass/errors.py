@@ -38,5 +38,9 @@ class CatalogError(SurveyMassError):
     """A catalog path or write that cannot be used."""
 
 
+class StorageError(SurveyMassError):
+    """A storage location (a URL, an object store) that cannot be used as asked."""
+
+
 class ModelError(SurveyMassError):
     """A model directory that cannot be used."""

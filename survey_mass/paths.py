@@ -33,6 +33,8 @@ import re
 import uuid
 from pathlib import Path
 
+from .storage import as_path
+
 PARTITION_RE = re.compile(r"^Npix=(\d+)$")
 
 #: prefix of every half-written file or group (store partitions, catalog partition files)
@@ -143,12 +145,12 @@ def temp_partition_group_path(order: int, pixel: int) -> str:
 
 
 def store_root_file(store: Path | str) -> Path:
-    return Path(store) / STORE_ROOT_FILE
+    return as_path(store) / STORE_ROOT_FILE
 
 
 def store_temporaries(store: Path | str, order: int) -> list[Path]:
     """Half-written partition groups a killed build left in a store (they are never read)."""
-    return sorted((Path(store) / order_dir_name(order)).glob(f"{TEMP_PREFIX}*"))
+    return sorted((as_path(store) / order_dir_name(order)).glob(f"{TEMP_PREFIX}*"))
 
 
 def pixel_directory(pixel: int) -> int:
@@ -158,7 +160,7 @@ def pixel_directory(pixel: int) -> int:
 
 def catalog_dataset(catalog: Path | str) -> Path:
     """The catalog's ``dataset`` directory (partition files, ``_metadata``, ``_common_metadata``)."""
-    return Path(catalog) / CATALOG_DATASET
+    return as_path(catalog) / CATALOG_DATASET
 
 
 def catalog_partition_file(catalog: Path | str, order: int, pixel: int) -> Path:
@@ -188,7 +190,7 @@ def catalog_temporaries(catalog: Path | str) -> list[Path]:
 
 def primary_catalog(out: Path | str) -> Path:
     """The primary (mass) catalog of a run's output collection."""
-    return Path(out) / PRIMARY_CATALOG
+    return as_path(out) / PRIMARY_CATALOG
 
 
 def margin_name(threshold_arcsec: float) -> str:
@@ -198,17 +200,17 @@ def margin_name(threshold_arcsec: float) -> str:
 
 def margin_catalog(out: Path | str, threshold_arcsec: float) -> Path:
     """A margin cache of the primary catalog, inside the output collection."""
-    return Path(out) / margin_name(threshold_arcsec)
+    return as_path(out) / margin_name(threshold_arcsec)
 
 
 def margin_catalogs(out: Path | str) -> list[Path]:
     """Every margin cache directory inside an output collection."""
-    out = Path(out)
+    out = as_path(out)
     return sorted(p for p in out.iterdir() if MARGIN_RE.match(p.name)) if out.is_dir() else []
 
 
 def collection_properties(out: Path | str) -> Path:
-    return Path(out) / COLLECTION_PROPERTIES
+    return as_path(out) / COLLECTION_PROPERTIES
 
 
 def catalog_partition_pixels(catalog: Path | str) -> list[tuple[int, int]]:
@@ -220,36 +222,36 @@ def catalog_partition_pixels(catalog: Path | str) -> list[tuple[int, int]]:
 
 
 def hats_properties(catalog: Path | str) -> Path:
-    return Path(catalog) / HATS_PROPERTIES
+    return as_path(catalog) / HATS_PROPERTIES
 
 
 def is_hats_root(root: Path | str) -> bool:
     """A HATS catalog or collection directory (it holds ``hats.properties`` or ``collection.properties``)."""
-    return (Path(root) / HATS_PROPERTIES).is_file() or (Path(root) / COLLECTION_PROPERTIES).is_file()
+    return (as_path(root) / HATS_PROPERTIES).is_file() or (as_path(root) / COLLECTION_PROPERTIES).is_file()
 
 
 def partition_info_file(catalog: Path | str) -> Path:
-    return Path(catalog) / PARTITION_INFO
+    return as_path(catalog) / PARTITION_INFO
 
 
 def frame_index_file(store: Path | str) -> Path:
     """The frame index an ingest caches beside its store: ``<store>.frame_index.parquet``."""
-    store = Path(store)
+    store = as_path(store)
     return store.with_name(f"{store.name}{FRAME_INDEX_SUFFIX}")
 
 
 def run_summary_file(catalog: Path | str) -> Path:
-    return Path(catalog) / RUN_SUMMARY
+    return as_path(catalog) / RUN_SUMMARY
 
 
 def run_config_file(catalog: Path | str) -> Path:
-    return Path(catalog) / RUN_CONFIG
+    return as_path(catalog) / RUN_CONFIG
 
 
 def run_lock_file(catalog: Path | str) -> Path:
-    return Path(catalog) / RUN_LOCK
+    return as_path(catalog) / RUN_LOCK
 
 
 def dask_scratch(directory: Path | str) -> Path:
     """Scratch space of Dask workers started for a run writing into ``directory``."""
-    return Path(directory) / DASK_SCRATCH
+    return as_path(directory) / DASK_SCRATCH

@@ -7,6 +7,7 @@ Use them in your own pipeline tests::
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def build_small_store(out: str | Path, candidates=None) -> Path:
         workers=1,
         progress=False,
     )
-    return Path(out)
+    return out
 
 
 def build_labelled_store(out: str | Path) -> Path:
@@ -403,3 +404,59 @@ def offset_crossmatch(
         matched_to_nearest=int((truth.reindex(got.index).to_numpy() == got.to_numpy()).sum()),
         reachable=len(truth),
     )
+
+
+# --- an S3 API on loopback (moto's server mode; needs the test extra) ------------------------------------------
+
+
+@contextmanager
+def moto_s3(bucket: str = "survey-mass"):
+    """A real S3 API on 127.0.0.1 (moto's server, in this process) with one empty bucket; yields its URL.
+
+    fsspec's configuration points ``s3://`` at it, in this process and (through the environment) in the
+    processes it starts, as a user's ``FSSPEC_S3_*`` settings would. Everything is restored on exit."""
+    import logging
+    import os
+
+    import fsspec.config
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    options = {"endpoint_url": url, "key": "testing", "secret": "testing"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **{f"FSSPEC_S3_{k.upper()}": v for k, v in options.items()},
+    }
+    saved_env = {k: os.environ.get(k) for k in env}
+    saved_conf = {k: dict(v) for k, v in fsspec.config.conf.items()}
+    os.environ.update(env)
+    fsspec.config.conf["s3"] = dict(options)
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+        yield url
+    finally:
+        import requests
+
+        try:
+            requests.post(f"{url}/moto-api/reset", timeout=5)
+        finally:
+            server.stop()
+            fsspec.config.conf.clear()
+            fsspec.config.conf.update(saved_conf)
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            import s3fs
+
+            s3fs.S3FileSystem.clear_instance_cache()

@@ -103,3 +103,8 @@ def _leaf_violations(rel: str, allowed: tuple[str, ...]) -> list[str]:
 def test_shared_astronomy_is_a_leaf():
     assert _leaf_violations("astro.py", ("survey_mass.photometry",)) == []
     assert _leaf_violations("galaxies.py", ("survey_mass.photometry", "survey_mass.candidates")) == []
+
+
+def test_storage_is_a_leaf():
+    """Where data lives (local or an object store) is decided in one leaf module that every stage uses."""
+    assert _leaf_violations("storage.py", ("survey_mass.errors",)) == []

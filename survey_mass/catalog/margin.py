@@ -75,13 +75,15 @@ def collect_margin_rows(
     rows: dict[tuple[int, int], list[pa.Table]] = defaultdict(list)
     for pixel in pixels:
         f = paths.catalog_partition_file(paths.primary_catalog(out), order, pixel)
-        index = pq.read_table(f, columns=[SPATIAL_INDEX]).column(SPATIAL_INDEX).to_numpy()
-        m = index >> shift
-        at = np.minimum(np.searchsorted(keys, m), keys.size - 1)
-        near = np.flatnonzero(keys[at] == m)
-        if near.size == 0:
-            continue
-        table = pq.read_table(f).take(pa.array(near))
+        with f.open("rb") as fh:
+            parquet = pq.ParquetFile(fh)
+            index = parquet.read(columns=[SPATIAL_INDEX]).column(SPATIAL_INDEX).to_numpy()
+            m = index >> shift
+            at = np.minimum(np.searchsorted(keys, m), keys.size - 1)
+            near = np.flatnonzero(keys[at] == m)
+            if near.size == 0:
+                continue
+            table = parquet.read().take(pa.array(near))
         by_pixel: dict[tuple[int, int], list[int]] = defaultdict(list)
         for k, mp in zip(near.tolist(), m[near].tolist(), strict=True):
             for target in targets[mp]:

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from .. import paths
 from ..errors import CatalogError
+from ..storage import as_path, is_remote
 
 #: what a user gets when they give no SQL and no --columns: everything but the spatial index
 DEFAULT_SQL = "SELECT * EXCLUDE (_healpix_29) FROM catalog"
@@ -73,7 +74,7 @@ def open_catalog(catalog: str | Path):
     """(hats catalog object, its root directory) for a catalog or a collection's primary catalog."""
     import hats
 
-    root = Path(catalog)
+    root = as_path(catalog)
     if not root.is_dir():
         raise CatalogError(f"catalog {str(root)!r}: no such directory")
     if not paths.is_hats_root(root):
@@ -87,7 +88,7 @@ def open_catalog(catalog: str | Path):
     main = getattr(cat, "main_catalog", None)
     if main is not None:  # a collection: the primary catalog only (never its margin)
         cat = main
-        root = Path(str(cat.catalog_path))
+        root = as_path(cat.catalog_path)
     if getattr(cat.catalog_info, "catalog_type", "object") not in ("object", "source"):
         raise CatalogError(
             f"catalog {str(root)!r}: is a {cat.catalog_info.catalog_type} catalog, not an object catalog"
@@ -109,7 +110,7 @@ def read_properties(f: Path) -> dict[str, str]:
 
 def primary_root(catalog: str | Path) -> Path:
     """The object catalog a catalog path means: a collection's primary catalog, or the catalog itself."""
-    root = Path(catalog)
+    root = as_path(catalog)
     collection = paths.collection_properties(root)
     if collection.is_file():
         primary = read_properties(collection).get("hats_primary_table_url", "")
@@ -139,7 +140,7 @@ def _plain_partitions(root: Path) -> tuple[Path, list[tuple[int, int]]] | None:
 def partition_files(catalog: str | Path, *, cone: Cone | None = None) -> tuple[list[Path], int]:
     """Partition files to read (all, or those whose HEALPix cell meets ``cone``) and the number of partitions.
     Without a cone, a plain catalog's partition list is read without hats."""
-    plain = _plain_partitions(Path(catalog)) if cone is None and Path(catalog).is_dir() else None
+    plain = _plain_partitions(as_path(catalog)) if cone is None and as_path(catalog).is_dir() else None
     if plain is not None:
         root, plain = plain
         files = [paths.catalog_partition_file(root, o, p) for o, p in plain]
@@ -216,8 +217,16 @@ def query(
     from .writer import arrow_schema
 
     con = duckdb.connect(":memory:")
+    remote = bool(files) and is_remote(files[0])
     try:
-        if files:
+        if remote:  # an object store: pyarrow reads the files through fsspec (DuckDB's httpfs is a download)
+            import pyarrow.dataset as pads
+
+            con.register(
+                "_remote", pads.dataset([f.path for f in files], filesystem=files[0].fs, format="parquet")
+            )
+            src = "_remote"
+        elif files:
             src = (
                 "read_parquet(["
                 + ", ".join(_literal(str(f)) for f in files)
@@ -230,7 +239,7 @@ def query(
         view = f"SELECT * FROM {src}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
         try:
             # the SQL may read the catalog's own files and nothing else, and cannot change that setting
-            if files:
+            if files and not remote:
                 con.execute(f"SET allowed_directories = [{_literal(str(Path(files[0]).parents[3]) + '/')}]")
             con.execute(f"CREATE TEMP VIEW catalog AS {view}")
             con.execute("SET enable_external_access = false")
@@ -271,8 +280,8 @@ def write_result(
 
     if out is not None:
         o = Path(out).resolve()
-        c = Path(catalog).resolve()
-        if o == c or c in o.parents:
+        c = Path(catalog).resolve() if not is_remote(catalog) else None
+        if c is not None and (o == c or c in o.parents):
             raise CatalogError(
                 f"--out {str(out)!r}: is inside the catalog {str(catalog)!r}; queries never write there"
             )

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from .. import paths, schemas
 from ..errors import CatalogError
+from ..storage import as_path, is_remote, remove_tree, write_bytes
 
 __all__ = [
     "CatalogError",
@@ -91,10 +92,10 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
 
 def check_output(out: Path, *, overwrite: bool = False) -> None:
     """Refuse an output path that exists and is not a survey-mass collection (or a half-written one)."""
-    out = Path(out)
+    out = as_path(out)
     if not out.exists():
         return
-    if not out.is_dir():
+    if out.is_file():
         raise CatalogError(f"output {str(out)!r} exists and is not a directory; choose another --out")
     entries = {p.name for p in out.iterdir()}
     foreign = sorted(e for e in entries if not paths.is_collection_entry(e))
@@ -109,14 +110,18 @@ def check_output(out: Path, *, overwrite: bool = False) -> None:
             "choose another --out"
         )
     if overwrite and (not foreign or paths.FLAT_CATALOG_MARKERS <= entries):
-        import shutil
-
-        shutil.rmtree(out)
+        remove_tree(out)
     elif overwrite:
         raise CatalogError(
             f"output {str(out)!r} is not a survey-mass catalog (holds {foreign[:3]}); --overwrite only replaces "
             "survey-mass catalogs: choose another --out"
         )
+
+
+def parquet_rows(f) -> int:
+    """Rows of a Parquet file (local or on an object store), from its footer."""
+    with f.open("rb") as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
 
 
 def partition_done(out: Path, order: int, pixel: int) -> bool:
@@ -125,7 +130,16 @@ def partition_done(out: Path, order: int, pixel: int) -> bool:
 
 
 def write_parquet_atomic(final: Path, table: pa.Table, *, what: str) -> Path:
-    """Write one Parquet file atomically (temporary file, then rename); ``what`` names it in errors."""
+    """Write one Parquet file atomically (temporary file, then rename; on an object store, one PUT of the whole
+    file); ``what`` names it in errors."""
+    if is_remote(final):
+        sink = pa.BufferOutputStream()
+        try:
+            pq.write_table(table, sink, compression="zstd")
+            final.fs.pipe_file(final.path, sink.getvalue().to_pybytes())
+        except OSError as exc:
+            raise CatalogError(f"catalog {str(final)!r}: {what} could not be written ({exc})") from None
+        return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.catalog_temp_file(final)
     try:
@@ -182,17 +196,19 @@ def _write_catalog_metadata(root: Path, pixels: list[tuple[int, int]], **propert
     from hats.catalog import PartitionInfo, TableProperties
     from hats.pixel_math import HealpixPixel
 
-    root.mkdir(parents=True, exist_ok=True)
+    if not is_remote(root):
+        root.mkdir(parents=True, exist_ok=True)
     PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in sorted(pixels)]).write_to_file(
         paths.partition_info_file(root)
     )
     if pixels:
         hats.io.write_parquet_metadata(root)
     else:  # an empty margin: its schema, and no row groups
-        paths.catalog_dataset(root).mkdir(parents=True, exist_ok=True)
+        sink = pa.BufferOutputStream()
+        pq.write_metadata(arrow_schema(), sink)
         for f in (paths.COMMON_METADATA, paths.METADATA):
-            pq.write_metadata(arrow_schema(), paths.catalog_dataset(root) / f)
-    total = sum(pq.ParquetFile(paths.catalog_partition_file(root, o, p)).metadata.num_rows for o, p in pixels)
+            write_bytes(paths.catalog_dataset(root) / f, sink.getvalue().to_pybytes())
+    total = sum(parquet_rows(paths.catalog_partition_file(root, o, p)) for o, p in pixels)
     TableProperties(
         total_rows=int(total),
         ra_column="ra",
@@ -225,13 +241,11 @@ def finalize(
 
     from .margin import write_margin
 
-    out = Path(out)
+    out = as_path(out)
     paths.collection_properties(out).unlink(missing_ok=True)
     for stale in paths.margin_catalogs(out):
         if stale.name != paths.margin_name(margin_arcsec) or margin_arcsec == 0:
-            import shutil
-
-            shutil.rmtree(stale)
+            remove_tree(stale)
     remove_temporaries(out)
     provenance = {k: str(v) for k, v in provenance.items()}
     total = _write_catalog_metadata(

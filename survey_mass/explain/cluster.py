@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import paths
 from ..errors import CatalogError
+from ..storage import as_path
 
 
 def _properties(catalog: Path) -> dict[str, str]:
@@ -87,10 +88,10 @@ def explain_cluster(
     from ..store import open_store
     from .figures import explain_figure
 
-    catalog = Path(catalog)
+    catalog = as_path(catalog)
     props = _properties(catalog)
     row = catalog_row(catalog, cluster_id)
-    store_path = Path(store) if store else Path(props.get("survey_mass_store", ""))
+    store_path = as_path(store) if store else as_path(props.get("survey_mass_store", ""))
     if not store_path.exists():
         if store:
             raise CatalogError(f"--store {str(store_path)!r}: no such store")

@@ -62,8 +62,9 @@ def catalog_report(catalog: str | Path, out: str | Path) -> dict:
 
     from ..catalog.query import query
     from ..catalog.writer import CatalogError
+    from ..storage import as_path, is_remote
 
-    cat = Path(catalog)
+    cat = as_path(catalog)
     res = query(cat, columns=None)
     t = res.table
     names = [c for c in COLUMNS if c in t.column_names]
@@ -72,7 +73,7 @@ def catalog_report(catalog: str | Path, out: str | Path) -> dict:
         if c != "id":
             d[c] = np.asarray(d[c], dtype=float)
     out = Path(out).resolve()
-    if out == cat.resolve() or cat.resolve() in out.parents:
+    if not is_remote(cat) and (out == cat.resolve() or cat.resolve() in out.parents):
         raise CatalogError(f"--out {str(out)!r}: is inside the catalog; reports never write there")
     out.mkdir(parents=True, exist_ok=True)
     n = len(d["id"])

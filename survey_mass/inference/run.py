@@ -28,6 +28,7 @@ from .. import paths
 from ..errors import SurveyMassError
 from ..pipelines import AttributionSection, CatalogSection, ClusterSection, InferenceSection
 from ..quality import Quality
+from ..storage import as_path, display, is_remote
 
 _CACHE: dict[str, object] = {}
 
@@ -254,7 +255,7 @@ def write_stage(job: PartitionJob) -> dict:
         **{c: cols[c] for c in PASSTHROUGH_COLUMNS if c in cols},
         "model_id": np.full(n, _bundle(job.model_path, "cpu").model_id),
     }
-    write_partition(Path(job.catalog), _store(job.store_path).order, job.pixel, to_table(out))
+    write_partition(as_path(job.catalog), _store(job.store_path).order, job.pixel, to_table(out))
     t = job.timings
     write_s = time.perf_counter() - t0
     return {
@@ -286,7 +287,7 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
     Otherwise the catalog would mix rows made two ways. The first run records them in ``run_config.json``.
     """
     cfg = {
-        "store": str(Path(store_path).resolve()),
+        "store": display(store_path),
         "model_id": bundle.model_id,
         "footprint": footprint.name,
         "attribution": opts.attribution,
@@ -313,33 +314,60 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
 
 
 class RunLock:
-    """``CATALOG/.lock`` holds the pid of the run writing the catalog; a live holder makes others refuse."""
+    """``OUT/.lock`` holds ``pid@host`` of the run writing the output; a live holder makes others refuse.
+
+    It is created exclusively (:func:`survey_mass.storage.create_exclusive`: a hard link on local disk, a
+    conditional PUT on S3), so two runs starting together cannot both take it. A lock left by a dead run on this
+    host is taken over; one from another host cannot be judged from here, and the message names it."""
 
     def __init__(self, catalog: Path):
         self.path = paths.run_lock_file(catalog)
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        import socket
+
+        from ..storage import create_exclusive
+
+        me = f"{os.getpid()}@{socket.gethostname()}"
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
+            if create_exclusive(self.path, me.encode()):
                 return self
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                    os.kill(pid, 0)
-                except (ValueError, ProcessLookupError):
-                    self.path.unlink(missing_ok=True)  # a stale lock from a run that died
-                    continue
-                except PermissionError:
-                    pass
-                raise SurveyMassError(
-                    f"output {str(self.path.parent)!r} is being written by another run (pid {pid}); wait for it or "
-                    "choose another --out"
-                ) from None
-        raise SurveyMassError(f"output {str(self.path.parent)!r}: cannot take the lock {self.path}")
+            holder = self._holder()
+            if holder is None or not self._alive(*holder):
+                self.path.unlink(missing_ok=True)  # a stale lock from a run that died
+                continue
+            pid, host = holder
+            where = "" if host in (None, socket.gethostname()) else f" on {host}"
+            raise SurveyMassError(
+                f"output {str(self.path.parent)!r} is being written by another run (pid {pid}{where}); wait for it or "
+                f"choose another --out (if no run is writing it, delete {str(self.path)!r})"
+            ) from None
+        raise SurveyMassError(f"output {str(self.path.parent)!r}: cannot take the lock {str(self.path)!r}")
+
+    def _holder(self) -> tuple[int, str | None] | None:
+        try:
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        pid, _, host = text.partition("@")
+        try:
+            return int(pid or 0), host or None
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _alive(pid: int, host: str | None) -> bool:
+        import socket
+
+        if host not in (None, socket.gethostname()):
+            return True  # another machine's run: assume it lives
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, OverflowError):
+            return pid > 0
+        return pid > 0
 
     def __exit__(self, *exc):
         self.path.unlink(missing_ok=True)
@@ -379,7 +407,7 @@ def run_catalog(
     t0 = time.perf_counter()
     # one precision for the whole run, whichever worker computes a partition
     opts = replace(opts, precision=resolve_precision(opts.precision, opts.device))
-    catalog_p = Path(catalog)
+    catalog_p = as_path(catalog)
     check_output(catalog_p, overwrite=overwrite)
     store = open_store(store_path)
     bundle = load_bundle(model_path)
@@ -425,7 +453,7 @@ def run_catalog(
             progress=progress,
             desc="partitions",
             # worker scratch space stays inside the output (nothing is written outside --out)
-            scratch=paths.dask_scratch(catalog_p),
+            scratch=None if is_remote(catalog_p) else paths.dask_scratch(catalog_p),
             retries=3,
             # workers stopped mid-write leave temporaries; finished partitions are complete files
             cleanup=lambda: remove_temporaries(catalog_p),
@@ -440,7 +468,7 @@ def run_catalog(
             "survey_mass_model_id": bundle.model_id,
             "survey_mass_model_card_sha256": bundle.card_sha256,
             "survey_mass_footprint": footprint.name,
-            "survey_mass_store": str(Path(store_path).resolve()),
+            "survey_mass_store": display(store_path),
             "survey_mass_attribution": (
                 f"{opts.attribution} (integrated gradients from {opts.ig_baselines} blank-sky baselines, "
                 f"trapezoid from {opts.ig_steps} steps, complete to {opts.ig_tolerance_dex} dex)"
@@ -459,7 +487,7 @@ def run_catalog(
     new_rows = sum(r["rows"] for r in results)
     summary = RunSummary(
         catalog=str(catalog_p),
-        store=str(Path(store_path).resolve()),
+        store=display(store_path),
         footprint=footprint.name,
         model_id=bundle.model_id,
         device=str(opts.device),

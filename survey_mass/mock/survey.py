@@ -464,6 +464,16 @@ def plan(footprint, cfg: MockConfig, candidates: pd.DataFrame | None) -> list[Pa
     return jobs
 
 
+def _size_bytes(out) -> int:
+    """Bytes in a store (a local directory, or the objects under a URL)."""
+    from ..storage import as_path
+
+    p = as_path(out)
+    if isinstance(p, Path):
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return int(p.fs.du(p.path, total=True))
+
+
 def _remove_stale_temporaries(out: Path, order: int) -> None:
     """Delete half-written partitions a killed build left behind (they are never read)."""
     from ..store.cutouts import remove_temporaries
@@ -522,7 +532,7 @@ def build_mock_store(
         progress=progress,
         desc="mock partitions",
         retries=2,
-        cleanup=lambda: _remove_stale_temporaries(Path(out), cfg.order),
+        cleanup=lambda: _remove_stale_temporaries(out, cfg.order),
         key_prefix="mock-partition",
     )
     todo = built.computed
@@ -532,7 +542,7 @@ def build_mock_store(
     write_manifest(out)
     wall = time.perf_counter() - t0
     store = open_store(out)
-    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    size = _size_bytes(out)
     return {
         "store": str(out),
         "clusters": store.n_total,

@@ -54,6 +54,7 @@ from .. import paths
 from .._version import __version__
 from ..errors import StoreError
 from ..photometry import BANDS
+from ..storage import as_path, is_remote, remove_tree, zarr_store
 
 ATTR_KEY = "survey_mass"
 SCHEMA_VERSION = 1
@@ -139,7 +140,7 @@ def _root_attrs(path: Path) -> dict:
     import zarr
 
     try:
-        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+        root = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StoreError(f"store {str(path)!r}: not a Zarr v3 store ({reason})") from None
@@ -169,7 +170,7 @@ def create_store(
     """
     import zarr
 
-    path = Path(path)
+    path = as_path(path)
     try:
         meta = StoreAttributes(
             schema_version=SCHEMA_VERSION,
@@ -190,7 +191,7 @@ def create_store(
             f"store {str(path)!r}: attributes do not follow the contract: {_contract_error(exc)}"
         ) from None
     if path.exists() and overwrite:
-        shutil.rmtree(path)
+        remove_tree(path)
     if path.exists():
         if not paths.store_root_file(path).is_file():
             raise StoreError(f"store {str(path)!r}: exists and is not a Zarr store; choose another --out")
@@ -202,7 +203,7 @@ def create_store(
                     f"{getattr(meta, key)!r}); use --overwrite or another --out"
                 )
         return old
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)
     root.attrs[ATTR_KEY] = meta.to_attrs()
     root.create_group(paths.order_dir_name(healpix_order))
     return meta
@@ -216,10 +217,14 @@ def write_partition(
     attrs: dict | None = None,
 ) -> None:
     """Write one partition atomically: into a temporary group, then renamed into place. ``attrs`` are extra
-    group attributes that travel with it (e.g. what it was built from)."""
+    group attributes that travel with it (e.g. what it was built from).
+
+    On an object store, which cannot rename, the group is written in place and its attributes last, in one PUT
+    of its ``zarr.json``: a partition counts as written once they carry ``n_cutouts``
+    (:meth:`CutoutStore.partitions`)."""
     import zarr
 
-    path = Path(path)
+    path = as_path(path)
     meta = open_store(path).meta
     order, size = meta.healpix_order, meta.cutout_size
     n = images.shape[0]
@@ -230,13 +235,22 @@ def write_partition(
     for c in REQUIRED_COLUMNS:
         if c not in columns:
             raise StoreError(f"partition {pixel}: column {c!r} is missing")
+    done = {"n_cutouts": int(n), "healpix_pixel": int(pixel), **(attrs or {})}
+    root = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3)
+    if is_remote(path):
+        final = paths.partition_group_path(order, pixel)
+        remove_tree(path / final)  # an earlier, unfinished write
+        g = root.create_group(final)
+        try:
+            _write_arrays(g, n, size, images, columns)
+        except BaseException:
+            remove_tree(path / final)
+            raise
+        g.update_attributes(done)  # the last object: the partition is complete
+        return
     tmp = paths.temp_partition_group_path(order, pixel)
-    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
     g = root.create_group(tmp)
-    g.attrs["n_cutouts"] = int(n)
-    g.attrs["healpix_pixel"] = int(pixel)
-    if attrs:
-        g.attrs.update(attrs)
+    g.attrs.update(done)
     try:
         _write_arrays(g, n, size, images, columns)
     except BaseException:
@@ -246,6 +260,17 @@ def write_partition(
     if final.exists():
         shutil.rmtree(final)
     os.replace(path / tmp, final)
+
+
+def _finished_remotely(group) -> bool:
+    """Whether a partition group on an object store was written to the end (its attributes came last)."""
+    import json
+
+    try:
+        doc = json.loads((group / paths.STORE_ROOT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return "n_cutouts" in doc.get("attributes", {})
 
 
 def remove_temporaries(path: str | Path, order: int) -> None:
@@ -264,7 +289,7 @@ def write_manifest(path: str | Path) -> dict[str, int]:
 
     store = open_store(path)
     manifest = {str(p): store.n_cutouts(p) for p in store.partitions}
-    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    root = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3)
     root.attrs[ATTR_KEY] = store.meta.model_copy(update={"partitions": manifest}).to_attrs()
     return manifest
 
@@ -338,7 +363,7 @@ class CutoutStore:
         out = []
         for entry in d.iterdir():
             m = paths.PARTITION_RE.match(entry.name)
-            if m and entry.is_dir():
+            if m and entry.is_dir() and (not is_remote(entry) or _finished_remotely(entry)):
                 out.append(int(m.group(1)))
         return sorted(out)
 
@@ -354,7 +379,7 @@ class CutoutStore:
         if not (self.path / gp).is_dir():
             raise StoreError(f"store {str(self.path)!r}: partition {pixel} ({gp}) is missing")
         try:
-            return zarr.open_group(str(self.path / gp), mode="r", zarr_format=3)
+            return zarr.open_group(zarr_store(self.path / gp, read_only=True), mode="r", zarr_format=3)
         except Exception as exc:
             raise StoreError(
                 f"store {str(self.path)!r}: partition {pixel}: unreadable group ({exc})"
@@ -454,7 +479,7 @@ def open_store(path: str | Path) -> CutoutStore:
         One line naming the store and what is wrong: not a store, a wrong schema version, attributes that break
         the contract.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise StoreError(f"store {str(path)!r}: does not exist")
     attrs = _root_attrs(path)

@@ -95,17 +95,20 @@ def _row(path: Path, stat: os.stat_result) -> dict:
 def frame_index(frames_dir: str | Path, store: str | Path, *, progress: bool = True) -> FrameIndex:
     """The index of ``frames_dir``: the cached one beside ``store``, refreshed for frames added, changed or
     removed, written back atomically when anything changed."""
+    import io
+
     import pandas as pd
 
     from ..paths import frame_index_file
     from ..progress import bar
+    from ..storage import write_bytes
     from .ingest import frame_files
 
     d = Path(frames_dir)
     files = frame_files(d)
     stats = {p.name: p.stat() for p in files}
     target = frame_index_file(store)
-    old = pd.read_parquet(target) if target.is_file() else None
+    old = pd.read_parquet(io.BytesIO(target.read_bytes())) if target.is_file() else None
     keep = [
         r
         for r in ([] if old is None else old.to_dict("records"))
@@ -126,9 +129,9 @@ def frame_index(frames_dir: str | Path, store: str | Path, *, progress: bool = T
     if new or old is None or len(keep) != len(old):
         table = pd.DataFrame(rows)
         table["cells"] = table["cells"].map(lambda c: np.asarray(c, np.int64))
-        tmp = target.with_name(f".tmp-{target.name}")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        write_bytes(target, buf.getvalue())  # atomic: a temporary renamed, or one PUT
     frames = [
         IndexedFrame(
             path=d / r["name"],

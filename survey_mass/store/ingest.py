@@ -392,6 +392,7 @@ def ingest_frames(
     from ..candidates import read_candidates
     from ..engine import Task, fan_out
     from ..footprint import partition_of
+    from ..storage import display
     from . import create_store, open_store
     from .cutouts import remove_temporaries, write_manifest
     from .frame_index import frame_index, frames_reaching
@@ -408,8 +409,8 @@ def ingest_frames(
         kind="ingest",
         footprint="frames",
         provenance={
-            "frames_dir": str(Path(frames_dir).resolve()),
-            "candidates": str(Path(candidates).resolve()),
+            "frames_dir": display(frames_dir),
+            "candidates": display(candidates),
         },
         overwrite=overwrite,
     )

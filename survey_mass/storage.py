@@ -1,0 +1,143 @@
+"""Where stores and catalogs live: local paths, or fsspec URLs (``s3://bucket/key``, ``file:///...``) through
+universal-pathlib, as hats and lsdb address them.
+
+* :func:`as_path` turns what a user typed into a :class:`pathlib.Path` (local, ``file://`` included) or a
+  :class:`upath.UPath` (anything else). Every other module takes paths from here and from :mod:`survey_mass.paths`,
+  whose joins work on both.
+* Credentials and endpoints are fsspec's own configuration: ``FSSPEC_S3_ENDPOINT_URL``, ``FSSPEC_S3_KEY``, ... in
+  the environment, or ``~/.config/fsspec/*.json``, or a UPath with storage options passed to the Python API. The
+  engine hands the driver's fsspec configuration to every Dask worker, so workers read and write with the same
+  options.
+* Object stores have no rename. A file is written with one complete PUT (:func:`write_bytes`); a reader sees the
+  whole object or none. Finished partitions are known by their final objects. Listings are never cached
+  (``use_listings_cache=False``): other processes write the objects a run looks for.
+* :func:`create_exclusive` writes an object only if none is there (S3's conditional ``If-None-Match: *``; a
+  hard link on local disk); stores that cannot do that are refused (:class:`~survey_mass.errors.StorageError`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .errors import StorageError
+
+#: storage options every remote path gets unless given: other processes write what a run lists
+DEFAULT_OPTIONS = {"use_listings_cache": False}
+
+
+def is_url(s: Any) -> bool:
+    return isinstance(s, str) and "://" in s
+
+
+def as_path(p: Any):
+    """A local :class:`~pathlib.Path` for a path or ``file://`` URL, a :class:`upath.UPath` for other URLs; a
+    UPath given stays as it is (with its storage options)."""
+    if isinstance(p, Path):
+        return p
+    if type(p).__module__.startswith("upath"):
+        return Path(p.path) if getattr(p, "protocol", "") in ("", "file", "local") else p
+    s = os.fspath(p) if not isinstance(p, str) else p
+    if not is_url(s):
+        return Path(s)
+    if s.startswith("file://"):
+        return Path(s[len("file://") :])
+    from upath import UPath
+
+    return UPath(s, **DEFAULT_OPTIONS)
+
+
+def is_remote(p: Any) -> bool:
+    """Whether a path lives on an object store (or any non-local fsspec filesystem)."""
+    return not isinstance(as_path(p), Path)
+
+
+def display(p: Any) -> str:
+    """How a path is named in messages and provenance: an absolute local path, or the URL."""
+    q = as_path(p)
+    return str(q.resolve()) if isinstance(q, Path) else str(q)
+
+
+def write_bytes(p: Any, data: bytes) -> None:
+    """Write a whole file: locally to a temporary name then renamed, remotely in one PUT."""
+    q = as_path(p)
+    if isinstance(q, Path):
+        q.parent.mkdir(parents=True, exist_ok=True)
+        tmp = q.parent / f".tmp-{q.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, q)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    q.fs.pipe_file(q.path, data)
+
+
+def remove_tree(p: Any) -> None:
+    """Delete a directory (a prefix on an object store) and everything under it."""
+    q = as_path(p)
+    if isinstance(q, Path):
+        shutil.rmtree(q, ignore_errors=True)
+    elif q.fs.exists(q.path):
+        q.fs.rm(q.path, recursive=True)
+
+
+def create_exclusive(p: Any, data: bytes) -> bool:
+    """Write ``data`` at ``p`` only if nothing is there; True if this call created it.
+
+    Atomic on local disk (a complete temporary file hard-linked into place) and on S3 (a conditional PUT,
+    ``If-None-Match: *``). Raises StorageError on a filesystem that cannot create exclusively."""
+    q = as_path(p)
+    if isinstance(q, Path):
+        q.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=q.parent, prefix=f".tmp-{q.name}-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.link(tmp, q)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    if q.protocol not in ("s3", "s3a"):
+        raise StorageError(
+            f"{q}: {q.protocol}:// cannot write an object only if it is absent, so two runs into the same output "
+            "could not be told apart; survey-mass refuses to write there (use a local path or s3://)"
+        )
+    try:
+        q.fs.pipe_file(q.path, data, mode="create")
+        return True
+    except FileExistsError:
+        return False
+
+
+def zarr_store(p: Any, *, read_only: bool = False):
+    """What :func:`zarr.open_group` takes for a store at ``p``: the path string locally, an fsspec store
+    remotely (zarr wants an asynchronous filesystem, which it builds from the URL and options)."""
+    q = as_path(p)
+    if isinstance(q, Path):
+        return str(q)
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(str(q), storage_options=dict(q.storage_options), read_only=read_only)
+
+
+def fsspec_config() -> dict:
+    """The fsspec configuration of this process (what the engine gives each worker)."""
+    import fsspec.config
+
+    return {k: dict(v) for k, v in fsspec.config.conf.items()}
+
+
+def apply_fsspec_config(conf: dict) -> None:
+    """Make ``conf`` this process's fsspec configuration (on a worker, before it opens any filesystem)."""
+    import fsspec.config
+
+    if conf and conf != fsspec_config():
+        fsspec.config.conf.clear()
+        fsspec.config.conf.update({k: dict(v) for k, v in conf.items()})
