@@ -63,7 +63,7 @@ def test_mock_run_query_and_lsdb_round_trip_through_s3(s3, s3_store, small_store
     p = local.partitions[0]
     np.testing.assert_array_equal(remote.images(p, 0, 4), local.images(p, 0, 4))
     # the run reads the store and writes the collection on S3: the same masses as the local run
-    summary = run_small(s3_store, "s3://survey-mass/masses")
+    summary = run_small(s3_store, "s3://survey-mass/masses", attribution="none")
     assert (
         summary.store == "s3://survey-mass/small.zarr" and summary.margin_rows == small_catalog[1].margin_rows
     )
@@ -107,12 +107,12 @@ def test_an_interrupted_run_on_s3_resumes_to_the_same_catalog(s3, s3_store, smal
 
     monkeypatch.setattr(writer, "write_parquet_atomic", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_small(s3_store, "s3://survey-mass/resumed")
+        run_small(s3_store, "s3://survey-mass/resumed", attribution="none")
     monkeypatch.setattr(writer, "write_parquet_atomic", real)
     out = as_path("s3://survey-mass/resumed")
     assert len(paths.catalog_partition_files(paths.primary_catalog(out))) == 1  # only whole objects are there
     assert not paths.run_lock_file(out).exists() and not paths.collection_properties(out).exists()
-    s = run_small(s3_store, "s3://survey-mass/resumed")
+    s = run_small(s3_store, "s3://survey-mass/resumed", attribution="none")
     assert s.partitions_skipped == 1 and s.partitions_computed == s.partitions - 1
     _same(_rows(out), read_catalog(small_catalog[0]))
     assert paths.collection_properties(out).exists()

@@ -13,8 +13,9 @@ from survey_mass.candidates import load_redmapper
 from survey_mass.errors import SurveyMassError
 from survey_mass.footprint import parse_footprint
 from survey_mass.inference.predict import ESTIMATORS
-from survey_mass.paths import catalog_partition_files, partition_group_path
+from survey_mass.paths import partition_group_path
 from survey_mass.store import open_store
+from survey_mass.testing import read_catalog
 from survey_mass.validate import (
     REPORT_JSON,
     REPORT_MD,
@@ -49,7 +50,7 @@ def validated(tmp_path_factory, smoke_model):
 
 
 def _catalog(path) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(f) for f in catalog_partition_files(path)], ignore_index=True)
+    return read_catalog(path)
 
 
 def test_a_row_per_perturbation_and_available_estimator(validated):
