@@ -738,6 +738,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        from .storage import storage_failure
+
+        line = storage_failure(exc)
+        if line is None:
+            raise
+        print(f"survey-mass {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

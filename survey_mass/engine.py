@@ -148,15 +148,16 @@ def gpu_available() -> bool:
         return False
 
 
-def share_storage_options(client) -> None:
+def share_storage_options(client) -> str | None:
     """Give every worker of ``client``, present and future, this process's fsspec configuration (endpoints and
     credentials of ``s3://`` stores and catalogs, :mod:`survey_mass.storage`), so that workers read and write
-    where the driver does."""
+    where the driver does; merged into each worker's own. Returns the plugin's name, to unregister when the
+    partitions are done (None when there is nothing to share)."""
     from .storage import fsspec_config
 
     conf = fsspec_config()
     if not conf:
-        return
+        return None
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class FsspecConfig(WorkerPlugin):
@@ -171,6 +172,7 @@ def share_storage_options(client) -> None:
             apply_fsspec_config(self.conf)
 
     client.register_plugin(FsspecConfig(conf))
+    return FsspecConfig.name
 
 
 def start_cluster(
@@ -369,6 +371,7 @@ def _on_cluster(
     choice = None
     own_scratch = scratch is None
     futures: list = []
+    shared_plugin = None
     try:
         if client is None:
             if own_scratch:
@@ -386,7 +389,7 @@ def _on_cluster(
             results.kind, results.dashboard = "given client", getattr(client, "dashboard_link", None)
         if announce:
             print(f"dask: {results.kind}; dashboard {results.dashboard}", flush=True)
-        share_storage_options(client)
+        shared_plugin = share_storage_options(client)
         workers_info = client.scheduler_info().get("workers", {})
         n_workers = max(len(workers_info), 1)
         offered = {r for w in workers_info.values() for r in (w.get("resources") or {})}
@@ -434,6 +437,11 @@ def _on_cluster(
                 pass
         raise
     finally:
+        if shared_plugin is not None and choice is None:  # a client the caller keeps: leave it as it was
+            try:
+                client.unregister_worker_plugin(shared_plugin)
+            except Exception:
+                pass
         if choice is not None:
             choice.client.close()
             if choice.owned is not None:

@@ -67,8 +67,12 @@ RUN_LOCK = ".lock"
 COLLECTION_ENTRIES = frozenset(
     {PRIMARY_CATALOG, COLLECTION_PROPERTIES, RUN_SUMMARY, RUN_LOCK, RUN_CONFIG, DASK_SCRATCH}
 )
-#: what the top level of a catalog written before outputs were collections held (it is no longer resumed)
+#: what the top level of a catalog written before outputs were collections held (it is no longer resumed): its
+#: markers, and every name it could hold
 FLAT_CATALOG_MARKERS = frozenset({CATALOG_DATASET, HATS_PROPERTIES, PARTITION_INFO})
+FLAT_CATALOG_ENTRIES = FLAT_CATALOG_MARKERS | frozenset(
+    {"properties", RUN_SUMMARY, RUN_LOCK, RUN_CONFIG, DASK_SCRATCH, "skymap.fits", "point_map.fits"}
+)
 
 
 def is_collection_entry(name: str) -> bool:

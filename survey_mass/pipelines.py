@@ -152,6 +152,13 @@ class CatalogSection(_Section):
         "exact across partition borders); 0 for none",
     )
 
+    @field_validator("margin_arcsec")
+    @classmethod
+    def _margin(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError(f"margin_arcsec must be 0 (no margin) or at least 1 arcsec, got {v}")
+        return v
+
 
 class ClusterSection(_Section):
     scheduler: str = Field("", description="address of a running Dask scheduler; empty for a local cluster")

@@ -17,6 +17,7 @@ universal-pathlib, as hats and lsdb address them.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -112,8 +113,41 @@ def create_exclusive(p: Any, data: bytes) -> bool:
     try:
         q.fs.pipe_file(q.path, data, mode="create")
         return True
-    except FileExistsError:
+    except FileExistsError:  # 412 PreconditionFailed: someone else's object is there
         return False
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:  # 409 ConditionalRequestConflict: a concurrent conditional PUT won
+            return False
+        raise
+
+
+def check_exclusive_create(directory: Any) -> None:
+    """Refuse an object store whose endpoint ignores conditional PUTs (some S3-compatible servers do): write a
+    probe object twice; the second must be refused."""
+    q = as_path(directory)
+    if isinstance(q, Path):
+        return
+    probe = q / f".lock-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        if not create_exclusive(probe, b"1") or create_exclusive(probe, b"2"):
+            raise StorageError(
+                f"{q}: the endpoint does not honour conditional writes (If-None-Match), so two runs into the same "
+                "output could not be told apart; survey-mass refuses to write there"
+            )
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """One line for an object store's failure (an unreachable endpoint, refused credentials, a throttled
+    request) that reached the user; None for anything else."""
+    mods = [type(e).__module__ for e in (exc, exc.__cause__, exc.__context__) if e is not None]
+    if not any(
+        m.split(".")[0] in ("botocore", "aiobotocore", "s3fs", "aiohttp", "gcsfs", "adlfs") for m in mods
+    ):
+        return None
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"object storage: {first or type(exc).__name__} (check the endpoint and credentials: FSSPEC_S3_* or fsspec's config)"
 
 
 def zarr_store(p: Any, *, read_only: bool = False):
@@ -138,6 +172,5 @@ def apply_fsspec_config(conf: dict) -> None:
     """Make ``conf`` this process's fsspec configuration (on a worker, before it opens any filesystem)."""
     import fsspec.config
 
-    if conf and conf != fsspec_config():
-        fsspec.config.conf.clear()
-        fsspec.config.conf.update({k: dict(v) for k, v in conf.items()})
+    for protocol, options in conf.items():  # the driver's settings win; the worker's others stay
+        fsspec.config.conf.setdefault(protocol, {}).update(options)

@@ -191,9 +191,9 @@ def run_small(store: str | Path, out: str | Path, **kw) -> dict:
         precision=kw.pop("precision", "auto"),
     )
     return run_catalog(
-        store_path=str(store),
+        store_path=store,  # a UPath keeps its storage options
         model_path=str(model_dir()),
-        catalog=str(out),
+        catalog=out,
         footprint=parse_footprint(RUN_FOOTPRINT),
         opts=opts,
         progress=False,

@@ -240,3 +240,41 @@ def test_the_lock_is_taken_by_exactly_one_of_many_and_other_stores_are_refused(s
     # a filesystem with no create-if-absent cannot hold the run lock: refused before anything is written
     with pytest.raises(StorageError, match="only if it is absent"):
         run_small(s3_store, "memory://masses", attribution="none")
+
+
+def test_a_upath_with_its_own_storage_options_needs_no_fsspec_configuration(
+    s3, s3_store, small_catalog, monkeypatch
+):
+    """Through the Python API, UPaths that carry the endpoint and keys are enough: nothing in fsspec's
+    configuration or the environment names the endpoint."""
+    import fsspec.config
+    from upath import UPath
+
+    options = dict(fsspec.config.conf["s3"])
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    for k in ("FSSPEC_S3_ENDPOINT_URL", "FSSPEC_S3_KEY", "FSSPEC_S3_SECRET"):
+        monkeypatch.delenv(k)
+    store = UPath("s3://survey-mass/small.zarr", use_listings_cache=False, **options)
+    out = UPath("s3://survey-mass/upath_masses", use_listings_cache=False, **options)
+    s = run_small(store, out, attribution="none")
+    assert s.partitions_computed == s.partitions
+    _same(_rows(out), read_catalog(small_catalog[0]))
+
+
+def test_an_unreachable_endpoint_is_one_line(monkeypatch, capsys):
+    import fsspec.config
+
+    from survey_mass.testing import assert_one_line_error, cli
+
+    monkeypatch.setitem(
+        fsspec.config.conf,
+        "s3",
+        {
+            "endpoint_url": "http://127.0.0.1:9",
+            "key": "k",
+            "secret": "s",
+            "config_kwargs": {"retries": {"max_attempts": 1}},
+        },
+    )
+    code, _, err = cli(["query", "s3://nowhere/masses", "SELECT 1"], capsys)
+    assert_one_line_error(code, err, "object storage", "127.0.0.1:9")

@@ -30,16 +30,37 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import paths
+from ..errors import CatalogError
 
 #: the spatial index column (order-29 nested HEALPix) every partition is sorted by
 SPATIAL_INDEX = "_healpix_29"
 
 
 def margin_order(threshold_arcsec: float, catalog_order: int) -> int:
-    """The HEALPix order of the margin pixels: hats' order for the threshold, and above the partitions'."""
+    """The HEALPix order of the margin pixels: hats' order for the threshold (:func:`check_margin` makes sure
+    it lies above the partitions')."""
     import hats.pixel_math.healpix_shim as hp
 
-    return max(int(hp.margin2order(np.asarray(threshold_arcsec / 60.0))), int(catalog_order) + 1)
+    return int(hp.margin2order(np.asarray(threshold_arcsec / 60.0)))
+
+
+def check_margin(threshold_arcsec: float, catalog_order: int) -> None:
+    """Refuse a margin the partitions cannot hold, as lsdb does: its pixels must be finer than the
+    partitions and at least as wide as the threshold, else rows within the threshold would be missed."""
+    import hats.pixel_math.healpix_shim as hp
+
+    if threshold_arcsec == 0:
+        return
+    if not 1.0 <= threshold_arcsec <= 3600.0:
+        raise CatalogError(f"--margin-arcsec {threshold_arcsec:g}: give 0 (no margin) or 1 to 3600 arcsec")
+    order = margin_order(threshold_arcsec, catalog_order)
+    if order <= catalog_order or hp.order2mindist(order) * 60.0 < threshold_arcsec:
+        widest = hp.order2mindist(catalog_order + 1) * 60.0
+        raise CatalogError(
+            f"--margin-arcsec {threshold_arcsec:g}: partitions of order {catalog_order} can hold a margin of at most "
+            f"{widest:.0f} arcsec (its pixels must be finer than the partitions); use a smaller margin or partitions "
+            "of a lower order"
+        )
 
 
 def margin_targets(pixels: Iterable[tuple[int, int]], order_m: int) -> dict[int, list[tuple[int, int]]]:

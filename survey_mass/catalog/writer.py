@@ -28,6 +28,7 @@ __all__ = [
     "CatalogError",
     "arrow_schema",
     "check_output",
+    "clear_output",
     "finalize",
     "partition_done",
     "remove_temporaries",
@@ -90,8 +91,21 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=arrow_schema())
 
 
+def _old_survey_mass_catalog(out, entries: set[str]) -> bool:
+    """A catalog written by survey-mass before outputs were collections: only its own names at the top, and
+    survey-mass provenance in its ``hats.properties``."""
+    if not paths.FLAT_CATALOG_MARKERS <= entries or not entries <= paths.FLAT_CATALOG_ENTRIES:
+        return False
+    try:
+        return "survey_mass_model_id" in paths.hats_properties(out).read_text()
+    except OSError:
+        return False
+
+
 def check_output(out: Path, *, overwrite: bool = False) -> None:
-    """Refuse an output path that exists and is not a survey-mass collection (or a half-written one)."""
+    """Refuse an output path that exists and is not a survey-mass collection (or a half-written one); with
+    ``overwrite``, also an older survey-mass catalog. Nothing is deleted here (:func:`clear_output` does that,
+    once the run holds the lock)."""
     out = as_path(out)
     if not out.exists():
         return
@@ -99,23 +113,34 @@ def check_output(out: Path, *, overwrite: bool = False) -> None:
         raise CatalogError(f"output {str(out)!r} exists and is not a directory; choose another --out")
     entries = {p.name for p in out.iterdir()}
     foreign = sorted(e for e in entries if not paths.is_collection_entry(e))
-    if foreign and not overwrite:
-        if paths.FLAT_CATALOG_MARKERS <= entries:
-            raise CatalogError(
-                f"output {str(out)!r} holds a catalog written before outputs became HATS collections (no margin "
-                "cache); it cannot be resumed: use --overwrite or another --out"
-            )
+    if not foreign:
+        return
+    if _old_survey_mass_catalog(out, entries):
+        if overwrite:
+            return
         raise CatalogError(
-            f"output {str(out)!r} exists and is not a survey-mass catalog (holds {foreign[:3]}); "
-            "choose another --out"
+            f"output {str(out)!r} holds a catalog written before outputs became HATS collections (no margin "
+            "cache); it cannot be resumed: use --overwrite or another --out"
         )
-    if overwrite and (not foreign or paths.FLAT_CATALOG_MARKERS <= entries):
-        remove_tree(out)
-    elif overwrite:
-        raise CatalogError(
-            f"output {str(out)!r} is not a survey-mass catalog (holds {foreign[:3]}); --overwrite only replaces "
-            "survey-mass catalogs: choose another --out"
-        )
+    raise CatalogError(
+        f"output {str(out)!r} exists and is not a survey-mass catalog (holds {foreign[:3]}); "
+        + ("--overwrite only replaces survey-mass catalogs: " if overwrite else "")
+        + "choose another --out"
+    )
+
+
+def clear_output(out: Path) -> None:
+    """Delete what a checked output (:func:`check_output`) holds, except the run's own lock."""
+    out = as_path(out)
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name == paths.RUN_LOCK:
+            continue
+        if entry.is_dir():
+            remove_tree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def parquet_rows(f) -> int:
@@ -230,13 +255,15 @@ def finalize(
     provenance: dict[str, str],
     margin_arcsec: float,
     progress: bool = False,
+    rebuild_margin: bool = False,
 ) -> Written:
     """Write the primary catalog's metadata, its margin cache (none for ``margin_arcsec`` 0) and, last, the
     collection's properties; return the row counts.
 
     The margin's threshold is not a setting of the rows: a rerun with another one keeps the primary catalog
-    and replaces the margin. Until ``collection.properties`` is written again the collection reads as
-    unfinished."""
+    and replaces the margin. A margin partition already written is kept unless ``rebuild_margin`` (this run
+    computed primary partitions, whose rows the margin copies). Until ``collection.properties`` is written again
+    the collection reads as unfinished."""
     from hats.catalog.catalog_collection import CollectionProperties
 
     from .margin import write_margin
@@ -244,7 +271,7 @@ def finalize(
     out = as_path(out)
     paths.collection_properties(out).unlink(missing_ok=True)
     for stale in paths.margin_catalogs(out):
-        if stale.name != paths.margin_name(margin_arcsec) or margin_arcsec == 0:
+        if stale.name != paths.margin_name(margin_arcsec) or margin_arcsec == 0 or rebuild_margin:
             remove_tree(stale)
     remove_temporaries(out)
     provenance = {k: str(v) for k, v in provenance.items()}

@@ -118,8 +118,9 @@ def _bundle(model_path: str, device: str, precision: str = "fp32"):
     return _CACHE[key]
 
 
-def _store(store_path: str):
-    key = f"store:{store_path}"
+def _store(store_path):
+    # a UPath's storage options are part of what it names
+    key = f"store:{store_path}:{sorted(getattr(as_path(store_path), 'storage_options', {}).items())}"
     if key not in _CACHE:
         from ..store import open_store
 
@@ -314,42 +315,72 @@ def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: R
 
 
 class RunLock:
-    """``OUT/.lock`` holds ``pid@host`` of the run writing the output; a live holder makes others refuse.
+    """``OUT/.lock`` holds ``pid@host nonce`` of the run writing the output; a live holder makes others refuse.
 
     It is created exclusively (:func:`survey_mass.storage.create_exclusive`: a hard link on local disk, a
-    conditional PUT on S3), so two runs starting together cannot both take it. A lock left by a dead run on this
-    host is taken over; one from another host cannot be judged from here, and the message names it."""
+    conditional PUT on S3, after checking that the endpoint honours them), so two runs starting together cannot
+    both take it. A lock left by a dead run on this host is taken over: on local disk it is first renamed to a
+    private name and given back if it turns out to be a live run's. One from another host cannot be judged from
+    here; the message names it. On exit the lock is deleted only if it is still this run's."""
 
     def __init__(self, catalog: Path):
         self.path = paths.run_lock_file(catalog)
+        self.token = ""
 
     def __enter__(self):
         import socket
+        import uuid
 
-        from ..storage import create_exclusive
+        from ..storage import check_exclusive_create, create_exclusive
 
-        me = f"{os.getpid()}@{socket.gethostname()}"
-        for _ in range(2):
-            if create_exclusive(self.path, me.encode()):
+        check_exclusive_create(self.path.parent)
+        self.token = f"{os.getpid()}@{socket.gethostname()} {uuid.uuid4().hex}"
+        for _ in range(3):
+            if create_exclusive(self.path, self.token.encode()):
                 return self
-            holder = self._holder()
-            if holder is None or not self._alive(*holder):
-                self.path.unlink(missing_ok=True)  # a stale lock from a run that died
-                continue
-            pid, host = holder
-            where = "" if host in (None, socket.gethostname()) else f" on {host}"
-            raise SurveyMassError(
-                f"output {str(self.path.parent)!r} is being written by another run (pid {pid}{where}); wait for it or "
-                f"choose another --out (if no run is writing it, delete {str(self.path)!r})"
-            ) from None
+            text = self._read()
+            holder = self._holder(text)
+            if holder is not None and self._alive(*holder):
+                pid, host = holder
+                where = "" if host in (None, socket.gethostname()) else f" on {host}"
+                raise SurveyMassError(
+                    f"output {str(self.path.parent)!r} is being written by another run (pid {pid}{where}); wait for "
+                    f"it or choose another --out (if no run is writing it, delete {str(self.path)!r})"
+                ) from None
+            self._take_over(text)  # a stale lock from a run that died
         raise SurveyMassError(f"output {str(self.path.parent)!r}: cannot take the lock {str(self.path)!r}")
 
-    def _holder(self) -> tuple[int, str | None] | None:
+    def _read(self) -> str | None:
         try:
-            text = self.path.read_text().strip()
+            return self.path.read_text().strip()
         except FileNotFoundError:
             return None
-        pid, _, host = text.partition("@")
+
+    def _take_over(self, stale: str | None) -> None:
+        """Remove the stale lock ``stale``, and only it (another contender may have replaced it meanwhile)."""
+        if not isinstance(
+            self.path, Path
+        ):  # an object store cannot rename: delete it if it still reads stale
+            if self._read() == stale:
+                self.path.unlink(missing_ok=True)
+            return
+        aside = self.path.with_name(f"{paths.TEMP_PREFIX}{self.path.name}-{os.getpid()}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        if aside.read_text().strip() != (stale or ""):  # we took a live contender's fresh lock: give it back
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        aside.unlink(missing_ok=True)
+
+    @staticmethod
+    def _holder(text: str | None) -> tuple[int, str | None] | None:
+        if not text:
+            return None
+        pid, _, host = text.split(" ")[0].partition("@")
         try:
             return int(pid or 0), host or None
         except ValueError:
@@ -370,7 +401,8 @@ class RunLock:
         return pid > 0
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        if self._read() == self.token:
+            self.path.unlink(missing_ok=True)
 
 
 def run_catalog(
@@ -398,7 +430,8 @@ def run_catalog(
     ``scheduler`` with such workers, or a local CPU cluster with ``split``).
     """
     from .. import __version__
-    from ..catalog.writer import check_output, finalize, partition_done, remove_temporaries
+    from ..catalog.margin import check_margin
+    from ..catalog.writer import check_output, clear_output, finalize, partition_done, remove_temporaries
     from ..engine import Task, fan_out
     from ..models.bundle import load_bundle
     from ..models.mass_model import resolve_precision
@@ -412,6 +445,7 @@ def run_catalog(
     store = open_store(store_path)
     bundle = load_bundle(model_path)
     bundle.check_store(store)
+    check_margin(margin_arcsec, store.order)
     parts = [
         p
         for p in store.partitions
@@ -431,6 +465,8 @@ def run_catalog(
     if not parts:
         raise SurveyMassError(f"store {store_path!r} has no partition inside footprint {footprint.name!r}")
     with RunLock(catalog_p):
+        if overwrite:
+            clear_output(catalog_p)
         _check_run_config(catalog_p, store_path, bundle, footprint, opts)
         base_opts = opts
 
@@ -440,7 +476,8 @@ def run_catalog(
             return (RunOptions(**{**asdict(base_opts), "torch_threads": threads}),)
 
         model_p = str(Path(model_path))
-        tasks = [Task(p, store.n_cutouts(p), (str(store.path), model_p, p, str(catalog_p))) for p in parts]
+        # the paths travel as objects: a UPath given through the Python API keeps its storage options
+        tasks = [Task(p, store.n_cutouts(p), (store.path, model_p, p, catalog_p)) for p in parts]
         done = fan_out(
             tasks,
             _stages(),
@@ -482,6 +519,7 @@ def run_catalog(
             provenance=provenance,
             margin_arcsec=margin_arcsec,
             progress=progress,
+            rebuild_margin=bool(todo),
         )
     wall = time.perf_counter() - t0
     new_rows = sum(r["rows"] for r in results)

@@ -497,6 +497,7 @@ def build_mock_store(
     Returns a summary: clusters, partitions built and skipped, wall time, cutouts/s and store size.
     """
     from ..engine import Task, fan_out
+    from ..storage import as_path
     from ..store import create_store, open_store
 
     cfg = config or MockConfig()
@@ -521,7 +522,11 @@ def build_mock_store(
     built = fan_out(
         # biggest partitions first keeps the workers busy to the end
         [
-            Task(j.pixel, len(j.candidates) if j.candidates is not None else j.area_deg2, (cfg, j, str(out)))
+            Task(
+                j.pixel,
+                len(j.candidates) if j.candidates is not None else j.area_deg2,
+                (cfg, j, as_path(out)),
+            )
             for j in jobs
         ],
         _build_and_write,

@@ -392,7 +392,7 @@ def ingest_frames(
     from ..candidates import read_candidates
     from ..engine import Task, fan_out
     from ..footprint import partition_of
-    from ..storage import display
+    from ..storage import as_path, display
     from . import create_store, open_store
     from .cutouts import remove_temporaries, write_manifest
     from .frame_index import frame_index, frames_reaching
@@ -431,7 +431,7 @@ def ingest_frames(
         ids = sorted(set().union(*(used[i] for i in m)))
         recs = [index.frames[i] for i in ids]
         tasks.append(
-            Task(int(p), int(m.size), (str(out), int(p), sel.iloc[m], recs, cutout_size, pixel_scale))
+            Task(int(p), int(m.size), (as_path(out), int(p), sel.iloc[m], recs, cutout_size, pixel_scale))
         )
     store = open_store(out)
     done = set(store.partitions)

@@ -67,7 +67,7 @@ def test_margin_holds_the_neighbours_rows_near_each_border(redmapper_collections
     sky = SkyCoord(primary["ra"].to_numpy(), primary["dec"].to_numpy(), unit="deg")
     for order, pixel in paths.catalog_partition_pixels(margin):
         m = pq.read_table(paths.catalog_partition_file(margin, order, pixel)).to_pandas()
-        assert m["id"].is_unique and order == ORDER or order < ORDER
+        assert m["id"].is_unique and order <= ORDER
         own = radec2pix(order, m["ra"].to_numpy(), m["dec"].to_numpy())
         assert (own != pixel).all()  # never a partition's own rows
         src = primary.set_index("id").loc[m["id"]]
@@ -95,3 +95,20 @@ def test_negative_pixels_are_hats_negative_tree(pixels):
     tree = PixelTree.from_healpix([HealpixPixel(ORDER, p) for p in pixels])
     want = sorted((p.order, p.pixel) for p in compute_negative_tree_pixels(tree))
     assert sorted(negative_pixels(ORDER, pixels)) == want
+
+
+def test_a_margin_the_partitions_cannot_hold_is_refused(small_store, tmp_path):
+    """lsdb's rule: margin pixels finer than the partitions and at least as wide as the threshold; otherwise
+    rows within the threshold would silently be missing from the margin."""
+    from survey_mass.catalog.margin import check_margin
+    from survey_mass.errors import CatalogError
+    from survey_mass.testing import run_small
+
+    check_margin(60, 2)
+    check_margin(60, 10)
+    for threshold, order in ((60, 11), (120, 10), (3600, 6), (0.5, 2)):
+        with pytest.raises(CatalogError, match="--margin-arcsec"):
+            check_margin(threshold, order)
+    with pytest.raises(CatalogError, match="--margin-arcsec 0.5"):  # refused before anything is written
+        run_small(small_store, tmp_path / "out", attribution="none", margin_arcsec=0.5)
+    assert not (tmp_path / "out").exists()

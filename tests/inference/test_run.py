@@ -206,6 +206,52 @@ def test_a_rerun_with_another_margin_keeps_the_masses_and_replaces_the_margin(
     )
 
 
+def test_overwrite_never_deletes_what_is_not_a_survey_mass_catalog(small_store, tmp_path):
+    """A HATS catalog of someone else's (dataset/, hats.properties, partition_info.csv and notes) is refused even
+    with overwrite, and left as it was."""
+    other = tmp_path / "gaia"
+    (other / "dataset").mkdir(parents=True)
+    (other / "hats.properties").write_text("obs_collection=gaia\n")
+    (other / "partition_info.csv").write_text("Norder,Npix\n")
+    (other / "my_notes.txt").write_text("three years of work")
+    with pytest.raises(SurveyMassError, match="only replaces survey-mass catalogs"):
+        run_small(small_store, other, attribution="none", overwrite=True)
+    assert sorted(p.name for p in other.iterdir()) == [
+        "dataset",
+        "hats.properties",
+        "my_notes.txt",
+        "partition_info.csv",
+    ]
+
+
+def test_overwrite_cannot_take_an_output_from_a_live_run(small_catalog, small_store, tmp_path):
+    import os
+
+    cat, _ = small_catalog
+    copy = tmp_path / "masses"
+    shutil.copytree(cat, copy)
+    (copy / ".lock").write_text(f"{os.getpid()}@{__import__('socket').gethostname()} live")
+    with pytest.raises(SurveyMassError, match="being written by another run"):
+        run_small(small_store, copy, attribution="none", overwrite=True)
+    assert len(catalog_files(copy)) == len(catalog_files(cat)) and (copy / ".lock").read_text().endswith(
+        " live"
+    )
+
+
+def test_a_stale_lock_is_taken_over_once(tmp_path):
+    """Two runs find the same dead run's lock: the one that looks second gives back the lock the first took."""
+    from survey_mass.inference.run import RunLock
+
+    a, b = RunLock(tmp_path), RunLock(tmp_path)
+    stale = f"999999999@{__import__('socket').gethostname()} dead"
+    a.path.write_text(stale)
+    seen_by_b = b._read()
+    with a:  # a takes the dead run's lock over
+        b._take_over(seen_by_b)  # b acts on what it read before a took over
+        assert a.path.read_text() == a.token  # a still holds it
+    assert not a.path.exists()
+
+
 def test_a_second_concurrent_run_is_refused(small_store, tmp_path):
     import os
 
