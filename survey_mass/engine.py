@@ -158,6 +158,14 @@ def share_storage_options(client) -> str | None:
     conf = fsspec_config()
     if not conf:
         return None
+    plugin = fsspec_config_plugin(conf)
+    client.register_plugin(plugin)
+    return plugin.name
+
+
+def fsspec_config_plugin(conf: dict):
+    """A Dask worker plugin that merges ``conf`` into each worker's fsspec configuration, and puts back what the
+    worker had when it is unregistered."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class FsspecConfig(WorkerPlugin):
@@ -165,14 +173,21 @@ def share_storage_options(client) -> str | None:
 
         def __init__(self, conf: dict):
             self.conf = conf
+            self.saved: dict = {}
 
         def setup(self, worker) -> None:
-            from survey_mass.storage import apply_fsspec_config
+            from survey_mass.storage import apply_fsspec_config, fsspec_config
 
+            self.saved = fsspec_config()
             apply_fsspec_config(self.conf)
 
-    client.register_plugin(FsspecConfig(conf))
-    return FsspecConfig.name
+        def teardown(self, worker) -> None:
+            import fsspec.config
+
+            fsspec.config.conf.clear()
+            fsspec.config.conf.update(self.saved)
+
+    return FsspecConfig(conf)
 
 
 def start_cluster(
@@ -437,7 +452,7 @@ def _on_cluster(
                 pass
         raise
     finally:
-        if shared_plugin is not None and choice is None:  # a client the caller keeps: leave it as it was
+        if shared_plugin is not None and (choice is None or choice.owned is None):  # workers that live on
             try:
                 client.unregister_worker_plugin(shared_plugin)
             except Exception:

@@ -76,8 +76,9 @@ FLAT_CATALOG_ENTRIES = FLAT_CATALOG_MARKERS | frozenset(
 
 
 def is_collection_entry(name: str) -> bool:
-    """Whether ``name`` may sit at the top level of a run's output collection."""
-    return name in COLLECTION_ENTRIES or MARGIN_RE.match(name) is not None
+    """Whether ``name`` may sit at the top level of a run's output collection (a killed run's temporaries
+    included: the next run removes them once it holds the lock)."""
+    return name in COLLECTION_ENTRIES or MARGIN_RE.match(name) is not None or name.startswith(TEMP_PREFIX)
 
 
 # --- mock SDSS frames (``survey-mass mock --frames DIR``) -------------------------------------------------------

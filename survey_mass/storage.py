@@ -17,7 +17,6 @@ universal-pathlib, as hats and lsdb address them.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -116,9 +115,15 @@ def create_exclusive(p: Any, data: bytes) -> bool:
     except FileExistsError:  # 412 PreconditionFailed: someone else's object is there
         return False
     except OSError as exc:
-        if exc.errno == errno.EBUSY:  # 409 ConditionalRequestConflict: a concurrent conditional PUT won
+        if _s3_error_code(exc) == "ConditionalRequestConflict":  # 409: a concurrent conditional PUT won
             return False
         raise
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an error s3fs raised (it keeps botocore's ClientError as the cause)."""
+    response = getattr(exc.__cause__, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 def check_exclusive_create(directory: Any) -> None:
@@ -127,7 +132,7 @@ def check_exclusive_create(directory: Any) -> None:
     q = as_path(directory)
     if isinstance(q, Path):
         return
-    probe = q / f".lock-probe-{uuid.uuid4().hex[:12]}"
+    probe = q / f".tmp-lock-probe-{uuid.uuid4().hex[:12]}"
     try:
         if not create_exclusive(probe, b"1") or create_exclusive(probe, b"2"):
             raise StorageError(
@@ -141,10 +146,22 @@ def check_exclusive_create(directory: Any) -> None:
 def storage_failure(exc: BaseException) -> str | None:
     """One line for an object store's failure (an unreachable endpoint, refused credentials, a throttled
     request) that reached the user; None for anything else."""
-    mods = [type(e).__module__ for e in (exc, exc.__cause__, exc.__context__) if e is not None]
-    if not any(
-        m.split(".")[0] in ("botocore", "aiobotocore", "s3fs", "aiohttp", "gcsfs", "adlfs") for m in mods
-    ):
+    import sys
+
+    kinds = tuple(
+        getattr(sys.modules[m], name)
+        for m, name in (
+            ("botocore.exceptions", "BotoCoreError"),
+            ("botocore.exceptions", "ClientError"),
+            ("aiohttp", "ClientError"),
+        )
+        if m in sys.modules  # a library that was never imported raised nothing
+    )
+    chain, e = [], exc
+    while e is not None and len(chain) < 8:  # the explicit causes only: never an error met while handling one
+        chain.append(e)
+        e = e.__cause__
+    if not kinds or not any(isinstance(e, kinds) for e in chain):
         return None
     first = (str(exc).splitlines() or [type(exc).__name__])[0]
     return f"object storage: {first or type(exc).__name__} (check the endpoint and credentials: FSSPEC_S3_* or fsspec's config)"

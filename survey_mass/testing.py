@@ -372,9 +372,10 @@ def offset_crossmatch(
     (a path lsdb opens, or an opened lsdb catalog).
 
     Each row is "re-observed" ``offset_arcsec`` away in a random direction; the re-observations become an lsdb
-    catalog as a user's own list would (``lsdb.from_dataframe``). A pair is lost when a re-observation finds no
-    row, or another cluster than its own. Near a partition border the counterpart sits in the next partition,
-    which only the margin cache brings in."""
+    catalog as a user's own list would (``lsdb.from_dataframe``). A pair is lost (:attr:`OffsetMatch.lost`) when
+    a re-observation with a row within the radius finds none; a match to another row than the nearest one is
+    counted apart (``matched - matched_to_nearest``). Near a partition border the counterpart sits in the next
+    partition, which only the margin cache brings in."""
     import lsdb
     import pandas as pd
 

@@ -278,3 +278,65 @@ def test_an_unreachable_endpoint_is_one_line(monkeypatch, capsys):
     )
     code, _, err = cli(["query", "s3://nowhere/masses", "SELECT 1"], capsys)
     assert_one_line_error(code, err, "object storage", "127.0.0.1:9")
+
+
+def test_lock_edge_cases_on_s3(s3, monkeypatch):
+    """A 409 from a concurrent conditional PUT counts as taken, a throttled PUT is an error (not "taken"), and an
+    endpoint that ignores If-None-Match is refused by the probe."""
+    import botocore.exceptions as be
+    from s3fs.errors import translate_boto_error
+
+    from survey_mass.errors import StorageError
+    from survey_mass.storage import as_path, check_exclusive_create, create_exclusive
+
+    fs = as_path("s3://survey-mass/edge").fs
+
+    def failing(code, status):
+        def pipe_file(path, data, **kw):
+            err = be.ClientError(
+                {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                "PutObject",
+            )
+            raise translate_boto_error(err) from err
+
+        return pipe_file
+
+    monkeypatch.setattr(fs, "pipe_file", failing("ConditionalRequestConflict", 409))
+    assert create_exclusive("s3://survey-mass/edge/.lock", b"x") is False
+    monkeypatch.setattr(fs, "pipe_file", failing("SlowDown", 503))
+    with pytest.raises(OSError):
+        create_exclusive("s3://survey-mass/edge/.lock", b"x")
+    monkeypatch.undo()
+    real = fs.pipe_file
+
+    def ignores_the_condition(path, data, mode="overwrite", **kw):
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(fs, "pipe_file", ignores_the_condition)
+    with pytest.raises(StorageError, match="does not honour conditional writes"):
+        check_exclusive_create("s3://survey-mass/edge")
+    monkeypatch.undo()
+    assert not [p for p in fs.find("survey-mass/edge") if "probe" in p]  # the probe is not left behind
+
+
+def test_storage_failure_names_only_storage_errors():
+    import botocore.exceptions as be
+
+    from survey_mass.storage import storage_failure
+
+    unreachable = be.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    assert "127.0.0.1:9" in storage_failure(unreachable)
+    try:
+        try:
+            raise unreachable
+        except be.EndpointConnectionError as exc:
+            raise OSError("wrapped") from exc
+    except OSError as wrapped:
+        assert storage_failure(wrapped) is not None
+    try:
+        try:
+            raise unreachable
+        except be.EndpointConnectionError:
+            raise KeyError("a bug met while handling it")  # noqa: B904
+    except KeyError as bug:
+        assert storage_failure(bug) is None  # a bug keeps its traceback

@@ -127,6 +127,7 @@ def write_margin(
     """Build and write the margin cache's partitions; return their (order, pixel), sorted."""
     from .writer import write_parquet_atomic
 
+    check_margin(threshold_arcsec, order)
     root = paths.margin_catalog(out, threshold_arcsec)
     order_m = margin_order(threshold_arcsec, order)
     targets = margin_targets([(order, p) for p in pixels] + negative_pixels(order, pixels), order_m)

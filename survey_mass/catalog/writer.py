@@ -94,6 +94,7 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
 def _old_survey_mass_catalog(out, entries: set[str]) -> bool:
     """A catalog written by survey-mass before outputs were collections: only its own names at the top, and
     survey-mass provenance in its ``hats.properties``."""
+    entries = {e for e in entries if not e.startswith(paths.TEMP_PREFIX)}
     if not paths.FLAT_CATALOG_MARKERS <= entries or not entries <= paths.FLAT_CATALOG_ENTRIES:
         return False
     try:
@@ -127,6 +128,16 @@ def check_output(out: Path, *, overwrite: bool = False) -> None:
         + ("--overwrite only replaces survey-mass catalogs: " if overwrite else "")
         + "choose another --out"
     )
+
+
+def remove_top_temporaries(out: Path) -> None:
+    """A killed run's leftovers at the top of the output (a lock set aside, a lock probe); only once the run
+    holds the lock."""
+    out = as_path(out)
+    if out.is_dir():
+        for entry in out.iterdir():
+            if entry.name.startswith(paths.TEMP_PREFIX) and entry.is_file():
+                entry.unlink(missing_ok=True)
 
 
 def clear_output(out: Path) -> None:

@@ -369,11 +369,13 @@ class RunLock:
             os.replace(self.path, aside)
         except FileNotFoundError:
             return
-        if aside.read_text().strip() != (stale or ""):  # we took a live contender's fresh lock: give it back
-            try:
+        try:
+            if aside.read_text().strip() != (
+                stale or ""
+            ):  # we took a live contender's fresh lock: give it back
                 os.link(aside, self.path)
-            except FileExistsError:
-                pass
+        except OSError:  # a third run's lock is already there, or the aside copy was cleared: nothing to give
+            pass
         aside.unlink(missing_ok=True)
 
     @staticmethod
@@ -431,7 +433,14 @@ def run_catalog(
     """
     from .. import __version__
     from ..catalog.margin import check_margin
-    from ..catalog.writer import check_output, clear_output, finalize, partition_done, remove_temporaries
+    from ..catalog.writer import (
+        check_output,
+        clear_output,
+        finalize,
+        partition_done,
+        remove_temporaries,
+        remove_top_temporaries,
+    )
     from ..engine import Task, fan_out
     from ..models.bundle import load_bundle
     from ..models.mass_model import resolve_precision
@@ -465,6 +474,7 @@ def run_catalog(
     if not parts:
         raise SurveyMassError(f"store {store_path!r} has no partition inside footprint {footprint.name!r}")
     with RunLock(catalog_p):
+        remove_top_temporaries(catalog_p)
         if overwrite:
             clear_output(catalog_p)
         _check_run_config(catalog_p, store_path, bundle, footprint, opts)

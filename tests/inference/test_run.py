@@ -252,6 +252,50 @@ def test_a_stale_lock_is_taken_over_once(tmp_path):
     assert not a.path.exists()
 
 
+def test_a_lock_that_is_no_longer_ours_is_left_alone(tmp_path):
+    from survey_mass.inference.run import RunLock
+
+    lock = RunLock(tmp_path)
+    with lock:
+        lock.path.write_text("123@elsewhere another run's")  # e.g. an operator cleared ours and a run took it
+    assert lock.path.read_text() == "123@elsewhere another run's"
+
+
+def test_leftovers_and_an_old_catalog_with_overwrite(small_store, tmp_path):
+    """A killed run's temporaries at the top (a lock set aside, a probe) do not make the output foreign and are
+    removed; an older survey-mass catalog (flat, with survey-mass provenance) is replaced with --overwrite."""
+    out = tmp_path / "old"
+    (out / "dataset").mkdir(parents=True)
+    (out / "hats.properties").write_text("obs_collection=x\nsurvey_mass_model_id=m\n")
+    (out / "partition_info.csv").write_text("Norder,Npix\n")
+    (out / "run.json").write_text("{}")
+    (out / ".tmp-.lock-4242").write_text("4242@h dead")
+    with pytest.raises(SurveyMassError, match="before outputs became HATS collections"):
+        run_small(small_store, out, attribution="none", margin_arcsec=0)
+    s = run_small(small_store, out, attribution="none", margin_arcsec=0, overwrite=True)
+    assert s.rows > 0 and sorted(p.name for p in out.iterdir()) == [
+        "collection.properties",
+        "masses",
+        "run.json",
+        "run_config.json",
+    ]
+
+
+def test_the_storage_plugin_puts_back_what_a_worker_had():
+    import fsspec.config
+
+    from survey_mass.engine import fsspec_config_plugin
+
+    before = {k: dict(v) for k, v in fsspec.config.conf.items()}
+    plugin = fsspec_config_plugin({"s3": {"endpoint_url": "http://example.invalid"}})
+    try:
+        plugin.setup(None)
+        assert fsspec.config.conf["s3"]["endpoint_url"] == "http://example.invalid"
+    finally:
+        plugin.teardown(None)
+    assert {k: dict(v) for k, v in fsspec.config.conf.items()} == before
+
+
 def test_a_second_concurrent_run_is_refused(small_store, tmp_path):
     import os
 
