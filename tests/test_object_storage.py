@@ -340,3 +340,14 @@ def test_storage_failure_names_only_storage_errors():
             raise KeyError("a bug met while handling it")  # noqa: B904
     except KeyError as bug:
         assert storage_failure(bug) is None  # a bug keeps its traceback
+
+
+def test_file_urls_are_local_paths(small_store, small_catalog, tmp_path, capsys):
+    from survey_mass.cli import main
+
+    out = tmp_path / "masses"
+    s = run_small(f"file://{small_store}", f"file://{out}", attribution="none")
+    assert s.store == str(small_store.resolve())
+    _same(read_catalog(out), read_catalog(small_catalog[0]))
+    assert main(["query", f"file://{out}", "SELECT count(*) AS n FROM catalog", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(s.rows)
