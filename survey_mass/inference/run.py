@@ -358,9 +358,8 @@ class RunLock:
 
     def _take_over(self, stale: str | None) -> None:
         """Remove the stale lock ``stale``, and only it (another contender may have replaced it meanwhile)."""
-        if not isinstance(
-            self.path, Path
-        ):  # an object store cannot rename: delete it if it still reads stale
+        if not isinstance(self.path, Path):
+            # an object store cannot rename: delete it if it still reads stale
             if self._read() == stale:
                 self.path.unlink(missing_ok=True)
             return
@@ -370,10 +369,8 @@ class RunLock:
         except FileNotFoundError:
             return
         try:
-            if aside.read_text().strip() != (
-                stale or ""
-            ):  # we took a live contender's fresh lock: give it back
-                os.link(aside, self.path)
+            if aside.read_text().strip() != (stale or ""):
+                os.link(aside, self.path)  # we took a live contender's fresh lock: give it back
         except OSError:  # a third run's lock is already there, or the aside copy was cleared: nothing to give
             pass
         aside.unlink(missing_ok=True)
