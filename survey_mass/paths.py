@@ -257,6 +257,11 @@ def run_lock_file(catalog: Path | str) -> Path:
     return as_path(catalog) / RUN_LOCK
 
 
+def lock_probe_file(catalog: Path | str) -> Path:
+    """A fresh object name the run writes twice to check that an object store honours conditional writes."""
+    return as_path(catalog) / f"{TEMP_PREFIX}lock-probe-{uuid.uuid4().hex[:12]}"
+
+
 def dask_scratch(directory: Path | str) -> Path:
     """Scratch space of Dask workers started for a run writing into ``directory``."""
     return as_path(directory) / DASK_SCRATCH

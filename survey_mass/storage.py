@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +61,13 @@ def display(p: Any) -> str:
     return str(q.resolve()) if isinstance(q, Path) else str(q)
 
 
-def write_bytes(p: Any, data: bytes) -> None:
-    """Write a whole file: locally to a temporary name then renamed, remotely in one PUT."""
+def write_bytes(p: Any, data: bytes, *, temp: Path) -> None:
+    """Write a whole file: locally to ``temp`` (its temporary name, from :mod:`survey_mass.paths`) then
+    renamed, remotely in one PUT. Nothing half-written is left behind, whatever interrupts it."""
     q = as_path(p)
     if isinstance(q, Path):
         q.parent.mkdir(parents=True, exist_ok=True)
-        tmp = q.parent / f".tmp-{q.name}-{uuid.uuid4().hex[:8]}"
+        tmp = Path(temp)
         try:
             tmp.write_bytes(data)
             os.replace(tmp, q)
@@ -126,13 +126,13 @@ def _s3_error_code(exc: BaseException) -> str | None:
     return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
-def check_exclusive_create(directory: Any) -> None:
-    """Refuse an object store whose endpoint ignores conditional PUTs (some S3-compatible servers do): write a
-    probe object twice; the second must be refused."""
-    q = as_path(directory)
-    if isinstance(q, Path):
+def check_exclusive_create(probe: Any) -> None:
+    """Refuse an object store whose endpoint ignores conditional PUTs (some S3-compatible servers do): write the
+    object ``probe`` (a fresh name) twice; the second must be refused. Nothing to check on local disk."""
+    probe = as_path(probe)
+    if isinstance(probe, Path):
         return
-    probe = q / f".tmp-lock-probe-{uuid.uuid4().hex[:12]}"
+    q = probe.parent
     try:
         if not create_exclusive(probe, b"1") or create_exclusive(probe, b"2"):
             raise StorageError(

@@ -314,7 +314,7 @@ def test_lock_edge_cases_on_s3(s3, monkeypatch):
 
     monkeypatch.setattr(fs, "pipe_file", ignores_the_condition)
     with pytest.raises(StorageError, match="does not honour conditional writes"):
-        check_exclusive_create("s3://survey-mass/edge")
+        check_exclusive_create(paths.lock_probe_file("s3://survey-mass/edge"))
     monkeypatch.undo()
     assert not [p for p in fs.find("survey-mass/edge") if "probe" in p]  # the probe is not left behind
 

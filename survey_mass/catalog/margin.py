@@ -125,6 +125,7 @@ def write_margin(
     progress: bool = False,
 ) -> list[tuple[int, int]]:
     """Build and write the margin cache's partitions; return their (order, pixel), sorted."""
+    from ..progress import bar
     from .writer import write_parquet_atomic
 
     check_margin(threshold_arcsec, order)
@@ -136,20 +137,15 @@ def write_margin(
     )
     rows = collect_margin_rows(out, order, pixels, order_m, targets)
     todo = [t for t in rows if t not in set(written)]
-    for o, p in _progress(sorted(todo), progress):
+    b = bar(len(todo), "margin", enabled=progress and bool(todo), unit="partition")
+    for o, p in sorted(todo):
         table = pa.concat_tables(rows[(o, p)]).cast(schema)
         table = table.take(pc.sort_indices(table, [(SPATIAL_INDEX, "ascending")]))
         write_parquet_atomic(paths.catalog_partition_file(root, o, p), table, what=f"margin partition {p}")
+        b.update(1)
+    b.close()
     return sorted(set(written) | set(todo))
 
 
 def _all_targets(targets: dict[int, list[tuple[int, int]]]) -> set[tuple[int, int]]:
     return {t for ts in targets.values() for t in ts}
-
-
-def _progress(items: list, show: bool):
-    if not show or not items:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="margin", unit="partition", leave=False)

@@ -166,29 +166,25 @@ def partition_done(out: Path, order: int, pixel: int) -> bool:
 
 
 def write_parquet_atomic(final: Path, table: pa.Table, *, what: str) -> Path:
-    """Write one Parquet file atomically (temporary file, then rename; on an object store, one PUT of the whole
-    file); ``what`` names it in errors."""
-    if is_remote(final):
-        sink = pa.BufferOutputStream()
-        try:
-            pq.write_table(table, sink, compression="zstd")
-            final.fs.pipe_file(final.path, sink.getvalue().to_pybytes())
-        except OSError as exc:
-            raise CatalogError(f"catalog {str(final)!r}: {what} could not be written ({exc})") from None
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.catalog_temp_file(final)
+    """Write one Parquet file atomically: streamed to a temporary file and renamed, or on an object store
+    serialised and sent in one PUT (:func:`survey_mass.storage.write_bytes`); ``what`` names it in errors."""
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, final)
+        if is_remote(final):
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd")
+            write_bytes(final, sink.getvalue().to_pybytes(), temp=paths.catalog_temp_file(final))
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = paths.catalog_temp_file(final)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, final)
+        finally:  # failed or interrupted mid-write: leave nothing half-written behind
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CatalogError(
             f"catalog {str(final)!r}: {what} could not be written ({exc.strerror or exc})"
         ) from None
-    except BaseException:  # interrupted mid-write: leave nothing half-written behind
-        tmp.unlink(missing_ok=True)
-        raise
     return final
 
 
@@ -243,7 +239,8 @@ def _write_catalog_metadata(root: Path, pixels: list[tuple[int, int]], **propert
         sink = pa.BufferOutputStream()
         pq.write_metadata(arrow_schema(), sink)
         for f in (paths.COMMON_METADATA, paths.METADATA):
-            write_bytes(paths.catalog_dataset(root) / f, sink.getvalue().to_pybytes())
+            target = paths.catalog_dataset(root) / f
+            write_bytes(target, sink.getvalue().to_pybytes(), temp=paths.catalog_temp_file(target))
     total = sum(parquet_rows(paths.catalog_partition_file(root, o, p)) for o, p in pixels)
     TableProperties(
         total_rows=int(total),

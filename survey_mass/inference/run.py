@@ -333,7 +333,7 @@ class RunLock:
 
         from ..storage import check_exclusive_create, create_exclusive
 
-        check_exclusive_create(self.path.parent)
+        check_exclusive_create(paths.lock_probe_file(self.path.parent))
         self.token = f"{os.getpid()}@{socket.gethostname()} {uuid.uuid4().hex}"
         for _ in range(3):
             if create_exclusive(self.path, self.token.encode()):

@@ -99,7 +99,7 @@ def frame_index(frames_dir: str | Path, store: str | Path, *, progress: bool = T
 
     import pandas as pd
 
-    from ..paths import frame_index_file
+    from ..paths import frame_index_file, frame_temp_file
     from ..progress import bar
     from ..storage import write_bytes
     from .ingest import frame_files
@@ -131,7 +131,7 @@ def frame_index(frames_dir: str | Path, store: str | Path, *, progress: bool = T
         table["cells"] = table["cells"].map(lambda c: np.asarray(c, np.int64))
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)
-        write_bytes(target, buf.getvalue())  # atomic: a temporary renamed, or one PUT
+        write_bytes(target, buf.getvalue(), temp=frame_temp_file(target))  # a temporary renamed, or one PUT
     frames = [
         IndexedFrame(
             path=d / r["name"],
