@@ -739,9 +739,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:
+        from .errors import disk_failure
         from .storage import storage_failure
 
-        line = storage_failure(exc)
+        line = storage_failure(exc) or disk_failure(exc)
         if line is None:
             raise
         print(f"survey-mass {args.command}: error: {line}", file=sys.stderr)

@@ -107,19 +107,31 @@ def split_on(stages: tuple[Stage, ...], offered: set[str]) -> bool:
     return len(stages) > 1 and bool(named) and named <= offered
 
 
-def _submit(client, stages: tuple[Stage, ...], args: tuple, key: str, retries: int, offered: set[str]):
+def _submit(
+    client,
+    stages: tuple[Stage, ...],
+    args: tuple,
+    key: str,
+    retries: int,
+    offered: set[str],
+    options_name: str | None = None,
+):
     """The future of one partition's result: its stages as a chain of tasks, each on workers offering its
-    resource, or as one task."""
+    resource, or as one task. With ``options_name``, the first stage's paths are bound to the run's storage
+    options (:func:`with_storage_options`); later stages get the paths it hands on."""
+
+    def first(fn, *a):
+        return (with_storage_options, options_name, fn, *a) if options_name else (fn, *a)
+
     if not split_on(stages, offered):
         if len(stages) == 1:
-            return client.submit(stages[0].fn, *args, pure=False, retries=retries, key=key)
+            return client.submit(*first(stages[0].fn, *args), pure=False, retries=retries, key=key)
         fns = tuple(st.fn for st in stages)
-        return client.submit(run_stages, fns, *args, pure=False, retries=retries, key=key)
+        return client.submit(*first(run_stages, fns, *args), pure=False, retries=retries, key=key)
     fut = None
     for k, st in enumerate(stages):
         fut = client.submit(
-            st.fn,
-            *(args if k == 0 else (fut,)),
+            *(first(st.fn, *args) if k == 0 else (st.fn, fut)),
             pure=False,
             retries=retries,
             resources={st.resource: 1} if st.resource else None,
@@ -150,44 +162,58 @@ def gpu_available() -> bool:
 
 def share_storage_options(client) -> str | None:
     """Give every worker of ``client``, present and future, this process's fsspec configuration (endpoints and
-    credentials of ``s3://`` stores and catalogs, :mod:`survey_mass.storage`), so that workers read and write
-    where the driver does; merged into each worker's own. Returns the plugin's name, to unregister when the
-    partitions are done (None when there is nothing to share)."""
+    credentials of ``s3://`` stores and catalogs, :mod:`survey_mass.storage`) under a name of this run's own.
+    Nothing global changes on the workers: each task of the run binds its paths to the options registered under
+    that name (:func:`with_storage_options`), so two runs on one shared scheduler never see each other's keys.
+    Returns the plugin's name, to unregister when the partitions are done (None when there is nothing to
+    share)."""
     from .storage import fsspec_config
 
     conf = fsspec_config()
     if not conf:
         return None
-    plugin = fsspec_config_plugin(conf)
+    plugin = fsspec_config_plugin(conf, name=f"survey-mass-fsspec-{uuid.uuid4().hex[:12]}")
     client.register_plugin(plugin)
     return plugin.name
 
 
-def fsspec_config_plugin(conf: dict):
-    """A Dask worker plugin that merges ``conf`` into each worker's fsspec configuration, and puts back what the
-    worker had when it is unregistered."""
+def fsspec_config_plugin(conf: dict, *, name: str):
+    """A Dask worker plugin named ``name`` that registers ``conf`` on each worker under that name
+    (:func:`survey_mass.storage.register_run_options`), and forgets it when unregistered."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class FsspecConfig(WorkerPlugin):
-        name = "survey-mass-fsspec-config"
-
-        def __init__(self, conf: dict):
+        def __init__(self, conf: dict, name: str):
             self.conf = conf
-            self.saved: dict = {}
+            self.name = name
 
         def setup(self, worker) -> None:
-            from survey_mass.storage import apply_fsspec_config, fsspec_config
+            from survey_mass.storage import register_run_options
 
-            self.saved = fsspec_config()
-            apply_fsspec_config(self.conf)
+            register_run_options(self.name, self.conf)
 
         def teardown(self, worker) -> None:
-            import fsspec.config
+            from survey_mass.storage import forget_run_options
 
-            fsspec.config.conf.clear()
-            fsspec.config.conf.update(self.saved)
+            forget_run_options(self.name)
 
-    return FsspecConfig(conf)
+    return FsspecConfig(conf, name)
+
+
+def with_storage_options(options_name: str, fn: Callable[..., Any], *args):
+    """``fn(*args)`` with every remote path among ``args`` bound to the storage options registered on this worker
+    under ``options_name`` (a run's own; :func:`share_storage_options`)."""
+    from .storage import bind_run_options
+
+    return fn(*bind_run_options(args, options_name))
+
+
+def local_security():
+    """Temporary TLS credentials for a cluster started here: its scheduler and workers accept only clients that
+    hold them (this process), not any local process that finds the port."""
+    from distributed.security import Security
+
+    return Security.temporary()
 
 
 def start_cluster(
@@ -236,13 +262,18 @@ def start_cluster(
             import torch
 
             threads = max(2, (os.cpu_count() or 2) // max(torch.cuda.device_count(), 1))
+            security = local_security()
             with worker_environment():
                 cluster = LocalCUDACluster(
                     threads_per_worker=threads,
                     resources={"GPU": 1, "CPU": threads - 1},
                     local_directory=local_directory,
+                    protocol="tls",
+                    security=security,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
                 )
-            client = Client(cluster)
+            client = Client(cluster, security=security)
             return ClusterChoice(
                 client,
                 f"LocalCUDACluster ({len(cluster.workers)} GPU workers x {threads} threads)",
@@ -250,28 +281,47 @@ def start_cluster(
                 client.dashboard_link,
             )
     n = workers or min(2, os.cpu_count() or 1)
+    check_workers(n)
     from distributed import LocalCluster
 
     split = split and n > 1
+    # TLS with credentials made for this cluster alone, everything on the loopback interface: no other local
+    # user can submit code to these workers or read the dashboard from the network
+    security = local_security()
     with worker_environment():
         cluster = LocalCluster(
             n_workers=1 if split else n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0",
+            protocol="tls://",
+            security=security,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
             silence_logs=50,
             local_directory=local_directory,
             **({"resources": {"GPU": 1}} if split else {}),
         )
         if split:
             _add_cpu_workers(cluster, n - 1)
-    client = Client(cluster)
+    client = Client(cluster, security=security)
     if split:
         client.wait_for_workers(n)
         kind = f"LocalCluster (1 GPU-tagged worker + {n - 1} CPU workers, 1 thread each)"
     else:
         kind = f"LocalCluster ({n} workers x 1 thread)"
     return ClusterChoice(client, kind, cluster, client.dashboard_link)
+
+
+def check_workers(n: int) -> None:
+    """Refuse, in one line, a local cluster of more worker processes than the machine has cores."""
+    from .errors import SurveyMassError
+
+    cores = os.cpu_count() or 1
+    if not 1 <= int(n) <= cores:
+        raise SurveyMassError(
+            f"--workers {n}: this machine has {cores} core{'s' if cores > 1 else ''}; give 1 to {cores} (or "
+            "--scheduler ADDRESS for a larger cluster)"
+        )
 
 
 def _add_cpu_workers(cluster, n: int) -> None:
@@ -429,6 +479,7 @@ def _on_cluster(
                 f"{key_prefix}-{todo[i].pixel}-{token}",
                 retries,
                 offered,
+                shared_plugin,
             )
             futures.append(fut)
             index[fut.key] = i

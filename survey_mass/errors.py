@@ -44,3 +44,41 @@ class StorageError(SurveyMassError):
 
 class ModelError(SurveyMassError):
     """A model directory that cannot be used."""
+
+
+#: what a full, read-only or refused filesystem says (errno names): one line for the user, never a traceback
+_DISK_ERRNOS = ("ENOSPC", "EROFS", "EACCES", "EPERM", "EDQUOT", "EFBIG")
+_DISK_MESSAGES = (
+    "No space left on device",
+    "Read-only file system",
+    "Permission denied",
+    "Disk quota exceeded",
+)
+
+
+def disk_failure(exc: BaseException) -> str | None:
+    """One line for a filesystem that refused a read or write (full, read-only, no permission), naming the file
+    where the error does; None for anything else.
+
+    >>> disk_failure(OSError(28, "No space left on device", "/data/out/masses"))
+    "'/data/out/masses': No space left on device (free some space or choose another location)"
+    """
+    import errno as errno_
+
+    if not isinstance(exc, OSError):
+        return None
+    names = {getattr(errno_, n, None) for n in _DISK_ERRNOS} - {None}
+    text = str(exc)
+    if exc.errno not in names and not any(m in text for m in _DISK_MESSAGES):
+        return None
+    what = exc.strerror or next(
+        (m for m in _DISK_MESSAGES if m in text), text.splitlines()[0] if text else ""
+    )
+    where = f"{exc.filename!r}: " if exc.filename else ""
+    hint = {
+        errno_.ENOSPC: "free some space or choose another location",
+        errno_.EROFS: "the filesystem is read-only; choose another location",
+    }.get(exc.errno, "check the location and its permissions")
+    if "No space left" in text:
+        hint = "free some space or choose another location"
+    return f"{where}{what} ({hint})"

@@ -62,6 +62,15 @@ class Footprint:
         return float(self.moc.sky_fraction * FULL_SKY_DEG2)
 
     @cached_property
+    def digest(self) -> str:
+        """A hash of the region itself (its MOC at full resolution), not of its name: two MOC files of one name
+        but other cells differ here."""
+        import hashlib
+
+        ranges = np.ascontiguousarray(np.asarray(self.moc.to_depth29_ranges, dtype="<u8"))
+        return hashlib.sha256(ranges.tobytes()).hexdigest()[:16]
+
+    @cached_property
     def partitions(self) -> np.ndarray:
         """Nested HEALPix pixels at :attr:`order` that intersect the footprint, sorted."""
         return np.sort(np.asarray(self.moc.degrade_to_order(self.order).flatten(), dtype=np.int64))

@@ -75,10 +75,24 @@ FLAT_CATALOG_ENTRIES = FLAT_CATALOG_MARKERS | frozenset(
 )
 
 
+#: the temporary files a run makes at the top of its output, and a killed run can leave: the lock being created
+#: (``mkstemp``) or set aside, the conditional-write probe, the run's settings and summary before their rename
+RUN_LEFTOVER_RE = re.compile(
+    rf"^{re.escape(TEMP_PREFIX)}(?:\.lock-[A-Za-z0-9_]+|lock-probe-[0-9a-f]{{12}}|"
+    rf"(?:{re.escape(RUN_CONFIG)}|{re.escape(RUN_SUMMARY)})-[0-9a-f]{{8}})$"
+)
+
+
+def is_run_leftover(name: str) -> bool:
+    """Whether ``name`` is one of the run's own top-level temporary files (:data:`RUN_LEFTOVER_RE`); any other
+    ``.tmp-*`` name is not survey-mass's."""
+    return RUN_LEFTOVER_RE.match(name) is not None
+
+
 def is_collection_entry(name: str) -> bool:
-    """Whether ``name`` may sit at the top level of a run's output collection (a killed run's temporaries
+    """Whether ``name`` may sit at the top level of a run's output collection (a killed run's own temporary files
     included: the next run removes them once it holds the lock)."""
-    return name in COLLECTION_ENTRIES or MARGIN_RE.match(name) is not None or name.startswith(TEMP_PREFIX)
+    return name in COLLECTION_ENTRIES or MARGIN_RE.match(name) is not None or is_run_leftover(name)
 
 
 # --- mock SDSS frames (``survey-mass mock --frames DIR``) -------------------------------------------------------

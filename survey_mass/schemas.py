@@ -20,6 +20,7 @@ STORE_ATTRIBUTES = "store_attributes.schema.json"
 CATALOG = "catalog.schema.json"
 PIPELINE = "pipeline.schema.json"
 RUN_SUMMARY = "run_summary.schema.json"
+RUN_CONFIG = "run_config.schema.json"
 MODEL_CARD = "model_card.schema.json"
 TRAINING_REPORT = "training_report.schema.json"
 
@@ -28,6 +29,7 @@ GENERATED: dict[str, tuple[str, str]] = {
     PIPELINE: ("survey_mass.pipelines", "Pipeline"),
     STORE_ATTRIBUTES: ("survey_mass.store.cutouts", "StoreAttributes"),
     RUN_SUMMARY: ("survey_mass.inference.run", "RunSummary"),
+    RUN_CONFIG: ("survey_mass.inference.run", "RunConfig"),
     MODEL_CARD: ("survey_mass.models.bundle", "ModelCard"),
     TRAINING_REPORT: ("survey_mass.training.report", "TrainingReport"),
     "validation_report.schema.json": ("survey_mass.validate", "ValidationReport"),

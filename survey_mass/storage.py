@@ -185,6 +185,43 @@ def fsspec_config() -> dict:
     return {k: dict(v) for k, v in fsspec.config.conf.items()}
 
 
+#: storage options of the runs whose tasks this process serves, by the name of each run's worker plugin
+_RUN_OPTIONS: dict[str, dict] = {}
+
+
+def register_run_options(name: str, conf: dict) -> None:
+    """Keep a run's fsspec configuration in this (worker) process under the run's own name."""
+    _RUN_OPTIONS[name] = {k: dict(v) for k, v in conf.items()}
+
+
+def forget_run_options(name: str) -> None:
+    _RUN_OPTIONS.pop(name, None)
+
+
+def bind_run_options(args: tuple, name: str) -> tuple:
+    """``args`` with each remote path (a UPath, or a URL string other than ``file://``) given the storage options
+    of the run ``name`` (:func:`register_run_options`) for its protocol; options the path carries itself win.
+    Local paths and everything else pass unchanged."""
+    if name not in _RUN_OPTIONS:
+        raise StorageError(
+            f"this worker holds no storage options for {name!r} (its worker plugin was not set up here)"
+        )
+    conf = _RUN_OPTIONS[name]
+
+    def bind(a):
+        if not (is_url(a) or type(a).__module__.startswith("upath")):
+            return a
+        q = as_path(a)
+        if isinstance(q, Path):
+            return a
+        from upath import UPath
+
+        options = {**conf.get(q.protocol, {}), **dict(q.storage_options)}
+        return UPath(str(q), **options)
+
+    return tuple(bind(a) for a in args)
+
+
 def apply_fsspec_config(conf: dict) -> None:
     """Make ``conf`` this process's fsspec configuration (on a worker, before it opens any filesystem)."""
     import fsspec.config

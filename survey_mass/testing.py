@@ -245,6 +245,18 @@ def assert_one_line_error(code: int, err: str, *words) -> None:
         assert str(w) in lines[0], (w, lines[0])
 
 
+def tree_snapshot(root: str | Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``root`` with its size and SHA-256: equal snapshots mean nothing was written, changed
+    or deleted there."""
+    import hashlib
+
+    out = {}
+    for f in sorted(Path(root).rglob("*")):
+        if f.is_file():
+            out[str(f.relative_to(root))] = (f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest())
+    return out
+
+
 def biggest_partition(store: str | Path) -> tuple[int, np.ndarray, dict]:
     """The biggest partition of a store: (pixel, images, columns)."""
     from .store import open_store
@@ -255,9 +267,17 @@ def biggest_partition(store: str | Path) -> tuple[int, np.ndarray, dict]:
 
 
 def make_store(
-    path: str | Path, pixel: int, images: np.ndarray, columns: dict, *, manifest: bool = True
+    path: str | Path,
+    pixel: int,
+    images: np.ndarray,
+    columns: dict,
+    *,
+    manifest: bool = True,
+    provenance: dict | None = None,
+    attrs: dict | None = None,
 ) -> Path:
-    """A one-partition store with the mock's geometry (the shipped model's)."""
+    """A one-partition store with the mock's geometry (the shipped model's); ``provenance`` for its root
+    attributes, ``attrs`` for its partition's (such as an ingest's ``frames_digest``)."""
     from .mock.survey import SURVEY_NAME, MockConfig
     from .store import create_store, write_partition
     from .store.cutouts import write_manifest
@@ -269,9 +289,9 @@ def make_store(
         healpix_order=2,
         survey=SURVEY_NAME,
         kind="mock",
-        provenance={"test": "reliability"},
+        provenance=provenance if provenance is not None else {"test": "reliability"},
     )
-    write_partition(path, pixel, images, columns)
+    write_partition(path, pixel, images, columns, attrs=attrs)
     if manifest:
         write_manifest(path)
     return Path(path)

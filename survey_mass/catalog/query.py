@@ -169,13 +169,78 @@ def check_sql(sql: str) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise CatalogError(f"query: SQL does not parse ({str(exc).splitlines()[0]})") from None
+        raise CatalogError(f"query: SQL does not parse ({_first_line(exc)})") from None
     if len(statements) != 1:
         raise CatalogError(f"query: give exactly one SQL statement (got {len(statements)})")
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise CatalogError(f"query: only a single SELECT statement is allowed (got {kind.name})")
     return sql
+
+
+def check_where(where: str):
+    """``where`` as one DuckDB expression (:class:`duckdb.Expression`), under the SQL argument's rules: it must
+    parse as a single expression on its own, and as the condition of exactly one SELECT. A closing parenthesis
+    followed by another statement, a comment that swallows the rest, or anything but an expression is refused
+    in one line.
+
+    >>> str(check_where("quality = 0 AND z < 0.3"))
+    'quality = 0 AND z < 0.3'
+    >>> check_where("1) ; COPY catalog TO 'x.csv' --")
+    Traceback (most recent call last):
+    ...
+    survey_mass.errors.CatalogError: query: --where is not a single SQL expression (Parser Error: syntax error at or near ")")
+    """
+    import duckdb
+
+    if not where.strip():
+        raise CatalogError("query: --where is empty")
+    try:
+        expression = duckdb.SQLExpression(where)
+    except duckdb.Error as exc:
+        raise CatalogError(f"query: --where is not a single SQL expression ({_first_line(exc)})") from None
+    try:
+        check_sql(f"SELECT * FROM catalog WHERE (\n{where}\n)")
+    except CatalogError as exc:
+        raise CatalogError(f"query: --where is not a single SQL expression ({exc})") from None
+    return expression
+
+
+def sandboxed_connection(allowed: Path | None):
+    """An in-memory DuckDB connection that can read files under ``allowed`` (a catalog's root) and nothing else
+    on disk or on the network, cannot spill to disk, and cannot change those settings. Nothing a user typed has
+    been parsed when this returns: every user string is parsed on the connection it returns."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET temp_directory = ''")  # no spilling: the only place DuckDB would otherwise write
+        con.execute(
+            "SET allowed_directories = "
+            + (f"[{_literal(str(allowed).rstrip('/') + '/')}]" if allowed is not None else "[]")
+        )
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _source(con, files: list, catalog: str | Path):
+    """The relation of the catalog's partition files (or an empty one with the catalog's columns)."""
+    from .writer import arrow_schema
+
+    if files and is_remote(files[0]):
+        # an object store: pyarrow reads the files through fsspec (DuckDB's httpfs would be a download)
+        import pyarrow.dataset as pads
+
+        return con.from_arrow(pads.dataset([f.path for f in files], filesystem=files[0].fs, format="parquet"))
+    if files:
+        return con.read_parquet([str(f) for f in files], hive_partitioning=False)
+    return con.from_arrow(arrow_schema().empty_table())
 
 
 def query(
@@ -197,9 +262,12 @@ def query(
     cone
         Restrict ``catalog`` to a cone; only partitions that meet it are opened.
     where
-        An extra SQL condition on ``catalog`` (e.g. ``"quality = 0 AND z < 0.3"``).
+        An extra SQL condition on ``catalog`` (e.g. ``"quality = 0 AND z < 0.3"``): one expression.
     columns
         Columns to return when no ``sql`` is given.
+
+    The connection is sandboxed (:func:`sandboxed_connection`) before any of these strings is parsed: the SQL
+    can read the catalog's own partition files and nothing else, and writes nowhere.
 
     Examples
     --------
@@ -210,46 +278,32 @@ def query(
 
     if sql is not None and columns:
         raise CatalogError("query: give SQL or --columns, not both")
-    if sql is None:
-        sql = f"SELECT {', '.join(_ident(c) for c in columns)} FROM catalog" if columns else DEFAULT_SQL
-    check_sql(sql)
     files, n_parts = partition_files(catalog, cone=cone)
-    from .writer import arrow_schema
-
-    con = duckdb.connect(":memory:")
-    remote = bool(files) and is_remote(files[0])
+    local = [f for f in files if not is_remote(f)]
+    # the partition files' dataset directory (CATALOG/dataset/Norder=k/Dir=d/Npix=n.parquet) and nothing else
+    con = sandboxed_connection(Path(local[0]).parents[2] if local else None)
     try:
-        if remote:  # an object store: pyarrow reads the files through fsspec (DuckDB's httpfs is a download)
-            import pyarrow.dataset as pads
-
-            con.register(
-                "_remote", pads.dataset([f.path for f in files], filesystem=files[0].fs, format="parquet")
-            )
-            src = "_remote"
-        elif files:
-            src = (
-                "read_parquet(["
-                + ", ".join(_literal(str(f)) for f in files)
-                + "], hive_partitioning = false)"
-            )
-        else:  # nothing in the cone: an empty table with the catalog's columns
-            con.register("_empty", arrow_schema().empty_table())
-            src = "_empty"
-        conds = [c for c in (cone.sql() if cone else None, f"({where})" if where else None) if c]
-        view = f"SELECT * FROM {src}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
+        if sql is None:
+            sql = f"SELECT {', '.join(_ident(c) for c in columns)} FROM catalog" if columns else DEFAULT_SQL
+        check_sql(sql)
+        condition = check_where(where) if where is not None else None
         try:
-            # the SQL may read the catalog's own files and nothing else, and cannot change that setting
-            if files and not remote:
-                con.execute(f"SET allowed_directories = [{_literal(str(Path(files[0]).parents[3]) + '/')}]")
-            con.execute(f"CREATE TEMP VIEW catalog AS {view}")
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+            rel = _source(con, files, catalog)
+            if cone is not None:
+                rel = rel.filter(duckdb.SQLExpression(cone.sql()))
+            if condition is not None:
+                rel = rel.filter(condition)
+            rel.create_view("catalog", replace=False)
             table = _arrow(con.sql(sql))
         except duckdb.Error as exc:
-            raise CatalogError(f"query on {str(catalog)!r}: {str(exc).splitlines()[0]}") from None
+            raise CatalogError(f"query on {str(catalog)!r}: {_first_line(exc)}") from None
     finally:
         con.close()
     return QueryResult(table=table, files=files, n_partitions=n_parts)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _arrow(result) -> pa.Table:
@@ -267,6 +321,24 @@ def _ident(name: str) -> str:
 
 def _literal(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+#: what ``query --format`` writes
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _check_format_holds(table: pa.Table, fmt: str) -> None:
+    """Refuse, naming the column, a result column that ``fmt`` cannot hold: nested values (lists, structs, maps)
+    in csv, binary values in csv or json."""
+    for f in table.schema:
+        t = f.type
+        nested = pa.types.is_nested(t)
+        binary = pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+        if (fmt == "csv" and (nested or binary)) or (fmt == "json" and binary):
+            raise CatalogError(
+                f"--format {fmt}: column {f.name!r} is {t}, which {fmt} cannot hold; select scalar columns "
+                "or use --format parquet"
+            )
 
 
 def write_result(
@@ -289,6 +361,9 @@ def write_result(
             raise CatalogError(f"--out {str(out)!r}: is a directory")
         if not o.parent.is_dir():
             raise CatalogError(f"--out {str(out)!r}: directory {str(o.parent)!r} does not exist")
+    if fmt not in FORMATS:
+        raise CatalogError(f"--format {fmt!r}: use {', '.join(FORMATS)}")
+    _check_format_holds(table, fmt)
     if fmt == "parquet":
         if out is None:
             raise CatalogError("--format parquet needs --out FILE")
@@ -312,7 +387,7 @@ def write_result(
         buf = io.BytesIO()
         pacsv.write_csv(table, buf)
         text = buf.getvalue().decode()
-    elif fmt == "json":
+    else:  # json
         import json
 
         import numpy as np
@@ -322,9 +397,8 @@ def write_result(
                 return None
             return v
 
-        text = json.dumps([{k: _clean(v) for k, v in r.items()} for r in table.to_pylist()])
-    else:
-        raise CatalogError(f"--format {fmt!r}: use table, csv, json or parquet")
+        # dates, times and decimals as their ISO / exact text
+        text = json.dumps([{k: _clean(v) for k, v in r.items()} for r in table.to_pylist()], default=str)
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:

@@ -94,7 +94,7 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
 def _old_survey_mass_catalog(out, entries: set[str]) -> bool:
     """A catalog written by survey-mass before outputs were collections: only its own names at the top, and
     survey-mass provenance in its ``hats.properties``."""
-    entries = {e for e in entries if not e.startswith(paths.TEMP_PREFIX)}
+    entries = {e for e in entries if not paths.is_run_leftover(e)}
     if not paths.FLAT_CATALOG_MARKERS <= entries or not entries <= paths.FLAT_CATALOG_ENTRIES:
         return False
     try:
@@ -103,19 +103,42 @@ def _old_survey_mass_catalog(out, entries: set[str]) -> bool:
         return False
 
 
+def written_by_survey_mass(out) -> bool:
+    """Whether an output says that survey-mass wrote it: its ``run_config.json`` (written first, right after the
+    lock is taken) or its primary catalog's ``hats.properties`` (written at the end) carries survey-mass's
+    marks. Names alone never say so: a user's own ``masses/`` folder is not ours."""
+    import json
+
+    out = as_path(out)
+    try:
+        doc = json.loads(paths.run_config_file(out).read_text())
+    except (OSError, ValueError):
+        doc = None
+    if isinstance(doc, dict) and (
+        doc.get("writer") == "survey-mass" or str(doc.get("model_id", "")).startswith("survey-mass-")
+    ):
+        return True
+    try:
+        return "survey_mass_model_id" in paths.hats_properties(paths.primary_catalog(out)).read_text()
+    except OSError:
+        return False
+
+
 def check_output(out: Path, *, overwrite: bool = False) -> None:
-    """Refuse an output path that exists and is not a survey-mass collection (or a half-written one); with
-    ``overwrite``, also an older survey-mass catalog. Nothing is deleted here (:func:`clear_output` does that,
-    once the run holds the lock)."""
+    """Refuse an output path that exists and is not a survey-mass collection; with ``overwrite``, also accept an
+    older survey-mass catalog. A collection is survey-mass's when its files say so
+    (:func:`written_by_survey_mass`) and it holds nothing but a collection's names; a directory that holds only
+    a killed run's own temporary files (:func:`survey_mass.paths.is_run_leftover`) counts as empty. Nothing is
+    deleted here (:func:`clear_output` does that, once the run holds the lock)."""
     out = as_path(out)
     if not out.exists():
         return
     if out.is_file():
         raise CatalogError(f"output {str(out)!r} exists and is not a directory; choose another --out")
     entries = {p.name for p in out.iterdir()}
+    if all(paths.is_run_leftover(e) or e == paths.RUN_LOCK for e in entries):
+        return  # empty, or a run that was killed before it wrote anything
     foreign = sorted(e for e in entries if not paths.is_collection_entry(e))
-    if not foreign:
-        return
     if _old_survey_mass_catalog(out, entries):
         if overwrite:
             return
@@ -123,29 +146,44 @@ def check_output(out: Path, *, overwrite: bool = False) -> None:
             f"output {str(out)!r} holds a catalog written before outputs became HATS collections (no margin "
             "cache); it cannot be resumed: use --overwrite or another --out"
         )
+    if not foreign and written_by_survey_mass(out):
+        return
+    why = (
+        f"holds {foreign[:3]}"
+        if foreign
+        else f"its {paths.RUN_CONFIG} and {paths.PRIMARY_CATALOG}/{paths.HATS_PROPERTIES} do not say survey-mass "
+        "wrote it"
+    )
     raise CatalogError(
-        f"output {str(out)!r} exists and is not a survey-mass catalog (holds {foreign[:3]}); "
+        f"output {str(out)!r} exists and is not a survey-mass catalog ({why}); "
         + ("--overwrite only replaces survey-mass catalogs: " if overwrite else "")
         + "choose another --out"
     )
 
 
 def remove_top_temporaries(out: Path) -> None:
-    """A killed run's leftovers at the top of the output (a lock set aside, a lock probe); only once the run
-    holds the lock."""
+    """A killed run's own temporary files at the top of the output (:func:`survey_mass.paths.is_run_leftover`);
+    only once the run holds the lock."""
     out = as_path(out)
     if out.is_dir():
         for entry in out.iterdir():
-            if entry.name.startswith(paths.TEMP_PREFIX) and entry.is_file():
+            if paths.is_run_leftover(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)
 
 
 def clear_output(out: Path) -> None:
-    """Delete what a checked output (:func:`check_output`) holds, except the run's own lock."""
+    """Delete a checked output's (:func:`check_output`) collection entries, except the run's own lock; refuse
+    anything else, in case the directory changed since it was checked."""
     out = as_path(out)
     if not out.is_dir():
         return
-    for entry in out.iterdir():
+    entries = list(out.iterdir())
+    foreign = sorted(e.name for e in entries if not paths.is_collection_entry(e.name))
+    if foreign and not _old_survey_mass_catalog(out, {e.name for e in entries}):
+        raise CatalogError(
+            f"output {str(out)!r}: holds {foreign[:3]}, which survey-mass did not write; nothing was deleted"
+        )
+    for entry in entries:
         if entry.name == paths.RUN_LOCK:
             continue
         if entry.is_dir():
@@ -160,9 +198,28 @@ def parquet_rows(f) -> int:
         return pq.ParquetFile(fh).metadata.num_rows
 
 
-def partition_done(out: Path, order: int, pixel: int) -> bool:
-    """Whether a primary partition is written (its final file exists)."""
-    return paths.catalog_partition_file(paths.primary_catalog(out), order, pixel).is_file()
+#: key of a partition file's Parquet metadata holding the hash of what the partition was computed from
+SOURCE_DIGEST_KEY = b"survey_mass_source_digest"
+
+
+def partition_source_digest(f) -> str | None:
+    """The source digest a partition file records (None when it records none or cannot be read)."""
+    try:
+        with f.open("rb") as fh:
+            meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    v = meta.get(SOURCE_DIGEST_KEY)
+    return v.decode() if v is not None else None
+
+
+def partition_done(out: Path, order: int, pixel: int, source_digest: str | None = None) -> bool:
+    """Whether a primary partition is written (its final file exists) and, given ``source_digest``, was
+    computed from that source (a partition the store re-cut since is not done)."""
+    f = paths.catalog_partition_file(paths.primary_catalog(out), order, pixel)
+    if not f.is_file():
+        return False
+    return source_digest is None or partition_source_digest(f) == source_digest
 
 
 def write_parquet_atomic(final: Path, table: pa.Table, *, what: str) -> Path:
@@ -188,9 +245,15 @@ def write_parquet_atomic(final: Path, table: pa.Table, *, what: str) -> Path:
     return final
 
 
-def write_partition(out: Path, order: int, pixel: int, table: pa.Table) -> Path:
-    """Write one primary partition atomically."""
+def write_partition(
+    out: Path, order: int, pixel: int, table: pa.Table, *, source_digest: str | None = None
+) -> Path:
+    """Write one primary partition atomically, recording the digest of its source in the file's metadata."""
     final = paths.catalog_partition_file(paths.primary_catalog(out), order, pixel)
+    if source_digest is not None:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), SOURCE_DIGEST_KEY: source_digest.encode()}
+        )
     return write_parquet_atomic(final, table, what=f"partition {pixel}")
 
 

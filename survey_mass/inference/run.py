@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +54,10 @@ class RunOptions:
     sample_fraction: float = _default(AttributionSection, "sample_fraction")
     seed: int = 2022
     torch_threads: int = 1
+    #: the store's identity and the model's id the run began with: a worker that outlives runs (``--scheduler``)
+    #: reopens a store or model that changed at the same path, and refuses one that is not the run's
+    store_identity: str = ""
+    model_id: str = ""
 
     def attribution_kwargs(self) -> dict:
         """Keyword arguments of :func:`survey_mass.attribution.attribute` for this run's maps (the refinement
@@ -103,28 +108,45 @@ class RunSummary(BaseModel):
     margin_rows: int = Field(0, ge=0, description="rows in the margin cache")
 
     def write(self, catalog: str | Path) -> Path:
+        from ..storage import write_bytes
+
         f = paths.run_summary_file(catalog)
-        f.write_text(self.model_dump_json(indent=1))
+        write_bytes(f, self.model_dump_json(indent=1).encode(), temp=paths.catalog_temp_file(f))
         return f
 
 
-def _bundle(model_path: str, device: str, precision: str = "fp32"):
-    key = f"bundle:{model_path}:{device}:{precision}"
+def _bundle(model_path: str, device: str, precision: str = "fp32", model_id: str = ""):
+    key = f"bundle:{model_path}:{device}:{precision}:{model_id}"
     if key not in _CACHE:
+        from ..errors import ModelError
         from ..models.bundle import load_bundle
         from ..models.mass_model import resolve_precision
 
-        _CACHE[key] = load_bundle(model_path).to(device).with_precision(resolve_precision(precision, device))
+        bundle = load_bundle(model_path)
+        if model_id and bundle.model_id != model_id:
+            raise ModelError(
+                f"model {str(model_path)!r}: is now {bundle.model_id!r}, the run began with {model_id!r} (it was "
+                "replaced during the run)"
+            )
+        _CACHE[key] = bundle.to(device).with_precision(resolve_precision(precision, device))
     return _CACHE[key]
 
 
-def _store(store_path):
-    # a UPath's storage options are part of what it names
-    key = f"store:{store_path}:{sorted(getattr(as_path(store_path), 'storage_options', {}).items())}"
+def _store(store_path, identity: str = ""):
+    # a UPath's storage options are part of what it names; the identity, which store is there now
+    key = (
+        f"store:{store_path}:{sorted(getattr(as_path(store_path), 'storage_options', {}).items())}:{identity}"
+    )
     if key not in _CACHE:
+        from ..errors import StoreError
         from ..store import open_store
 
-        _CACHE[key] = open_store(store_path)
+        store = open_store(store_path)
+        if identity and store.identity != identity:
+            raise StoreError(
+                f"store {str(store_path)!r}: is not the store the run began with (it was rebuilt during the run)"
+            )
+        _CACHE[key] = store
     return _CACHE[key]
 
 
@@ -162,8 +184,9 @@ def read_stage(store_path: str, model_path: str, pixel: int, catalog: str, opts:
 
     t0 = time.perf_counter()
     _worker_setup(opts)
-    store = _store(store_path)
-    bundle = _bundle(model_path, "cpu")
+    store = _store(store_path, opts.store_identity)
+    bundle = _bundle(model_path, "cpu", model_id=opts.model_id)
+    store.check_partition(pixel)  # from the metadata, before anything is allocated
     cols = store.columns(pixel)
     n = len(cols["id"])
     try:
@@ -198,7 +221,7 @@ def device_stage(job: PartitionJob) -> PartitionJob:
     t0 = time.perf_counter()
     opts, cols = job.opts, job.columns
     _worker_setup(opts)
-    bundle = _bundle(job.model_path, opts.device, opts.precision)
+    bundle = _bundle(job.model_path, opts.device, opts.precision, opts.model_id)
     pred = predict_prepared(bundle, job.prepared, batch_size=opts.batch_size, device=opts.device)
     t_pred = time.perf_counter()
     n = len(cols["id"])
@@ -213,7 +236,7 @@ def device_stage(job: PartitionJob) -> PartitionJob:
         chosen = eligible[:0]
     # rows per attribution call: the device sees rows x path points at once (a GPU wants many)
     per_call = 32 if opts.device == "cpu" else 512
-    pixel_scale = _store(job.store_path).pixel_scale
+    pixel_scale = _store(job.store_path, opts.store_identity).pixel_scale
     for s in range(0, chosen.size, per_call):
         idx = chosen[s : s + per_call]
         a = attribute(
@@ -254,9 +277,16 @@ def write_stage(job: PartitionJob) -> dict:
         **job.attribution,
         "richness_catalog": cols.get("richness"),
         **{c: cols[c] for c in PASSTHROUGH_COLUMNS if c in cols},
-        "model_id": np.full(n, _bundle(job.model_path, "cpu").model_id),
+        "model_id": np.full(n, _bundle(job.model_path, "cpu", model_id=job.opts.model_id).model_id),
     }
-    write_partition(as_path(job.catalog), _store(job.store_path).order, job.pixel, to_table(out))
+    store = _store(job.store_path, job.opts.store_identity)
+    write_partition(
+        as_path(job.catalog),
+        store.order,
+        job.pixel,
+        to_table(out),
+        source_digest=store.source_digest(job.pixel),
+    )
     t = job.timings
     write_s = time.perf_counter() - t0
     return {
@@ -282,46 +312,154 @@ def process_partition(store_path: str, model_path: str, pixel: int, catalog: str
     return write_stage(device_stage(read_stage(store_path, model_path, pixel, catalog, opts)))
 
 
-def _check_run_config(catalog: Path, store_path: str, bundle, footprint, opts: RunOptions) -> None:
-    """A resumed run must be the same run: same store, model, footprint and attribution settings.
+class RunConfig(BaseModel):
+    """``OUT/run_config.json``: what a run into an output was made with. A resumed run must match it, or the
+    catalogue would mix rows made two ways; it also marks the output as survey-mass's (``--overwrite`` replaces
+    nothing else)."""
 
-    Otherwise the catalog would mix rows made two ways. The first run records them in ``run_config.json``.
-    """
-    cfg = {
-        "store": display(store_path),
-        "model_id": bundle.model_id,
-        "footprint": footprint.name,
-        "attribution": opts.attribution,
-        "ig_steps": opts.ig_steps if opts.attribution != "none" else None,
-        "ig_baselines": opts.ig_baselines if opts.attribution != "none" else None,
-        "ig_tolerance_dex": opts.ig_tolerance_dex if opts.attribution != "none" else None,
-        "sample_fraction": opts.sample_fraction if opts.attribution == "sample" else None,
-        "seed": opts.seed,
-        "precision": opts.precision,
-    }
+    model_config = ConfigDict(
+        extra="forbid",
+        title="survey-mass run settings (OUT/run_config.json)",
+        json_schema_extra={"$id": "survey-mass/run_config/1"},
+    )
+
+    writer: Literal["survey-mass"] = Field("survey-mass", description="marks an output survey-mass wrote")
+    store: str = Field(description="the cutout store (absolute path or URL)")
+    store_identity: str = Field(description="hash of the store's root attributes and manifest")
+    store_attributes: dict = Field(description="the store's root attributes (to name what differs)")
+    model_id: str = Field(description="id of the model bundle (a hash of its weights and calibration)")
+    model_card_sha256: str = Field(description="SHA-256 of the model card file")
+    footprint: str = Field(description="footprint name")
+    footprint_digest: str = Field(description="hash of the footprint's cells (not of its name)")
+    attribution: str
+    ig_steps: int | None
+    ig_baselines: int | None
+    ig_tolerance_dex: float | None
+    sample_fraction: float | None
+    seed: int
+    precision: str
+
+    @classmethod
+    def read(cls, f: Path) -> RunConfig:
+        """The settings in ``f``; one line naming the file when it is unreadable, corrupt or another version's."""
+        from pydantic import ValidationError
+
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError) as exc:
+            raise SurveyMassError(
+                f"output {str(f.parent)!r}: {f.name} is unreadable ({str(exc).splitlines()[0] or 'empty'}); "
+                f"the run that wrote it cannot be resumed: use --overwrite or another --out"
+            ) from None
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            raise SurveyMassError(
+                f"output {str(f.parent)!r}: {f.name} was written by another survey-mass version or is damaged "
+                f"({key}: {e['msg']}); it cannot be resumed: use --overwrite or another --out"
+            ) from None
+
+    def write(self, f: Path) -> None:
+        """Write atomically (a temporary file renamed; one PUT on an object store)."""
+        from ..storage import write_bytes
+
+        write_bytes(f, self.model_dump_json(indent=1).encode(), temp=paths.catalog_temp_file(f))
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """What differs from ``other``, as ``key: this then, other now``, most telling first."""
+        out = []
+        if self.store_identity != other.store_identity:
+            out.append(
+                "store: the store at "
+                f"{other.store!r} is not the one this output was made from ({_attribute_diff(self.store_attributes, other.store_attributes)})"
+            )
+        if self.model_card_sha256 != other.model_card_sha256 and self.model_id == other.model_id:
+            out.append("model_card_sha256: the model card changed")
+        for k in type(self).model_fields:
+            if k in ("store_identity", "store_attributes", "model_card_sha256"):
+                continue
+            a, b = getattr(self, k), getattr(other, k)
+            if a != b:
+                out.append(f"{k}: {a!r} then, {b!r} now")
+        return out
+
+
+def _attribute_diff(old: dict, new: dict, prefix: str = "") -> str:
+    """The first key at which two attribute documents differ, with both values."""
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _attribute_diff(a, b, f"{prefix}{k}.")
+            return f"{prefix}{k}: {a!r} then, {b!r} now"
+    return "same attributes"
+
+
+def _run_config(store, store_path, bundle, footprint, opts: RunOptions) -> RunConfig:
+    attributing = opts.attribution != "none"
+    return RunConfig(
+        store=display(store_path),
+        store_identity=store.identity,
+        store_attributes=store.meta.to_attrs(),
+        model_id=bundle.model_id,
+        model_card_sha256=bundle.card_sha256,
+        footprint=footprint.name,
+        footprint_digest=footprint.digest,
+        attribution=opts.attribution,
+        ig_steps=opts.ig_steps if attributing else None,
+        ig_baselines=opts.ig_baselines if attributing else None,
+        ig_tolerance_dex=opts.ig_tolerance_dex if attributing else None,
+        sample_fraction=opts.sample_fraction if opts.attribution == "sample" else None,
+        seed=opts.seed,
+        precision=opts.precision,
+    )
+
+
+def _check_run_config(catalog: Path, cfg: RunConfig) -> None:
+    """A resumed run must be the same run: the same store (by content), model (weights and card), footprint (by
+    its cells) and attribution settings. The first run records them in ``run_config.json``."""
     f = paths.run_config_file(catalog)
     if f.exists():
-        old = json.loads(f.read_text())
-        old.setdefault("precision", "fp32")  # runs before the option existed were fp32
-        diff = [k for k in cfg if old.get(k) != cfg[k]]
+        diff = RunConfig.read(f).differences(cfg)
         if diff:
             raise SurveyMassError(
-                f"output {str(catalog)!r} holds a run made with other settings ({', '.join(diff)} differ: "
-                f"{old.get(diff[0])!r} then, {cfg[diff[0]]!r} now); rerun with the same settings to resume, or "
-                "use --overwrite or another --out"
+                f"output {str(catalog)!r} holds a run made with other settings ({diff[0]}"
+                + (f"; and {len(diff) - 1} more" if len(diff) > 1 else "")
+                + "); rerun with the same settings to resume, or use --overwrite or another --out"
             )
     else:
-        f.write_text(json.dumps(cfg, indent=1))
+        cfg.write(f)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22), with this boot's
+    id: a pid reused after a restart (a container's pids start again at 1) has another. None where /proc has no
+    such process or no such file (other systems)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        ticks = stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError, ValueError):
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{boot}:{ticks}"
 
 
 class RunLock:
-    """``OUT/.lock`` holds ``pid@host nonce`` of the run writing the output; a live holder makes others refuse.
+    """``OUT/.lock`` holds ``pid@host nonce start`` of the run writing the output (``start``: the process's start
+    time and boot id, :func:`_process_start`); a live holder makes others refuse.
 
     It is created exclusively (:func:`survey_mass.storage.create_exclusive`: a hard link on local disk, a
     conditional PUT on S3, after checking that the endpoint honours them), so two runs starting together cannot
     both take it. A lock left by a dead run on this host is taken over: on local disk it is first renamed to a
-    private name and given back if it turns out to be a live run's. One from another host cannot be judged from
-    here; the message names it. On exit the lock is deleted only if it is still this run's."""
+    private name and given back if it turns out to be a live run's. A lock whose pid is alive but whose process
+    started at another time (the pid was reused after a restart), or whose pid is this very process, is stale.
+    One from another host cannot be judged from here; the message names it. On exit the lock is deleted only if
+    it is still this run's."""
 
     def __init__(self, catalog: Path):
         self.path = paths.run_lock_file(catalog)
@@ -334,14 +472,15 @@ class RunLock:
         from ..storage import check_exclusive_create, create_exclusive
 
         check_exclusive_create(paths.lock_probe_file(self.path.parent))
-        self.token = f"{os.getpid()}@{socket.gethostname()} {uuid.uuid4().hex}"
+        start = _process_start(os.getpid()) or "-"
+        self.token = f"{os.getpid()}@{socket.gethostname()} {uuid.uuid4().hex} {start}"
         for _ in range(3):
             if create_exclusive(self.path, self.token.encode()):
                 return self
             text = self._read()
             holder = self._holder(text)
             if holder is not None and self._alive(*holder):
-                pid, host = holder
+                pid, host, _ = holder
                 where = "" if host in (None, socket.gethostname()) else f" on {host}"
                 raise SurveyMassError(
                     f"output {str(self.path.parent)!r} is being written by another run (pid {pid}{where}); wait for "
@@ -376,28 +515,37 @@ class RunLock:
         aside.unlink(missing_ok=True)
 
     @staticmethod
-    def _holder(text: str | None) -> tuple[int, str | None] | None:
+    def _holder(text: str | None) -> tuple[int, str | None, str | None] | None:
+        """(pid, host, process start) of a lock's text; the start is None in locks written before it was kept."""
         if not text:
             return None
-        pid, _, host = text.split(" ")[0].partition("@")
+        words = text.split(" ")
+        pid, _, host = words[0].partition("@")
+        start = words[2] if len(words) > 2 and words[2] != "-" else None
         try:
-            return int(pid or 0), host or None
+            return int(pid or 0), host or None, start
         except ValueError:
             return None
 
     @staticmethod
-    def _alive(pid: int, host: str | None) -> bool:
+    def _alive(pid: int, host: str | None, start: str | None = None) -> bool:
         import socket
 
         if host not in (None, socket.gethostname()):
             return True  # another machine's run: assume it lives
+        if pid <= 0 or pid == os.getpid():
+            return False  # this process holds no lock yet: a dead run's whose pid came back to us
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except (PermissionError, OverflowError):
-            return pid > 0
-        return pid > 0
+            pass
+        if start is not None:
+            now = _process_start(pid)
+            if now is not None and now != start:
+                return False  # the pid now names another process (a restart reused it)
+        return True
 
     def __exit__(self, *exc):
         if self._read() == self.token:
@@ -452,6 +600,7 @@ def run_catalog(
     bundle = load_bundle(model_path)
     bundle.check_store(store)
     check_margin(margin_arcsec, store.order)
+    opts = replace(opts, store_identity=store.identity, model_id=bundle.model_id)
     parts = [
         p
         for p in store.partitions
@@ -474,7 +623,7 @@ def run_catalog(
         remove_top_temporaries(catalog_p)
         if overwrite:
             clear_output(catalog_p)
-        _check_run_config(catalog_p, store_path, bundle, footprint, opts)
+        _check_run_config(catalog_p, _run_config(store, store_path, bundle, footprint, opts))
         base_opts = opts
 
         def threads_per_worker(n_workers: int) -> tuple:
@@ -488,7 +637,8 @@ def run_catalog(
         done = fan_out(
             tasks,
             _stages(),
-            is_done=lambda p: partition_done(catalog_p, store.order, p),
+            # done: written from the partition the store holds now (one the ingest re-cut is computed again)
+            is_done=lambda p: partition_done(catalog_p, store.order, p, store.source_digest(p)),
             shared_args=threads_per_worker,
             workers=workers,
             scheduler=scheduler,

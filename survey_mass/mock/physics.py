@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .. import astro
 from ..errors import SurveyMassError
@@ -41,7 +41,18 @@ from ..selection import FLUX_LIMIT_CGS
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are no physics (sky_noise_scale=Infinity would write all-NaN cutouts marked OK)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ranges_increase(self):
+        """Every (low, high) pair of numbers is a range: low < high."""
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+                if not v[0] < v[1]:
+                    raise ValueError(f"{name} must be a range (low, high) with low < high, got {list(v)}")
+        return self
 
 
 class PerBand(_Params):
@@ -55,6 +66,13 @@ class PerBand(_Params):
 
     def __getitem__(self, band: str) -> float:
         return getattr(self, band)
+
+    def check(self, name: str, *, positive: bool = False, non_negative: bool = False) -> None:
+        """Raise ValueError naming ``name.band`` for a value that breaks the bound."""
+        for b in ("u", "g", "r", "i", "z"):
+            v = getattr(self, b)
+            if (positive and not v > 0) or (non_negative and not v >= 0):
+                raise ValueError(f"{name}.{b} must be {'positive' if positive else 'non-negative'}, got {v}")
 
 
 class Cosmology(_Params):
@@ -245,6 +263,11 @@ class ObservingConditions(_Params):
     sky_sigma_mag: PerBand = PerBand(u=0.35, g=0.3, r=0.25, i=0.2, z=0.2)
     sky_band_correlation: float = Field(0.7, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _scatter_non_negative(self):
+        self.sky_sigma_mag.check("sky_sigma_mag", non_negative=True)
+        return self
+
 
 class RenderPhysics(_Params):
     """The PSF (double Gaussian: a core of the band's FWHM and a wider wing), depth and gains."""
@@ -256,6 +279,12 @@ class RenderPhysics(_Params):
     depth_95: PerBand = PerBand(**DEPTH_95)
     #: approximate nanomaggies per photo-electron for a 53.9 s SDSS exposure (nmgy/DN over gain ~4.7 e/DN)
     nmgy_per_electron: PerBand = PerBand(u=0.0021, g=0.0008, r=0.0010, i=0.0014, z=0.0070)
+
+    @model_validator(mode="after")
+    def _positive(self):
+        self.psf_fwhm_arcsec.check("psf_fwhm_arcsec", positive=True)
+        self.nmgy_per_electron.check("nmgy_per_electron", positive=True)
+        return self
 
 
 class MockPhysics(_Params):
@@ -280,10 +309,12 @@ class MockPhysics(_Params):
     #: ranges of the mass-function draws where there are no candidates
     redshift_range_no_candidates: tuple[float, float] = (0.05, 0.6)
     mass_range_no_candidates_log10: tuple[float, float] = (12.95, 15.5)
-    #: multiplies every band's sky noise sigma (the same standard-normal draws, scaled)
-    sky_noise_scale: float = Field(1.0, gt=0)
-    #: multiplies every band's PSF FWHM when rendering (the sky noise per pixel is that of the nominal seeing)
-    seeing_scale: float = Field(1.0, gt=0)
+    #: multiplies every band's sky noise sigma (the same standard-normal draws, scaled); up to 1000x, 7.5 mag
+    #: shallower, beyond which a cutout is noise alone
+    sky_noise_scale: float = Field(1.0, gt=0, le=1000)
+    #: multiplies every band's PSF FWHM when rendering (the sky noise per pixel is that of the nominal seeing);
+    #: up to 20x, a 27" PSF, beyond which a cluster is a smudge across the cutout
+    seeing_scale: float = Field(1.0, gt=0, le=20)
 
     def provenance(self) -> dict:
         """The parameters as JSON (what a store records)."""

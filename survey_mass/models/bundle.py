@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .._version import __version__
 from ..errors import ModelError
@@ -38,7 +38,8 @@ CARD_VERSION = 3
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are never a valid number in a card (a NaN std gives a null mass flagged OK)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputGeometry(_Strict):
@@ -70,6 +71,21 @@ class FeatureContract(_Strict):
     sky: str = "sep Background, 32-pixel meshes (sigma-clipped), per band"
     invariance: dict[str, Any] = {}
 
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureContract:
+        if not (len(self.keep) == len(self.mean) == len(self.std)):
+            raise ValueError(
+                f"keep, mean and std must have one entry per kept input (got {len(self.keep)}, {len(self.mean)}, "
+                f"{len(self.std)})"
+            )
+        if any(not 0 <= k < self.n_raw for k in self.keep) or len(set(self.keep)) != len(self.keep):
+            raise ValueError(f"keep must list distinct inputs in [0, {self.n_raw})")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std must be positive")
+        if self.clip <= 0 or self.ood_flag <= 0:
+            raise ValueError("clip and ood_flag must be positive")
+        return self
+
 
 class Calibration(_Strict):
     scale: float = 1.0
@@ -78,6 +94,16 @@ class Calibration(_Strict):
     #: the error's factor at these predicted masses, interpolated (flat beyond); from independent mocks
     mass_nodes: list[float] = []
     mass_factors: list[float] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Calibration:
+        if self.scale <= 0 or self.tau < 0:
+            raise ValueError(f"scale must be positive and tau non-negative (got {self.scale}, {self.tau})")
+        if len(self.mass_nodes) != len(self.mass_factors) or any(f <= 0 for f in self.mass_factors):
+            raise ValueError("mass_nodes and mass_factors must pair up, with positive factors")
+        if any(b <= a for a, b in zip(self.mass_nodes, self.mass_nodes[1:], strict=False)):
+            raise ValueError("mass_nodes must increase")
+        return self
 
 
 class HeadSet(_Strict):
@@ -155,9 +181,17 @@ def save_bundle(
             for name, v in h.state_dict().items():
                 tensors[f"{prefix}fold{k}.{name}"] = v.detach().cpu().contiguous()
     save_file(tensors, str(out / HEADS))
+    card = card.model_copy(update={"model_id": model_id(out, card)})
+    (out / CARD).write_text(card.model_dump_json(indent=1))
+    return card
+
+
+def model_id(path: Path, card: ModelCard) -> str:
+    """The id of the model in ``path``: a hash of its weights' files, its input contract and its calibration (the
+    card's ``model_id`` must equal it: :func:`load_bundle` recomputes it)."""
     digest = hashlib.sha256()
     for f in (BACKBONE, HEADS):
-        digest.update((out / f).read_bytes())
+        digest.update((Path(path) / f).read_bytes())
     # the input contract and the calibration are part of the model
     digest.update(
         json.dumps(
@@ -169,9 +203,7 @@ def save_bundle(
             ]
         ).encode()
     )
-    card = card.model_copy(update={"model_id": f"survey-mass-{card.variant}-{digest.hexdigest()[:12]}"})
-    (out / CARD).write_text(card.model_dump_json(indent=1))
-    return card
+    return f"survey-mass-{card.variant}-{digest.hexdigest()[:12]}"
 
 
 def feature_contract(model: MassModel, s: Standardisation, invariance: dict | None = None) -> FeatureContract:
@@ -296,6 +328,12 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise ModelError(
             f"model {str(path)!r}: weights are not a safetensors file ({str(exc).splitlines()[0]})"
         ) from None
+    expected = model_id(path, card)
+    if card.model_id != expected:
+        raise ModelError(
+            f"model {str(path)!r}: its weights or calibration do not match its card's model_id "
+            f"({card.model_id!r}; they hash to {expected!r}): the model was changed after it was saved"
+        )
     backbone = Backbone(tuple(card.widths))
     try:
         backbone.load_state_dict(bb_state)

@@ -40,6 +40,7 @@ Examples
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ from ..photometry import BANDS
 from ..storage import as_path, is_remote, remove_tree, zarr_store
 
 ATTR_KEY = "survey_mass"
+#: the most cutouts one partition may hold (8 GB of 64 x 64 pixels); a partition claiming more is damaged
+MAX_PARTITION_CUTOUTS = 100_000
 SCHEMA_VERSION = 1
 INNER_CHUNK = 8
 ORIENTATION = "north-up east-left, TAN projection centred on the candidate"
@@ -128,6 +131,10 @@ class StoreAttributes(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+def _reason(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0] or type(exc).__name__
+
+
 def _contract_error(exc: ValidationError) -> str:
     e = exc.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -150,6 +157,41 @@ def _root_attrs(path: Path) -> dict:
             f"store {str(path)!r}: root attribute {ATTR_KEY!r} is missing (not a survey-mass store)"
         )
     return attrs[ATTR_KEY]
+
+
+_ORDER_DIR_RE = re.compile(r"^Norder=\d+$")
+
+
+def check_own_store(path: Path) -> None:
+    """Refuse, naming the path, to treat ``path`` as a store survey-mass wrote unless it is one: its root group
+    carries the ``survey_mass`` attribute and it holds nothing but a store's own names (``zarr.json``, the
+    ``Norder=k`` groups and, in them, partition groups and a killed build's temporaries). ``--overwrite`` deletes
+    only such a directory."""
+    path = as_path(path)
+    refuse = f"store {str(path)!r}: --overwrite only replaces a cutout store survey-mass wrote, and this "
+    if not path.is_dir():
+        raise StoreError(refuse + "is not a directory; nothing was deleted")
+    try:
+        _root_attrs(path)
+    except StoreError:
+        raise StoreError(
+            refuse
+            + f"is not one (no {paths.STORE_ROOT_FILE} with a {ATTR_KEY!r} attribute); nothing was deleted"
+        ) from None
+    for entry in path.iterdir():
+        if entry.name == paths.STORE_ROOT_FILE:
+            continue
+        inside = list(entry.iterdir()) if _ORDER_DIR_RE.match(entry.name) and entry.is_dir() else None
+        ok = inside is not None and all(
+            e.name == paths.STORE_ROOT_FILE
+            or (
+                e.is_dir()
+                and (paths.PARTITION_RE.match(e.name) or e.name.startswith(paths.TEMP_PREFIX + "Npix="))
+            )
+            for e in inside
+        )
+        if not ok:
+            raise StoreError(refuse + f"holds {entry.name!r}, which a store does not; nothing was deleted")
 
 
 def create_store(
@@ -191,6 +233,7 @@ def create_store(
             f"store {str(path)!r}: attributes do not follow the contract: {_contract_error(exc)}"
         ) from None
     if path.exists() and overwrite:
+        check_own_store(path)
         remove_tree(path)
     if path.exists():
         if not paths.store_root_file(path).is_file():
@@ -386,28 +429,60 @@ class CutoutStore:
             ) from None
 
     def check_partition(self, pixel: int) -> int:
-        """Validate a partition's arrays against the contract; return its number of cutouts."""
+        """Validate a partition's arrays against the contract from their metadata alone, before anything is read
+        or allocated: every array present, the images (N, 5, H, W) float32 at the store's size, every column N
+        rows of its contract dtype, N what the partition's attributes say and at most
+        :data:`MAX_PARTITION_CUTOUTS`. Returns N; one-line StoreError naming the partition otherwise."""
+        where = f"store {str(self.path)!r}: partition {pixel}"
         g = self._group(pixel)
-        names = set(g.array_keys())
+        try:
+            names = set(g.array_keys())
+            arrays = {c: g[c] for c in names}
+        except Exception as exc:
+            raise StoreError(f"{where}: unreadable array metadata ({_reason(exc)})") from None
         for c in ("images", *REQUIRED_COLUMNS):
             if c not in names:
-                raise StoreError(f"store {str(self.path)!r}: partition {pixel}: array {c!r} is missing")
-        shape = g["images"].shape
-        s = self.cutout_size
+                raise StoreError(f"{where}: array {c!r} is missing")
+        images = arrays["images"]
+        shape, s = tuple(images.shape), self.cutout_size
         if len(shape) != 4 or shape[1:] != (len(BANDS), s, s):
+            raise StoreError(f"{where}: images shape {shape} is not (N, 5, {s}, {s})")
+        if images.dtype != np.float32:
+            raise StoreError(f"{where}: images are {images.dtype}, the contract says float32")
+        n = int(shape[0])
+        if n > MAX_PARTITION_CUTOUTS:
             raise StoreError(
-                f"store {str(self.path)!r}: partition {pixel}: images shape {shape} is not (N, 5, {s}, {s})"
+                f"{where}: claims {n} cutouts, more than the {MAX_PARTITION_CUTOUTS} a partition may hold "
+                f"({MAX_PARTITION_CUTOUTS * len(BANDS) * s * s * 4 / 1e9:.0f} GB of pixels); the store is damaged"
             )
-        for c in names - {"images"}:
-            if g[c].shape != (shape[0],):
+        claimed = dict(g.attrs).get("n_cutouts")
+        if claimed is not None and claimed != n:
+            raise StoreError(f"{where}: holds {n} images, its attributes say n_cutouts = {claimed!r}")
+        contract = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+        for c in sorted(names - {"images"}):
+            a = arrays[c]
+            if tuple(a.shape) != (n,):
+                raise StoreError(f"{where}: column {c!r} has shape {tuple(a.shape)}, images have {n} rows")
+            want = contract.get(c)
+            if want is str:
+                ok = a.dtype.kind in "OUT" or "str" in str(a.dtype).lower()
+            else:
+                ok = want is None or np.dtype(a.dtype) == np.dtype(want)
+            if not ok:
                 raise StoreError(
-                    f"store {str(self.path)!r}: partition {pixel}: column {c!r} has {g[c].shape[0]} rows, "
-                    f"images have {shape[0]}"
+                    f"{where}: column {c!r} is {a.dtype}, the contract says "
+                    f"{'text' if want is str else np.dtype(want)}"
                 )
-        return int(shape[0])
+        return n
 
     def n_cutouts(self, pixel: int) -> int:
-        return int(self._group(pixel)["images"].shape[0])
+        g = self._group(pixel)
+        try:
+            return int(g["images"].shape[0])
+        except Exception as exc:
+            raise StoreError(
+                f"store {str(self.path)!r}: partition {pixel}: images unreadable ({_reason(exc)})"
+            ) from None
 
     def partition_attrs(self, pixel: int) -> dict:
         """The attributes of a partition's group (``n_cutouts``, ``healpix_pixel`` and any its builder added)."""
@@ -465,9 +540,31 @@ class CutoutStore:
         record["partition"] = pixel
         return self.images(pixel, row, row + 1)[0], record
 
+    @cached_property
+    def identity(self) -> str:
+        """A hash of the store's root attributes, its manifest included: what it is (geometry, mock seed and
+        physics, or the ingest's inputs) and which partitions it holds. A store rebuilt at the same path with
+        another seed or other physics has another identity (a run that resumes on it is refused)."""
+        return _digest(self.meta.to_attrs())
+
+    def source_digest(self, pixel: int) -> str:
+        """A hash of what partition ``pixel`` was made from: the store's provenance (mock seed and physics, or
+        the ingest's inputs) and the partition's own attributes (the ingest's frames digest). A catalogue
+        partition records it; a partition re-cut from other frames has another."""
+        attrs = self.partition_attrs(pixel)
+        meta = self.meta.to_attrs()
+        return _digest({"store": {k: v for k, v in meta.items() if k != "partitions"}, "partition": attrs})
+
     @property
     def n_total(self) -> int:
         return sum(self.n_cutouts(p) for p in self.partitions)
+
+
+def _digest(doc: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def open_store(path: str | Path) -> CutoutStore:

@@ -224,18 +224,30 @@ def test_overwrite_never_deletes_what_is_not_a_survey_mass_catalog(small_store, 
     ]
 
 
-def test_overwrite_cannot_take_an_output_from_a_live_run(small_catalog, small_store, tmp_path):
-    import os
-
+def test_overwrite_cannot_take_an_output_from_a_live_run(small_catalog, small_store, tmp_path, live_pid):
     cat, _ = small_catalog
     copy = tmp_path / "masses"
     shutil.copytree(cat, copy)
-    (copy / ".lock").write_text(f"{os.getpid()}@{__import__('socket').gethostname()} live")
+    (copy / ".lock").write_text(f"{live_pid}@{__import__('socket').gethostname()} live")
     with pytest.raises(SurveyMassError, match="being written by another run"):
         run_small(small_store, copy, attribution="none", overwrite=True)
     assert len(catalog_files(copy)) == len(catalog_files(cat)) and (copy / ".lock").read_text().endswith(
         " live"
     )
+
+
+@pytest.fixture
+def live_pid():
+    """The pid of a live process other than this one (a run holding a lock)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_stale_lock_is_taken_over_once(tmp_path):
@@ -281,27 +293,32 @@ def test_leftovers_and_an_old_catalog_with_overwrite(small_store, tmp_path):
     ]
 
 
-def test_the_storage_plugin_puts_back_what_a_worker_had():
+def test_the_storage_plugin_changes_nothing_global_on_a_worker():
+    """The plugin keeps the run's options under its own name; the worker's fsspec configuration is untouched,
+    and teardown forgets only that run's options."""
     import fsspec.config
 
+    from survey_mass import storage
     from survey_mass.engine import fsspec_config_plugin
 
     before = {k: dict(v) for k, v in fsspec.config.conf.items()}
-    plugin = fsspec_config_plugin({"s3": {"endpoint_url": "http://example.invalid"}})
+    plugin = fsspec_config_plugin(
+        {"s3": {"endpoint_url": "http://example.invalid"}}, name="survey-mass-fsspec-t"
+    )
     try:
         plugin.setup(None)
-        assert fsspec.config.conf["s3"]["endpoint_url"] == "http://example.invalid"
+        assert {k: dict(v) for k, v in fsspec.config.conf.items()} == before
+        (bound,) = storage.bind_run_options(("s3://bucket/key",), plugin.name)
+        assert bound.storage_options["endpoint_url"] == "http://example.invalid"
     finally:
         plugin.teardown(None)
-    assert {k: dict(v) for k, v in fsspec.config.conf.items()} == before
+    assert plugin.name not in storage._RUN_OPTIONS
 
 
-def test_a_second_concurrent_run_is_refused(small_store, tmp_path):
-    import os
-
+def test_a_second_concurrent_run_is_refused(small_store, tmp_path, live_pid):
     out = tmp_path / "masses"
     out.mkdir()
-    (out / ".lock").write_text(str(os.getpid()))  # a live run holds it
+    (out / ".lock").write_text(str(live_pid))  # a live run holds it
     with pytest.raises(SurveyMassError, match="being written by another run"):
         run_small(small_store, out, attribution="none")
     (out / ".lock").write_text("999999999")  # a dead run's stale lock is taken over

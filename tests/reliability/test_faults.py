@@ -280,13 +280,12 @@ def test_second_run_into_the_same_output_is_refused(small_store, slow_pipeline, 
 
 
 def test_resume_with_other_settings_is_refused(small_store, slow_pipeline, tmp_path, capsys):
-    out = tmp_path / "cat"
-    (out).mkdir()
-    import json
+    from survey_mass.testing import run_small
 
-    (out / "run_config.json").write_text(json.dumps({"attribution": "none"}))
+    out = tmp_path / "cat"
+    run_small(small_store, out, attribution="none")  # a finished run with no attribution
     code, _, err = cli(_argv(small_store, out, slow_pipeline), capsys)
-    assert_one_line_error(code, err, str(out), "other settings")
+    assert_one_line_error(code, err, str(out), "other settings", "attribution")
 
 
 def test_nothing_is_written_outside_out(small_store, tmp_path, monkeypatch, capsys):
