@@ -11,6 +11,7 @@ the default candidate list of the ``dr12`` footprint.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,17 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 _INT64 = (-(2**63), 2**63 - 1)
-#: the largest integer every float64 holds exactly
-_FLOAT_EXACT = 2**53
+#: the integers a float holds exactly, by its size in bytes (float32: 2^24, float64: 2^53)
+_FLOAT_EXACT = {4: 2**24, 8: 2**53, 2: 2**11}
+#: an id written as text: an optional sign and ASCII digits, nothing else ("1_000", "1e3", "1.0" are not ids)
+_ID_TEXT = re.compile(r"^[+-]?[0-9]+$")
 
 
 def exact_ids(values: np.ndarray, source: str) -> np.ndarray:
-    """Candidate ids as int64, exactly: integers as they are, integral text parsed exactly, floats only while
-    a float holds them exactly (below 2^53). A non-integral id (1.2), one outside int64 (2^63) or a float that
-    cannot hold its id (a 19-digit objID) is refused in one line naming the row; nothing is rounded or wrapped.
+    """Candidate ids as int64, exactly: integers as they are, text of ASCII digits parsed exactly, floats only
+    while their type holds them exactly (below 2^53 for float64, 2^24 for float32). A non-integral id (1.2), one
+    outside int64 (2^63), text that is not plain digits ("1e3", "1_000") or a float that cannot hold its id (a
+    19-digit objID) is refused in one line naming the row; nothing is rounded or wrapped.
 
     >>> exact_ids(np.array(["1237657070000000001", "7"], dtype=object), "c.csv")
     array([1237657070000000001,                   7])
@@ -83,7 +87,6 @@ def exact_ids(values: np.ndarray, source: str) -> np.ndarray:
     ...
     survey_mass.errors.CatalogInputError: candidates 'c.csv': row 0: id 1.2 is not an integer
     """
-    from decimal import Decimal, InvalidOperation
 
     def refuse(row: int, v, why: str):
         raise CatalogInputError(f"candidates {source!r}: row {row}: id {v!r} {why}")
@@ -96,6 +99,7 @@ def exact_ids(values: np.ndarray, source: str) -> np.ndarray:
         if big.size:
             refuse(int(big[0]), int(values[big[0]]), "is beyond the int64 range of ids")
         return values.astype(np.int64)
+    exact = _FLOAT_EXACT.get(values.itemsize, 2**53) if values.dtype.kind == "f" else 2**53
     out = np.empty(len(values), np.int64)
     for row, v in enumerate(values.tolist()):
         if isinstance(v, bool) or v is None or (isinstance(v, float) and not np.isfinite(v)):
@@ -103,7 +107,7 @@ def exact_ids(values: np.ndarray, source: str) -> np.ndarray:
         if isinstance(v, float):
             if v != int(v):
                 refuse(row, v, "is not an integer")
-            if abs(v) >= _FLOAT_EXACT:
+            if abs(v) >= exact:
                 refuse(
                     row,
                     v,
@@ -114,13 +118,10 @@ def exact_ids(values: np.ndarray, source: str) -> np.ndarray:
         if isinstance(v, int):
             n = v
         else:
-            try:
-                d = Decimal(str(v).strip())
-            except InvalidOperation:
+            text = str(v).strip()
+            if not _ID_TEXT.match(text):
                 refuse(row, v, "is not an integer")
-            if not d.is_finite() or d != d.to_integral_value():
-                refuse(row, v, "is not an integer")
-            n = int(d)
+            n = int(text)
         if not _INT64[0] <= n <= _INT64[1]:
             refuse(row, v, "is beyond the int64 range of ids")
         out[row] = n

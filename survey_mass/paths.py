@@ -113,9 +113,15 @@ def frame_temp_file(final: Path) -> Path:
     return final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
 
 
+_FRAME_TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}.+-[0-9a-f]{{8}}$")
+
+
 def frame_temporaries(directory: Path | str) -> list[Path]:
-    """Half-written frames an interrupted build left in a frames directory."""
-    return sorted(Path(directory).glob(f"{TEMP_PREFIX}*"))
+    """Half-written files an interrupted build left in a frames directory (:func:`frame_temp_file`'s names;
+    no other ``.tmp-*`` file is survey-mass's)."""
+    return sorted(
+        p for p in Path(directory).glob(f"{TEMP_PREFIX}*") if _FRAME_TEMP_RE.match(p.name) and p.is_file()
+    )
 
 
 # --- model bundle, training and reports ----------------------------------------------------------------------

@@ -481,3 +481,189 @@ def moto_s3(bucket: str = "survey-mass"):
             import s3fs
 
             s3fs.S3FileSystem.clear_instance_cache()
+
+
+# --- a CUDA device simulated on the CPU ---------------------------------------------------------------------------
+
+
+def simulated_cuda():
+    """A context in which ``"cuda"`` is a device that computes on the CPU but keeps CUDA's rules, so that a CPU
+    test catches what a GPU's first call would: an op whose tensors sit on two devices (a CPU tensor indexed by
+    or combined with a device tensor), ``.numpy()`` of a device tensor, pinned memory without a device.
+
+    Tensors "on cuda" are wrapper subclasses holding a CPU tensor, their ``device`` reading ``meta`` (the one
+    other device a CPU build can guard: autograd and the stream bookkeeping of a real ``cuda`` device would abort
+    the process); every op on them runs on the held CPU tensors after checking devices as CUDA does (CPU 0-dim tensors mix freely; a
+    device tensor may be indexed by CPU indices, not the other way round; ``copy_`` crosses devices). A torch
+    function mode turns ``.to("cuda")``, ``.cuda()`` and factories given ``device="cuda"`` into such tensors;
+    ``.cpu()`` gives plain ones back. ``torch.cuda.is_available()`` says True inside; ``synchronize`` does
+    nothing.
+
+    >>> import torch
+    >>> with simulated_cuda():
+    ...     a = torch.ones(3).to("cuda")
+    ...     (a * 2).cpu().tolist(), a.device.type, torch.zeros(2, device="cuda").device.type
+    ([2.0, 2.0, 2.0], 'meta', 'meta')
+    >>> with simulated_cuda():
+    ...     torch.ones(3).to("cuda") + torch.ones(3)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! (aten.add.Tensor)
+    """
+    from contextlib import ExitStack, contextmanager, nullcontext
+    from unittest import mock
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    aten = torch.ops.aten
+    simulated = torch.device("meta")
+    index_ops = {
+        aten.index.Tensor,
+        aten.index_put_.default,
+        aten.index_put.default,
+        aten._index_put_impl_.default,
+    }
+
+    def unwrap(a):
+        return a.elem if isinstance(a, OnDevice) else a
+
+    def wrap(a):
+        return OnDevice(a) if isinstance(a, torch.Tensor) and not isinstance(a, OnDevice) else a
+
+    def check(func, args, kwargs) -> None:
+        """Raise as CUDA does for an op that mixes device and CPU tensors."""
+        if func in (aten.copy_.default, aten._to_copy.default, aten._local_scalar_dense.default):
+            return
+        if func in index_ops:  # CPU indices may index a device tensor, not the other way round
+            self_, indices = args[0], [i for i in args[1] if i is not None]
+            if not isinstance(self_, OnDevice) and any(isinstance(i, OnDevice) for i in indices):
+                raise RuntimeError(
+                    f"indices should be either on cpu or on the same device as the indexed tensor (cpu) ({func})"
+                )
+            args = (self_, *args[2:])
+        flat, _ = tree_flatten((args, kwargs))
+        tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+        if any(isinstance(a, OnDevice) for a in tensors) and any(
+            not isinstance(a, OnDevice) and a.dim() > 0 for a in tensors
+        ):
+            raise RuntimeError(
+                "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! "
+                f"({func})"
+            )
+
+    class OnDevice(torch.Tensor):
+        """A tensor "on cuda": its data is the CPU tensor ``elem``."""
+
+        elem: torch.Tensor
+
+        @staticmethod
+        def __new__(cls, elem: torch.Tensor):
+            r = torch.Tensor._make_wrapper_subclass(
+                cls,
+                elem.size(),
+                strides=elem.stride(),
+                storage_offset=elem.storage_offset(),
+                dtype=elem.dtype,
+                layout=elem.layout,
+                device=simulated,
+                requires_grad=elem.requires_grad,
+            )
+            r.elem = elem.detach()
+            return r
+
+        def __repr__(self) -> str:
+            return f"OnDevice({self.elem!r})"
+
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            check(func, args, kwargs)
+            if func is aten.copy_.default:  # into the destination, whichever device each is on
+                unwrap(args[0]).copy_(unwrap(args[1]), *args[2:])
+                return args[0]
+            target = kwargs.get("device")
+            if target is not None:
+                kwargs["device"] = torch.device("cpu")
+            out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+            if func is aten._local_scalar_dense.default:
+                return out
+            if func is aten._to_copy.default and target is not None and torch.device(target).type == "cpu":
+                return out  # .cpu(), .to("cpu"): back to a plain tensor
+            return tree_map(wrap, out)
+
+    class DeviceCalls(TorchFunctionMode):
+        """Calls that name ``cuda`` name ``meta`` instead (which :class:`DeviceFactories` and the subclass turn
+        into CPU-backed device tensors, through autograd: a move to the device stays differentiable)."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func is torch.Tensor.pin_memory:
+                return args[0]
+            if func is torch.Tensor.tolist and isinstance(args[0], OnDevice):  # legal on a device: a copy
+                return args[0].elem.tolist()
+            if func is torch.Tensor.cuda:
+                return args[0].to(simulated, non_blocking=bool(kwargs.get("non_blocking", False)))
+            if func is torch.Tensor.to:
+                device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args[1:], **kwargs)
+                if device is None or device.type != "cuda":
+                    return func(*args, **kwargs)
+                extra = {"dtype": dtype} if dtype is not None else {}
+                if memory_format is not None:
+                    extra["memory_format"] = memory_format
+                return args[0].to(
+                    simulated, non_blocking=non_blocking, copy=bool(kwargs.get("copy", False)), **extra
+                )
+            d = kwargs.get("device")
+            if d is not None and torch.device(d).type == "cuda":
+                kwargs["device"] = simulated
+            return func(*args, **kwargs)
+
+    class DeviceFactories(TorchDispatchMode):
+        """Tensors made inside an op for the simulated device (a scalar promoted to a tensor beside a device
+        tensor, say) hold CPU data, not meta's nothing."""
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            d = kwargs.get("device")
+            if d is not None and torch.device(d).type in ("cuda", "meta"):
+                kwargs["device"] = torch.device("cpu")
+                return tree_map(wrap, func(*args, **kwargs))
+            return func(*args, **kwargs)
+
+    @contextmanager
+    def swapped_params():
+        """Module.to("cuda") swaps each parameter for its device copy (a plain Parameter cannot hold one)."""
+        before = torch.__future__.get_swap_module_params_on_conversion()
+        torch.__future__.set_swap_module_params_on_conversion(True)
+        try:
+            yield
+        finally:
+            torch.__future__.set_swap_module_params_on_conversion(before)
+
+    @contextmanager
+    def context():
+        with ExitStack() as stack:
+            stack.enter_context(swapped_params())
+            real_autocast = torch.autocast
+
+            def autocast(device_type, *args, **kwargs):
+                # the simulated device computes on the CPU in fp32: its autocast does nothing
+                if device_type in ("cuda", "meta"):
+                    return nullcontext()
+                return real_autocast(device_type, *args, **kwargs)
+
+            stack.enter_context(mock.patch("torch.autocast", autocast))
+            stack.enter_context(mock.patch("torch.cuda._lazy_init", lambda: None))
+            stack.enter_context(mock.patch("torch.cuda.is_available", return_value=True))
+            stack.enter_context(mock.patch("torch.cuda.device_count", return_value=1))
+            stack.enter_context(mock.patch("torch.cuda.synchronize", lambda *a, **k: None))
+            stack.enter_context(mock.patch("torch.cuda.get_device_name", lambda *a, **k: "simulated CUDA"))
+            stack.enter_context(mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: True))
+            stack.enter_context(DeviceCalls())
+            stack.enter_context(DeviceFactories())
+            yield
+
+    return context()

@@ -20,6 +20,7 @@ survey_mass.errors.CatalogError: query: only a single SELECT statement is allowe
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,36 +342,44 @@ def _check_format_holds(table: pa.Table, fmt: str) -> None:
             )
 
 
-def write_result(
-    table: pa.Table, fmt: str, out: str | Path | None, *, catalog: str | Path, max_rows: int = 50
-):
-    """Print or save a result: table (pretty, first ``max_rows``), csv, json (records) or parquet (needs ``out``).
+def _catalog_roots(catalog: str | Path) -> list[Path]:
+    """Every local directory a query's output must stay out of: the catalog as given, the primary catalog it
+    means, and the collection that holds it (its margin and sidecars included)."""
+    if is_remote(catalog):
+        return []
+    given = as_path(catalog).resolve()
+    roots = {given, primary_root(given).resolve()}
+    for r in list(roots):
+        if paths.collection_properties(r.parent).is_file():  # a collection's primary catalog
+            roots.add(r.parent)
+    return sorted(roots)
 
-    ``out`` may not lie inside the catalog: a query never writes there.
-    """
-    import sys
 
-    if out is not None:
-        o = Path(out).resolve()
-        c = Path(catalog).resolve() if not is_remote(catalog) else None
-        if c is not None and (o == c or c in o.parents):
+def _check_out(out: str | Path, catalog: str | Path) -> Path:
+    """The local file a result is written to; refused in one line inside the catalog or its collection."""
+    if is_remote(out):
+        raise CatalogError(f"--out {str(out)!r}: give a local file")
+    o = as_path(out).resolve()
+    for root in _catalog_roots(catalog):
+        if o == root or root in o.parents:
             raise CatalogError(
                 f"--out {str(out)!r}: is inside the catalog {str(catalog)!r}; queries never write there"
             )
-        if o.is_dir():
-            raise CatalogError(f"--out {str(out)!r}: is a directory")
-        if not o.parent.is_dir():
-            raise CatalogError(f"--out {str(out)!r}: directory {str(o.parent)!r} does not exist")
-    if fmt not in FORMATS:
-        raise CatalogError(f"--format {fmt!r}: use {', '.join(FORMATS)}")
-    _check_format_holds(table, fmt)
+    if o.is_dir():
+        raise CatalogError(f"--out {str(out)!r}: is a directory")
+    if not o.parent.is_dir():
+        raise CatalogError(f"--out {str(out)!r}: directory {str(o.parent)!r} does not exist")
+    return o
+
+
+def _serialise(table: pa.Table, fmt: str, max_rows: int) -> bytes:
+    """The result as ``fmt``'s bytes."""
     if fmt == "parquet":
-        if out is None:
-            raise CatalogError("--format parquet needs --out FILE")
         import pyarrow.parquet as pq
 
-        pq.write_table(table, str(out))
-        return
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return sink.getvalue().to_pybytes()
     if fmt == "table":
         import pandas as pd
 
@@ -399,7 +408,39 @@ def write_result(
 
         # dates, times and decimals as their ISO / exact text
         text = json.dumps([{k: _clean(v) for k, v in r.items()} for r in table.to_pylist()], default=str)
-    if out is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+    return (text if text.endswith("\n") else text + "\n").encode()
+
+
+def write_result(
+    table: pa.Table, fmt: str, out: str | Path | None, *, catalog: str | Path, max_rows: int = 50
+):
+    """Print or save a result: table (pretty, first ``max_rows``), csv, json (records) or parquet (needs ``out``).
+
+    ``out`` may not lie inside the catalog or its collection: a query never writes there. It is written whole
+    under a temporary name and renamed, so an existing file is replaced, never written through (a hard link to
+    a catalog file stays the catalog's), and a failed write leaves it as it was.
+    """
+    import sys
+
+    from ..storage import write_bytes
+
+    target = _check_out(out, catalog) if out is not None else None
+    if fmt not in FORMATS:
+        raise CatalogError(f"--format {fmt!r}: use {', '.join(FORMATS)}")
+    if fmt == "parquet" and target is None:
+        raise CatalogError("--format parquet needs --out FILE")
+    _check_format_holds(table, fmt)
+    try:
+        data = _serialise(table, fmt, max_rows)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, NotImplementedError) as exc:
+        types = ", ".join(f"{f.name} {f.type}" for f in table.schema)
+        raise CatalogError(
+            f"--format {fmt}: the result ({types[:200]}) cannot be written as {fmt} ({_first_line(exc)}); "
+            "select other columns or use another --format"
+        ) from None
+    if target is None:
+        sys.stdout.write(data.decode())
+        return
+    write_bytes(
+        target, data, temp=target.with_name(f"{paths.TEMP_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
+    )

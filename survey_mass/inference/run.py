@@ -435,8 +435,8 @@ def _check_run_config(catalog: Path, cfg: RunConfig) -> None:
 
 def _process_start(pid: int) -> str | None:
     """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22), with this boot's
-    id: a pid reused after a restart (a container's pids start again at 1) has another. None where /proc has no
-    such process or no such file (other systems)."""
+    id: a pid reused after a restart has another. None where /proc has no such process or no such file (other
+    systems)."""
     try:
         stat = Path(f"/proc/{int(pid)}/stat").read_text()
         ticks = stat.rsplit(")", 1)[1].split()[19]
@@ -449,21 +449,48 @@ def _process_start(pid: int) -> str | None:
     return f"{boot}:{ticks}"
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (``/proc/self/ns/pid``): pids mean nothing across namespaces (containers
+    sharing a hostname each have a pid 1). "-" where there is no such link."""
+    try:
+        return os.readlink("/proc/self/ns/pid").replace(" ", "")
+    except OSError:
+        return "-"
+
+
+#: the tokens of the locks this process holds (two RunLocks of one process on one output are two runs)
+_HELD_TOKENS: set[str] = set()
+#: a held lock's file is touched this often (s); a lock from another PID namespace untouched for
+#: :data:`LOCK_STALE_S` belongs to a run that is gone
+LOCK_HEARTBEAT_S = 10.0
+LOCK_STALE_S = 60.0
+
+
 class RunLock:
-    """``OUT/.lock`` holds ``pid@host nonce start`` of the run writing the output (``start``: the process's start
-    time and boot id, :func:`_process_start`); a live holder makes others refuse.
+    """``OUT/.lock`` holds ``pid@host nonce start pidns`` of the run writing the output (``start``: the process's
+    start time and boot id, :func:`_process_start`; ``pidns``: its PID namespace); a live holder makes others
+    refuse.
 
     It is created exclusively (:func:`survey_mass.storage.create_exclusive`: a hard link on local disk, a
     conditional PUT on S3, after checking that the endpoint honours them), so two runs starting together cannot
-    both take it. A lock left by a dead run on this host is taken over: on local disk it is first renamed to a
-    private name and given back if it turns out to be a live run's. A lock whose pid is alive but whose process
-    started at another time (the pid was reused after a restart), or whose pid is this very process, is stale.
-    One from another host cannot be judged from here; the message names it. On exit the lock is deleted only if
-    it is still this run's."""
+    both take it. While held, a local lock file is touched every :data:`LOCK_HEARTBEAT_S` seconds.
+
+    Whose lock is stale:
+
+    * one from this process (its pid, its namespace) that this process does not hold: a dead run's whose pid
+      came back to us (a restart); one this process holds is a live run's;
+    * one whose pid is dead in this namespace, or alive but started at another time (a reused pid);
+    * one from another PID namespace on this host (another container) whose file has not been touched for
+      :data:`LOCK_STALE_S` seconds; a touched one is a live run's, refused;
+    * one from another host cannot be judged from here: refused, and the message names it.
+
+    A stale lock is taken over: on local disk it is first renamed to a private name and given back if it turns
+    out to be a live run's. On exit the lock is deleted only if it is still this run's."""
 
     def __init__(self, catalog: Path):
         self.path = paths.run_lock_file(catalog)
         self.token = ""
+        self._stop = None
 
     def __enter__(self):
         import socket
@@ -473,15 +500,19 @@ class RunLock:
 
         check_exclusive_create(paths.lock_probe_file(self.path.parent))
         start = _process_start(os.getpid()) or "-"
-        self.token = f"{os.getpid()}@{socket.gethostname()} {uuid.uuid4().hex} {start}"
+        self.token = f"{os.getpid()}@{socket.gethostname()} {uuid.uuid4().hex} {start} {_pid_namespace()}"
         for _ in range(3):
             if create_exclusive(self.path, self.token.encode()):
+                _HELD_TOKENS.add(self.token)
+                self._start_heartbeat()
                 return self
             text = self._read()
             holder = self._holder(text)
-            if holder is not None and self._alive(*holder):
-                pid, host, _ = holder
+            if holder is not None and self._alive(text, *holder):
+                pid, host, _, ns = holder
                 where = "" if host in (None, socket.gethostname()) else f" on {host}"
+                if host in (None, socket.gethostname()) and ns not in (None, _pid_namespace()):
+                    where = f" in another PID namespace ({ns}: another container)"
                 raise SurveyMassError(
                     f"output {str(self.path.parent)!r} is being written by another run (pid {pid}{where}); wait for "
                     f"it or choose another --out (if no run is writing it, delete {str(self.path)!r})"
@@ -489,10 +520,40 @@ class RunLock:
             self._take_over(text)  # a stale lock from a run that died
         raise SurveyMassError(f"output {str(self.path.parent)!r}: cannot take the lock {str(self.path)!r}")
 
+    def _start_heartbeat(self) -> None:
+        """Touch a local lock file while it is held, so that runs in other PID namespaces see it is alive."""
+        import threading
+
+        if not isinstance(self.path, Path):
+            return
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(LOCK_HEARTBEAT_S):
+                try:
+                    if self._read() == self.token:
+                        os.utime(self.path)
+                except OSError:
+                    pass
+
+        threading.Thread(target=beat, name="survey-mass-lock-heartbeat", daemon=True).start()
+        self._stop = stop
+
     def _read(self) -> str | None:
         try:
             return self.path.read_text().strip()
         except FileNotFoundError:
+            return None
+
+    def _age_s(self) -> float | None:
+        """Seconds since the lock file was last touched (None on an object store or when it is gone)."""
+        import time
+
+        if not isinstance(self.path, Path):
+            return None
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
             return None
 
     def _take_over(self, stale: str | None) -> None:
@@ -515,26 +576,34 @@ class RunLock:
         aside.unlink(missing_ok=True)
 
     @staticmethod
-    def _holder(text: str | None) -> tuple[int, str | None, str | None] | None:
-        """(pid, host, process start) of a lock's text; the start is None in locks written before it was kept."""
+    def _holder(text: str | None) -> tuple[int, str | None, str | None, str | None] | None:
+        """(pid, host, process start, PID namespace) of a lock's text; start and namespace are None in locks
+        written before they were kept."""
         if not text:
             return None
         words = text.split(" ")
         pid, _, host = words[0].partition("@")
         start = words[2] if len(words) > 2 and words[2] != "-" else None
+        ns = words[3] if len(words) > 3 and words[3] != "-" else None
         try:
-            return int(pid or 0), host or None, start
+            return int(pid or 0), host or None, start, ns
         except ValueError:
             return None
 
-    @staticmethod
-    def _alive(pid: int, host: str | None, start: str | None = None) -> bool:
+    def _alive(self, text: str | None, pid: int, host: str | None, start=None, ns=None) -> bool:
         import socket
 
         if host not in (None, socket.gethostname()):
             return True  # another machine's run: assume it lives
-        if pid <= 0 or pid == os.getpid():
-            return False  # this process holds no lock yet: a dead run's whose pid came back to us
+        if ns is not None and ns != _pid_namespace():
+            age = self._age_s()  # another container's run: its pids are not ours to look up
+            return age is None or age < LOCK_STALE_S
+        if pid <= 0:
+            return False
+        if pid == os.getpid():
+            return (
+                text in _HELD_TOKENS
+            )  # ours if this process holds it; else a dead run's pid came back to us
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -548,6 +617,9 @@ class RunLock:
         return True
 
     def __exit__(self, *exc):
+        if self._stop is not None:
+            self._stop.set()
+        _HELD_TOKENS.discard(self.token)
         if self._read() == self.token:
             self.path.unlink(missing_ok=True)
 

@@ -738,6 +738,14 @@ def _check_provenance(out: Path, record: dict, overwrite: bool) -> None:
         return out
 
     p = out / paths.FRAMES_PROVENANCE
+    temporaries = set(paths.frame_temporaries(out))
+    held = sorted(e.name for e in out.iterdir() if e not in temporaries)
+    if held and not p.exists():
+        # a directory of someone else's files: nothing here is overwritten, nothing mixed in
+        raise SurveyMassError(
+            f"mock frames {str(out)!r}: holds {held[:3]} and no {paths.FRAMES_PROVENANCE}; survey-mass writes mock "
+            "frames only into an empty directory or one it made: choose another directory"
+        )
     record = json.loads(json.dumps(record))  # as it reads back (tuples become lists)
     if p.exists() and not overwrite:
         old = json.loads(p.read_text())

@@ -186,23 +186,22 @@ def save_bundle(
     return card
 
 
+#: card fields that do not change what the model computes (what it is called, how it scored, how long it took,
+#: where its training data lay); every other field is part of the model's id
+_ID_EXEMPT = ("model_id", "code_version", "metrics", "timing_s", "training_data", "config", "seed", "method")
+
+
 def model_id(path: Path, card: ModelCard) -> str:
-    """The id of the model in ``path``: a hash of its weights' files, its input contract and its calibration (the
-    card's ``model_id`` must equal it: :func:`load_bundle` recomputes it)."""
+    """The id of the model in ``path``: a hash of its weights' files and of every card field that changes what
+    it computes (the geometry, bands, folds, input contracts, calibrations, the catalogue relation, the
+    lambda-hat baseline and the redshifts it gives masses for); the card's ``model_id`` must equal it
+    (:func:`load_bundle` recomputes it)."""
     digest = hashlib.sha256()
     for f in (BACKBONE, HEADS):
         digest.update((Path(path) / f).read_bytes())
-    # the input contract and the calibration are part of the model
-    digest.update(
-        json.dumps(
-            [
-                card.features.model_dump(),
-                card.calibration.model_dump(),
-                card.pixels.model_dump() if card.pixels else None,
-                card.lambda_relation,
-            ]
-        ).encode()
-    )
+    fields = card.model_dump(mode="json", exclude=set(_ID_EXEMPT))
+    fields["z_range"] = list(card.training_data.z_range)  # masses are given only inside it
+    digest.update(json.dumps(fields, sort_keys=True).encode())
     return f"survey-mass-{card.variant}-{digest.hexdigest()[:12]}"
 
 

@@ -549,8 +549,8 @@ class MassModel(nn.Module):
     @torch.no_grad()
     def ood_score(self, raw: np.ndarray) -> np.ndarray:
         """Each row's largest |standardised input| (N,): above :attr:`ood_flag` the row is out of distribution."""
-        pre = self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)))
-        return pre.abs().amax(dim=1).numpy().astype(float)
+        pre = self.standardise_raw(torch.from_numpy(np.asarray(raw, np.float32)).to(self.mean.device))
+        return pre.abs().amax(dim=1).cpu().numpy().astype(float)
 
 
 def _richness_tensor(richness, start: int, size: int, device) -> torch.Tensor | None:

@@ -233,8 +233,15 @@ def create_store(
             f"store {str(path)!r}: attributes do not follow the contract: {_contract_error(exc)}"
         ) from None
     if path.exists() and overwrite:
+        if isinstance(path, Path) and path.is_symlink():
+            raise StoreError(
+                f"store {str(path)!r}: is a symbolic link; --overwrite replaces a store at its own path only "
+                "(give the path it points to); nothing was deleted"
+            )
         check_own_store(path)
         remove_tree(path)
+        if path.exists():
+            raise StoreError(f"store {str(path)!r}: could not be deleted for --overwrite; delete it by hand")
     if path.exists():
         if not paths.store_root_file(path).is_file():
             raise StoreError(f"store {str(path)!r}: exists and is not a Zarr store; choose another --out")

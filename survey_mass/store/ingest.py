@@ -287,11 +287,14 @@ def _candidate_columns(sub, quality: np.ndarray) -> dict[str, np.ndarray]:
     return cols
 
 
-def frames_digest(frames: list[IndexedFrame], ids) -> str:
-    """What a partition is built from: its frames (name, size, modification time) and its candidates' ids."""
+def frames_digest(frames: list[IndexedFrame], candidates) -> str:
+    """What a partition is built from: its frames (name, size, modification time) and its candidates' rows
+    (every column the store takes from them: a corrected redshift or position at the same id is another
+    source)."""
     import hashlib
 
-    key = "|".join(sorted(f.stamp for f in frames)) + "#" + ",".join(str(i) for i in sorted(ids))
+    rows = candidates.sort_values("id")
+    key = "|".join(sorted(f.stamp for f in frames)) + "#" + rows.to_csv(index=False, float_format="%.17g")
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -327,7 +330,7 @@ def _ingest_partition(
         quality[i] = q
     if keep.size:
         sub = cands.iloc[keep].reset_index(drop=True)
-        digest = frames_digest(frames, cands["id"].tolist())
+        digest = frames_digest(frames, cands)
         write_partition(
             out, int(pixel), images[keep], _candidate_columns(sub, quality), attrs={"frames_digest": digest}
         )
@@ -435,7 +438,7 @@ def ingest_frames(
         )
     store = open_store(out)
     done = set(store.partitions)
-    digests = {t.pixel: frames_digest(t.args[3], t.args[2]["id"].tolist()) for t in tasks}
+    digests = {t.pixel: frames_digest(t.args[3], t.args[2]) for t in tasks}
 
     def is_done(p: int) -> bool:
         # a partition is done when it was built from the same frames and candidates: added, replaced or

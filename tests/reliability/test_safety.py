@@ -767,3 +767,145 @@ def test_a_resume_with_another_moc_of_the_same_name_is_refused(tiny_store, tmp_p
     MOC.from_string("2/100-115").save(moc_file, format="fits", overwrite=True)
     with pytest.raises(SurveyMassError, match="footprint_digest"):
         run()
+
+
+# --- what the review of #27 found, each shown first ---------------------------------------------------------------
+
+
+def test_query_out_never_writes_into_the_catalog_however_it_is_named(victim, capsys):
+    """A ``file://`` catalog, the primary catalog's own path (whose collection holds ``run_config.json`` and the
+    margin), and a hard link to a partition file: none lets ``--out`` change a catalog file."""
+    cat, _, root = victim
+    before = tree_snapshot(cat)
+    part = catalog_files(cat)[0]
+    for catalog, out in [
+        (f"file://{cat}", part),
+        (cat / "masses", cat / "run_config.json"),
+        (cat / "masses", cat / "masses_60arcs" / "x.parquet"),
+    ]:
+        code, _, err = cli(["query", catalog, "SELECT 1 AS x", "--format", "parquet", "--out", out], capsys)
+        assert_one_line_error(code, err, "inside the catalog")
+    link = root / "link.parquet"
+    os.link(part, link)
+    code, _, _ = cli(["query", cat, "SELECT 1 AS x", "--format", "parquet", "--out", link], capsys)
+    assert code == 0 and pd.read_parquet(link)["x"].tolist() == [1]  # the link now names a new file
+    assert tree_snapshot(cat) == before  # the partition it named is untouched
+
+
+def test_a_query_output_that_fails_keeps_the_file_it_would_replace(victim, capsys):
+    cat, _, root = victim
+    keep = root / "keep.parquet"
+    keep.write_bytes(b"precious")
+    for sql, fmt in [
+        ("SELECT INTERVAL 1 DAY AS i", "parquet"),
+        ("SELECT union_value(k := 1) AS u", "table"),
+        ("SELECT INTERVAL 1 DAY AS i", "csv"),
+    ]:
+        code, _, err = cli(["query", cat, sql, "--format", fmt, "--out", keep], capsys)
+        assert_one_line_error(code, err, f"--format {fmt}")
+    assert keep.read_bytes() == b"precious"
+
+
+def test_two_locks_of_one_process_are_two_runs(tmp_path):
+    from survey_mass.inference.run import RunLock
+
+    with RunLock(tmp_path) as first:
+        with pytest.raises(SurveyMassError, match="being written by another run"):
+            RunLock(tmp_path).__enter__()
+        assert first.path.read_text() == first.token
+
+
+def test_a_lock_from_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
+    import socket
+    import time
+
+    from survey_mass.inference.run import LOCK_STALE_S, RunLock
+
+    lock = RunLock(tmp_path)
+    # another container on this host (its own pid 1, its own namespace), its lock touched just now: alive
+    lock.path.write_text(f"1@{socket.gethostname()} nonce boot:5 pid:[4026531999]")
+    with pytest.raises(SurveyMassError, match="another PID namespace"):
+        lock.__enter__()
+    # the same lock, untouched for longer than a live run leaves it: that container is gone
+    old = time.time() - LOCK_STALE_S - 5
+    os.utime(lock.path, (old, old))
+    with lock:
+        assert lock.path.read_text() == lock.token
+
+
+def test_mock_frames_refuse_a_directory_of_someone_elses_files(tmp_path, capsys):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "candidates.parquet").write_bytes(b"their own catalogue")
+    (theirs / ".tmp-notes.txt").write_text("notes")
+    before = tree_snapshot(theirs)
+    code, _, err = cli(
+        [
+            "mock",
+            "--footprint",
+            "box:147.25,147.5,2.25,2.5",
+            "--out",
+            tmp_path / "m.zarr",
+            "--frames",
+            theirs,
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert_one_line_error(code, err, str(theirs), "mock_frames.json")
+    assert tree_snapshot(theirs) == before
+
+
+def test_the_model_id_covers_every_field_that_changes_the_masses(model_copy):
+    from survey_mass.models.bundle import load_bundle
+
+    card = json.loads((model_copy / paths.MODEL_CARD).read_text())
+    for key, value in [("folds", 1), ("richness_input", not card["richness_input"])]:
+        changed = dict(card, **{key: value})
+        (model_copy / paths.MODEL_CARD).write_text(json.dumps(changed))
+        with pytest.raises(ModelError, match="model_id"):
+            load_bundle(model_copy)
+
+
+def test_the_ingest_digest_covers_the_candidates_rows():
+    from survey_mass.store.ingest import frames_digest
+
+    rows = pd.DataFrame({"id": [1, 2], "ra": [150.0, 150.1], "dec": [2.0, 2.0], "z": [0.2, 0.3]})
+    fixed = rows.assign(z=[0.2, 0.31])  # a corrected redshift at the same id
+    assert frames_digest([], rows) == frames_digest([], rows.iloc[::-1])  # row order is not content
+    assert frames_digest([], rows) != frames_digest([], fixed)
+
+
+def test_overwrite_through_a_symlinked_store_is_refused(tiny_store, tmp_path):
+    from survey_mass.store import create_store
+
+    link = tmp_path / "link.zarr"
+    link.symlink_to(tiny_store)
+    with pytest.raises(StoreError, match="symbolic link"):
+        create_store(
+            link,
+            cutout_size=64,
+            pixel_scale_arcsec=6.336,
+            healpix_order=2,
+            survey="x",
+            kind="mock",
+            provenance={"seed": 9},
+            overwrite=True,
+        )
+    assert (tiny_store / paths.STORE_ROOT_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([16777217], np.float32),
+        np.array(["1_000"], object),
+        np.array(["1e3"], object),
+        np.array(["1.000"], object),
+    ],
+)
+def test_ids_a_float32_or_loose_text_would_change_are_refused(values):
+    from survey_mass.candidates import exact_ids
+
+    with pytest.raises(CatalogInputError, match="row 0"):
+        exact_ids(values, "c.csv")
