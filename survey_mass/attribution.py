@@ -248,25 +248,22 @@ def summarise(attr: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
 # --- the entry point -----------------------------------------------------------------------------------------
 
 
-def attribute(
+def attribution_maps(
     bundle,
     images: np.ndarray,
     z: np.ndarray,
     *,
     ids=None,
     richness: np.ndarray | None = None,
-    pixel_scale: float = 6.336,
     baselines: int = 2,
     steps: int = 32,
     tolerance: float = 0.005,
     max_steps: int = 512,
     seed: int = 0,
-    return_maps: bool = False,
-) -> dict[str, np.ndarray]:
-    """Maps and their :data:`SUMMARY_COLUMNS` for (N, 5, H, W) raw cutouts (``ids`` seed each row's
-    baselines; default 0..N-1). With ``return_maps``: also ``maps`` (N, 5, H, W, dex per pixel),
-    ``regions`` (N, len(REGIONS), H, W), ``x`` (the normalised cutouts) and ``log_sigma`` (their log10 sky
-    sigmas)."""
+) -> dict:
+    """The device's part of :func:`attribute`: integrated-gradient maps of (N, 5, H, W) raw cutouts on the
+    model's device. Returns :func:`integrated_gradients`' dict (``attr`` on the CPU) with ``x`` and
+    ``log_sigma``, the normalised cutouts and their log10 sky sigmas."""
     from .models.mass_model import prepare_images
 
     images = np.asarray(images, np.float32)
@@ -284,18 +281,64 @@ def attribute(
     ig = integrated_gradients(
         fn, x.to(dev), bases.to(dev), steps=steps, tolerance=tolerance, max_steps=max_steps, chunk=chunk
     )
+    return {**ig, "x": x, "log_sigma": log_sigma}
+
+
+def attribution_summaries(
+    bundle, ig: dict, images: np.ndarray, z: np.ndarray, *, richness=None, pixel_scale: float = 6.336
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The CPU's part of :func:`attribute`: each row's region masks (sep's segmentation, about 9 ms a row) and
+    the :data:`SUMMARY_COLUMNS` of the maps ``ig`` (:func:`attribution_maps`); returns (summaries, masks)."""
+    n = len(z)
     lam = np.full(n, np.nan) if richness is None else np.asarray(richness, float)
     colours = (bundle.baseline.colour_gr, bundle.baseline.colour_ri)
     masks = np.stack(
         [region_masks(images[i], float(z[i]), float(lam[i]), pixel_scale, colours) for i in range(n)]
     )
-    attr = ig["attr"].numpy()
     out = {
         "attr_delta_dex": ig["delta"],
         "ig_completeness_dex": ig["completeness"],
         "ig_steps": ig["steps"],
-        **summarise(attr, masks),
+        **summarise(ig["attr"].numpy(), masks),
     }
+    return out, masks
+
+
+def attribute(
+    bundle,
+    images: np.ndarray,
+    z: np.ndarray,
+    *,
+    ids=None,
+    richness: np.ndarray | None = None,
+    pixel_scale: float = 6.336,
+    baselines: int = 2,
+    steps: int = 32,
+    tolerance: float = 0.005,
+    max_steps: int = 512,
+    seed: int = 0,
+    return_maps: bool = False,
+) -> dict[str, np.ndarray]:
+    """Maps and their :data:`SUMMARY_COLUMNS` for (N, 5, H, W) raw cutouts (``ids`` seed each row's
+    baselines; default 0..N-1): :func:`attribution_maps` then :func:`attribution_summaries`. With
+    ``return_maps``: also ``maps`` (N, 5, H, W, dex per pixel), ``regions`` (N, len(REGIONS), H, W), ``x`` (the
+    normalised cutouts) and ``log_sigma`` (their log10 sky sigmas)."""
+    images = np.asarray(images, np.float32)
+    ig = attribution_maps(
+        bundle,
+        images,
+        z,
+        ids=ids,
+        richness=richness,
+        baselines=baselines,
+        steps=steps,
+        tolerance=tolerance,
+        max_steps=max_steps,
+        seed=seed,
+    )
+    out, masks = attribution_summaries(bundle, ig, images, z, richness=richness, pixel_scale=pixel_scale)
     if return_maps:
-        out.update(maps=attr, regions=masks, x=x.numpy(), log_sigma=log_sigma.numpy())
+        out.update(
+            maps=ig["attr"].numpy(), regions=masks, x=ig["x"].numpy(), log_sigma=ig["log_sigma"].numpy()
+        )
     return out

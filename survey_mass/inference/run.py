@@ -212,11 +212,26 @@ def read_stage(store_path: str, model_path: str, pixel: int, catalog: str, opts:
     return job
 
 
+def _chosen_rows(job: PartitionJob, quality: np.ndarray) -> np.ndarray:
+    """The rows whose attribution maps this run draws: every row with a mass, a seeded sample of them, or none."""
+    from .predict import NO_MASS
+
+    opts = job.opts
+    eligible = np.flatnonzero((quality & int(NO_MASS | Quality.NO_CLUSTER)) == 0)
+    if opts.attribution == "all":
+        return eligible
+    if opts.attribution == "sample":
+        rng = np.random.default_rng([opts.seed, int(job.pixel)])
+        return eligible[rng.random(eligible.size) < opts.sample_fraction]
+    return eligible[:0]
+
+
 def device_stage(job: PartitionJob) -> PartitionJob:
     """Device stage: the CNN ensemble and the masses (:func:`~survey_mass.inference.predict.predict_prepared`),
-    then the attribution maps of the chosen rows, in batches of rows sized for the device."""
-    from ..attribution import ATTRIBUTED, SUMMARY_COLUMNS, attribute
-    from .predict import NO_MASS, predict_prepared
+    then the attribution maps of the chosen rows, in batches of rows sized for the device. The maps' per-row CPU
+    work (region masks, summaries) is :func:`summary_stage`'s, so that the device never waits for it."""
+    from ..attribution import attribution_maps
+    from .predict import predict_prepared
 
     t0 = time.perf_counter()
     opts, cols = job.opts, job.columns
@@ -224,37 +239,53 @@ def device_stage(job: PartitionJob) -> PartitionJob:
     bundle = _bundle(job.model_path, opts.device, opts.precision, opts.model_id)
     pred = predict_prepared(bundle, job.prepared, batch_size=opts.batch_size, device=opts.device)
     t_pred = time.perf_counter()
-    n = len(cols["id"])
-    attr: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
-    eligible = np.flatnonzero((pred["quality"] & int(NO_MASS | Quality.NO_CLUSTER)) == 0)
-    if opts.attribution == "all":
-        chosen = eligible
-    elif opts.attribution == "sample":
-        rng = np.random.default_rng([opts.seed, int(job.pixel)])
-        chosen = eligible[rng.random(eligible.size) < opts.sample_fraction]
-    else:
-        chosen = eligible[:0]
+    chosen = _chosen_rows(job, pred["quality"])
     # rows per attribution call: the device sees rows x path points at once (a GPU wants many)
     per_call = 32 if opts.device == "cpu" else 512
-    pixel_scale = _store(job.store_path, opts.store_identity).pixel_scale
+    maps = []
     for s in range(0, chosen.size, per_call):
         idx = chosen[s : s + per_call]
-        a = attribute(
+        ig = attribution_maps(
             bundle,
             job.images[idx],
             np.asarray(cols["z"], float)[idx],
             ids=np.asarray(cols["id"])[idx],
             richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
-            pixel_scale=pixel_scale,
             **opts.attribution_kwargs(),
+        )
+        maps.append((idx, {k: ig[k] for k in ("attr", "delta", "completeness", "steps")}))
+    job.predictions, job.attribution = pred, {"chosen": chosen, "maps": maps, "images": job.images[chosen]}
+    job.prepared, job.images = None, None  # the chosen rows' pixels travel on for their masks, no others
+    job.timings = {**job.timings, "predict_s": t_pred - t0, "attribution_s": time.perf_counter() - t_pred}
+    return job
+
+
+def summary_stage(job: PartitionJob) -> PartitionJob:
+    """CPU stage: each attributed row's region masks (sep's segmentation) and the summaries of its map
+    (:func:`~survey_mass.attribution.attribution_summaries`)."""
+    from ..attribution import ATTRIBUTED, SUMMARY_COLUMNS, attribution_summaries
+
+    t0 = time.perf_counter()
+    cols, done = job.columns, job.attribution
+    n, chosen = len(cols["id"]), done["chosen"]
+    attr: dict[str, np.ndarray] = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
+    pixel_scale = _store(job.store_path, job.opts.store_identity).pixel_scale
+    images = dict(zip(chosen.tolist(), done["images"], strict=True))
+    for idx, ig in done["maps"]:
+        a, _ = attribution_summaries(
+            _bundle(job.model_path, "cpu", model_id=job.opts.model_id),
+            ig,
+            np.stack([images[int(i)] for i in idx]),
+            np.asarray(cols["z"], float)[idx],
+            richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
+            pixel_scale=pixel_scale,
         )
         for c in SUMMARY_COLUMNS:
             attr[c][idx] = a[c]
     attr[ATTRIBUTED] = np.zeros(n, bool)
     attr[ATTRIBUTED][chosen] = True
-    job.predictions, job.attribution, job.attributed = pred, attr, int(chosen.size)
-    job.prepared, job.images = None, None  # nothing after this stage needs the pixels
-    job.timings = {**job.timings, "predict_s": t_pred - t0, "attribution_s": time.perf_counter() - t_pred}
+    job.attribution, job.attributed = attr, int(chosen.size)
+    job.timings = {**job.timings, "summary_s": time.perf_counter() - t0}
     return job
 
 
@@ -295,7 +326,7 @@ def write_stage(job: PartitionJob) -> dict:
         "attributed": job.attributed,
         "read_s": t["read_s"],
         "predict_s": t["prepare_s"] + t["predict_s"],
-        "attribution_s": t["attribution_s"],
+        "attribution_s": t["attribution_s"] + t.get("summary_s", 0.0),
         "write_s": write_s,
         "total_s": sum(t.values()) + write_s,
     }
@@ -304,12 +335,12 @@ def write_stage(job: PartitionJob) -> dict:
 def _stages():
     from ..engine import Stage
 
-    return (Stage(read_stage, "CPU"), Stage(device_stage, "GPU"), Stage(write_stage, "CPU"))
-
-
-def process_partition(store_path: str, model_path: str, pixel: int, catalog: str, opts: RunOptions) -> dict:
-    """Everything one partition needs, in this process: the stages one after the other."""
-    return write_stage(device_stage(read_stage(store_path, model_path, pixel, catalog, opts)))
+    return (
+        Stage(read_stage, "CPU"),
+        Stage(device_stage, "GPU"),
+        Stage(summary_stage, "CPU"),
+        Stage(write_stage, "CPU"),
+    )
 
 
 class RunConfig(BaseModel):

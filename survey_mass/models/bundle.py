@@ -271,6 +271,12 @@ class ModelBundle:
             )
 
     def to(self, device) -> ModelBundle:
+        """Move both models to ``device``. On a CUDA device, fp32 there means fp32: TF32 (which cuDNN's
+        convolutions and cuBLAS's matmuls may otherwise use, with a 10-bit mantissa) is switched off for this
+        process (:func:`exact_fp32_on_cuda`), so the fp32 reference, the near-OOD recomputation, the attribution
+        maps and ``--precision fp32`` are exact; reduced precision is chosen only by ``--precision``."""
+        if torch.device(device).type == "cuda":
+            exact_fp32_on_cuda()
         self.model.to(device)
         self.pixels.to(device)
         return self
@@ -282,6 +288,22 @@ class ModelBundle:
 
         self.model.backbone_autocast = self.pixels.backbone_autocast = autocast_dtype(precision)
         return self
+
+
+def exact_fp32_on_cuda() -> dict[str, bool]:
+    """Switch TF32 off for cuDNN convolutions and cuBLAS matmuls in this process; returns the flags now set
+    (the GPU kit records them)."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return tf32_flags()
+
+
+def tf32_flags() -> dict[str, bool]:
+    """Whether cuDNN and cuBLAS may use TF32 for fp32 work in this process."""
+    return {
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+    }
 
 
 def _read_card(path: Path) -> ModelCard:

@@ -271,7 +271,7 @@ def test_a_rerun_renders_nothing_and_removes_temporaries(built):
     from survey_mass.mock.frames import build_mock_frames
     from survey_mass.mock.survey import MockConfig
 
-    tmp = built["frames"] / f"{paths.TEMP_PREFIX}frame-r-001000-1-0011.fits.bz2-dead"
+    tmp = paths.frame_temp_file(built["frames"] / "frame-r-001000-1-0011.fits.bz2")  # a killed write's
     tmp.write_bytes(b"half")
     kw = {"candidates": built["cands"], "layout": built["layout"], "progress": False}
     again = build_mock_frames(

@@ -14,7 +14,7 @@ from astropy.io import fits
 
 from survey_mass.quality import Quality
 from survey_mass.testing import RUN_FOOTPRINT as FOOTPRINT
-from survey_mass.testing import assert_one_line_error, catalog_files, cli, make_store
+from survey_mass.testing import assert_one_line_error, catalog_files, cli, make_store, reseal_model
 
 # --- footprints ---------------------------------------------------------------------------------------------
 
@@ -243,6 +243,7 @@ def test_model_with_another_band_order(tiny_store, model_copy, tmp_path, capsys)
     card = json.loads((model_copy / "model_card.json").read_text())
     card["bands"] = ["g", "r", "i", "z", "u"]
     (model_copy / "model_card.json").write_text(json.dumps(card))
+    reseal_model(model_copy)  # a model saved for another band order (an edited card is refused by its id)
     code, _, err = _run(tiny_store, tmp_path / "cat", capsys, "--model", model_copy)
     assert_one_line_error(code, err, str(model_copy), "band order")
 
@@ -251,6 +252,7 @@ def test_model_with_another_cutout_size(tiny_store, model_copy, tmp_path, capsys
     card = json.loads((model_copy / "model_card.json").read_text())
     card["input"]["cutout_size"] = 128
     (model_copy / "model_card.json").write_text(json.dumps(card))
+    reseal_model(model_copy)
     code, _, err = _run(tiny_store, tmp_path / "cat", capsys, "--model", model_copy)
     assert_one_line_error(code, err, str(model_copy), "128-pixel")
 

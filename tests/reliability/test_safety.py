@@ -187,16 +187,21 @@ DUCKDB_WORDS = [
 ]
 
 
-def test_random_sql_fragments_never_read_or_write_outside_the_catalog(victim, capsys):
+def test_random_sql_fragments_never_read_or_write_outside_the_catalog(victim, tmp_path_factory, monkeypatch):
     """Hypothesis draws fragments of DuckDB's statement keywords, file functions and paths, and feeds them to
     ``query`` as the SQL, as ``--where`` and as ``--columns``: whatever parses, nothing outside the catalog's
     partition files is read and nothing at all is written."""
     hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import configuration
     from hypothesis import strategies as st
 
     from survey_mass.catalog.query import query
 
     cat, secret, root = victim
+    # hypothesis keeps its own files (constants it collects) away from the watched directories
+    home = tmp_path_factory.mktemp("hypothesis")
+    monkeypatch.setattr(configuration, "__hypothesis_home_directory", home, raising=False)
+    configuration.set_hypothesis_home_dir(home)
     before = tree_snapshot(root)
     words = st.sampled_from([_attack(w, cat, secret, root) for w in DUCKDB_WORDS])
     fragment = st.lists(words, min_size=1, max_size=12).map(" ".join)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from survey_mass.models.bundle import ModelError, load_bundle
+from survey_mass.testing import reseal_model
 from survey_mass.training.train import assign_folds
 
 
@@ -65,11 +66,13 @@ def test_mismatched_bundle_is_refused(smoke_model, labelled_store, tmp_path):
     card = json.loads((bad / "model_card.json").read_text())
     card["bands"] = ["g", "r", "i", "z", "u"]
     (bad / "model_card.json").write_text(json.dumps(card))
+    reseal_model(bad)  # saved for another band order (an edited card is refused by its id)
     with pytest.raises(ModelError, match="band order"):
         load_bundle(bad).check_store(open_store(labelled_store))
     card["bands"] = ["u", "g", "r", "i", "z"]
     card["input"]["cutout_size"] = 128
     (bad / "model_card.json").write_text(json.dumps(card))
+    reseal_model(bad)
     with pytest.raises(ModelError, match="128-pixel"):
         load_bundle(bad).check_store(open_store(labelled_store))
 
