@@ -408,6 +408,10 @@ def cmd_mock(args) -> int:
         from .errors import SurveyMassError
 
         raise SurveyMassError("mock: --no-candidates and --candidates exclude each other")
+    if args.frames:  # checked before any work: a directory of someone else's files is refused at once
+        from .mock.frames import check_frames_directory
+
+        check_frames_directory(args.frames)
     cands = read_candidates(args.candidates) if args.candidates else load_redmapper()
     if args.no_candidates:
         cands = None

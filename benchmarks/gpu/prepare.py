@@ -1,6 +1,8 @@
 """Run HERE, before a device call: gather the wheels the GPU run needs and the H200 image lacks, into ``.whl/``.
 
-    python benchmarks/gpu/prepare.py            # downloads into .whl/ (git-ignored), checks the 64 MiB, prints carry
+    python benchmarks/gpu/prepare.py            # downloads wheels.txt's pins into .whl/ (git-ignored), checks the
+                                                # 64 MiB, prints carry
+    python benchmarks/gpu/prepare.py --resolve  # resolves the list again and rewrites wheels.txt
 
 The device machine reaches no registry, so packages travel as wheels (the device tool's README, "Notes"). Its
 image already holds torch, numpy, scipy, pandas, pyarrow, matplotlib, cupy and many more (:data:`DEVICE_HAS`, from
@@ -21,9 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / ".whl"
+#: the pinned list (name==version, one a line) the kit carries; written by --resolve, read otherwise
+LOCK = Path(__file__).resolve().with_name("wheels.txt")
 #: what one device call may carry: the working tree and the wheels together
 CALL_LIMIT = 64 * 2**20
-WHEEL_BUDGET = 45 * 10**6
+WHEEL_BUDGET = 50 * 10**6  # of the 64 MiB a call carries; the working tree takes about 13
 #: the H200 image's Python packages (KINDS.md, "Python packages already there")
 DEVICE_HAS = set(
     """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
@@ -63,6 +67,8 @@ ROOTS = (
     "colossus",
     "pydantic",
     "jsonschema",
+    # local clusters speak TLS with temporary credentials (distributed's Security.temporary needs it)
+    "cryptography",
 )
 #: never carried: not imported by `bench` or `run` (duckdb, lsdb: `query`; captum: the tests; bokeh and
 #: xyzservices: the Dask dashboard, which runs without them), or already in the image under another name
@@ -102,9 +108,9 @@ def _have(name: str) -> str | None:
         return None
 
 
-def download(name: str) -> Path:
-    """One wheel for CPython 3.12 manylinux x86-64 (this venv's version where it has the package)."""
-    v = PINS.get(norm(name)) or _have(name)
+def download(name: str, version: str | None = None) -> Path:
+    """One wheel for CPython 3.12 manylinux x86-64: ``version``, else a pin, else this venv's version."""
+    v = version or PINS.get(norm(name)) or _have(name)
     spec = f"{name}=={v}" if v else name
     cmd = [
         sys.executable,
@@ -175,14 +181,40 @@ def tree_bytes() -> int:
     return sum((ROOT / f).stat().st_size for f in out.decode().split("\0") if f and (ROOT / f).is_file())
 
 
+def wheel_version(w: Path) -> tuple[str, str]:
+    """(name, version) of a wheel file."""
+    name, version = w.name.split("-")[:2]
+    return norm(name), version
+
+
+def pinned() -> list[Path]:
+    """The wheels of :data:`LOCK`, exactly."""
+    WHEELS.mkdir(exist_ok=True)
+    out = []
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            out.append(download(name, version))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clean", action="store_true", help="empty .whl/ first")
+    ap.add_argument("--resolve", action="store_true", help="resolve the list again and rewrite wheels.txt")
     args = ap.parse_args()
     if args.clean and WHEELS.exists():
         for w in WHEELS.glob("*.whl"):
             w.unlink()
-    wheels = resolve()
+    if args.resolve or not LOCK.exists():
+        wheels = resolve()
+        LOCK.write_text(
+            "# the wheels the GPU kit carries (benchmarks/gpu/prepare.py --resolve writes this list)\n"
+            + "".join(f"{n}=={v}\n" for n, v in sorted(wheel_version(w) for w in wheels))
+        )
+    else:
+        wheels = pinned()
     whl = sum(w.stat().st_size for w in WHEELS.glob("*.whl"))
     tree = tree_bytes()
     for w in sorted(WHEELS.glob("*.whl")):

@@ -1,23 +1,34 @@
-"""Run THERE (the device machine), after the wheels are installed: the GPU survey run, measured.
+"""Run THERE (the device machine), after the wheels are installed: the GPU survey run, measured, in one short call.
 
-    python3 benchmarks/gpu/run_kit.py --out "$OUT"                       # on the H200 (defaults: cuda, dr12)
-    python benchmarks/gpu/run_kit.py --out /tmp/kit --device cpu \\
-        --footprint box:150,160,0,12 --workers 2                           # here, end to end on a small box
+    python3 benchmarks/gpu/run_kit.py --out "$OUT"                         # on a lent GPU (H100 or H200)
+    python benchmarks/gpu/run_kit.py --out /tmp/kit --device cpu --budget-s 900 \\
+        --box box:150,160,0,12 --dr12 box:140,170,-5,20                     # here, every step on a small sky
 
-Steps, each timed and logged to ``OUT/kit.log`` (a failing step is recorded and the kit goes on):
+Each step is one command with its own cap (seconds); a step the remaining budget cannot cover is skipped and
+recorded, never started. A step that runs past its cap is killed with its whole process group, and what it
+printed is kept. ``OUT/results-<device>.json`` is rewritten after every step, so a call that is cut off still
+leaves every figure it reached; agreements are computed only between steps that succeeded. Stores and
+catalogues live in ``--work`` (not in ``$OUT``, which returns at most 8 files).
 
-1. ``survey-mass mock`` of the footprint (the real redMaPPer clusters) on every core;
-2. ``survey-mass bench --device D --store STORE --json`` (every leg; LocalCUDACluster for the pipeline on a GPU);
-3. ``survey-mass run --store STORE --attribution all --device D``: masses and every row's map;
-4. the same run on the CPU with ``--attribution none --precision fp32``, for the catalogues' agreement: the
-   device run's masses (in its default precision, bf16 on an H200) against the exact fp32 reference;
-5. reduced precision: the CNN masses of up to 4,096 cutouts in fp32 and under bf16 and fp16 autocast, with the
-   largest change in mass (the issue allows autocast only where it moves no mass by more than 0.005 dex).
+Steps (default caps; ``--budget-s`` 300 for the whole, which leaves a 360 s call room to return):
 
-Writes ``OUT/results-<name>.json`` (``--name``, default h200): ``pipeline_cutouts_per_s``,
-``model_cutouts_per_s``, ``io_cutouts_per_s``, ``attribution_cutouts_per_s``, the run's own rate, the
-agreement of the masses with the CPU run (max and 99th percentile |difference|, dex), the bench JSON, and what
-failed.
+1. ``preflight`` (20): imports (dask_cuda, hats, zarr, astropy, survey_mass.cli), ``torch.cuda.is_available()``,
+   the device's name, TF32 flags once a bundle is on the device; ``pip list`` and ``nvidia-smi -L`` to ``$OUT``.
+   The kit stops at once if it fails.
+2. ``mock_dr12`` (60): the ``dr12`` mock (26,338 real redMaPPer clusters) on every core.
+3. ``mock_box`` (20): a box of about 1,800 clusters, for the attribution run and the CPU reference.
+4. ``bench`` (120): ``survey-mass bench --device D`` on its default 2,464-cutout store (repeated passes).
+5. ``run_dr12`` (90): masses of every dr12 cluster on the device (no attribution), in its default precision.
+6. ``run_box_attribution`` (90): the box with every row's attribution map, on the device.
+7. ``cpu_reference`` (60): the box on the CPU in exact fp32, no attribution.
+8. ``precision`` (40): the CNN masses of up to 4,096 cutouts in fp32, bf16 and fp16 on the device (each warmed
+   up before it is timed), against fp32; non-finite masses counted.
+
+``results-<device>.json`` holds every step's seconds and state, the bench's rates, the runs' summaries,
+``attribution_cutouts_per_s``, ``agreement_with_cpu`` (the device's masses in its precision against the CPU's
+exact fp32: max and 99th-percentile |difference|, share within 0.005 dex, non-finite counts), ``precision``,
+``tf32`` and what failed. CUDA's atomic adds make the last bits of attribution maps and of the batched
+detection vary from run to run on a GPU: compare those with a tolerance, never bit for bit.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -32,34 +45,147 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: each step's cap (seconds): the issue's budget for one call of at most 360 s
+CAPS = {
+    "preflight": 20,
+    "mock_dr12": 60,
+    "mock_box": 20,
+    "bench": 120,
+    "run_dr12": 90,
+    "run_box_attribution": 90,
+    "cpu_reference": 60,
+    "precision": 40,
+}
+#: the attribution box (about 1,800 real redMaPPer clusters)
+BOX = "box:140,180,0,30"
 
-def _step(name: str, cmd: list[str], log: Path, results: dict, timeout: float) -> str | None:
-    """Run one CLI step, append its output to the log; return its stdout (None when it failed)."""
-    t0 = time.perf_counter()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=log.parent)
-        ok, out, err = p.returncode == 0, p.stdout, p.stderr
-    except subprocess.TimeoutExpired as exc:
-        ok, out, err = False, exc.stdout or "", f"timed out after {timeout:.0f} s"
-    dt = time.perf_counter() - t0
-    with log.open("a") as f:
-        f.write(f"\n### {name} ({dt:.1f} s, {'ok' if ok else 'FAILED'})\n$ {' '.join(cmd)}\n{out}\n{err}\n")
-    results["steps"][name] = {"seconds": round(dt, 1), "ok": ok}
-    if not ok:
-        results["failed"].append(
-            f"{name}: {(err or out).strip().splitlines()[-1] if (err or out).strip() else '?'}"
+PREFLIGHT = """
+import json, sys, time
+t0 = time.perf_counter()
+import dask_cuda, hats, zarr, astropy, survey_mass.cli  # noqa: F401 - the imports a run needs
+import torch
+from survey_mass.models.bundle import load_bundle, tf32_flags
+from survey_mass.resources import model_dir
+out = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+if sys.argv[1] == "cuda":
+    if not torch.cuda.is_available():
+        raise SystemExit("preflight: torch.cuda.is_available() is False")
+    out["device_name"] = torch.cuda.get_device_name(0)
+    load_bundle(model_dir()).to("cuda")
+    out["tf32"] = tf32_flags()
+out["seconds"] = round(time.perf_counter() - t0, 1)
+print(json.dumps(out))
+"""
+PREFLIGHT_CPU = PREFLIGHT.replace("import dask_cuda, ", "import ")
+
+
+def slug(name: str) -> str:
+    """A file-name part for a device: 'NVIDIA H100 80GB HBM3' -> 'h100', 'NVIDIA H200' -> 'h200'."""
+    m = re.search(r"\b([A-Z]\d{2,4}[A-Z]?)\b", name or "")
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", (name or "cpu").lower()).strip("-")
+
+
+class Kit:
+    """The steps, their caps and budget, and the results file rewritten after each."""
+
+    def __init__(self, out: Path, work: Path, device: str, budget_s: float, name: str | None):
+        self.out, self.work, self.device = out, work, device
+        self.t0 = time.perf_counter()
+        self.budget_s = budget_s
+        self.name = name
+        self.log = out / "kit.log"
+        self.results: dict = {"device": device, "budget_s": budget_s, "caps": CAPS, "steps": {}, "failed": []}
+        self.log.write_text(f"survey-mass GPU kit: {device}, budget {budget_s:.0f} s\n")
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.t0)
+
+    def file(self) -> Path:
+        return self.out / f"results-{self.name or 'unknown'}.json"
+
+    def save(self) -> None:
+        """Write the results as they stand (atomically: a cut-off call still leaves a whole file)."""
+        self.results["wall_s"] = round(time.perf_counter() - self.t0, 1)
+        f = self.file()
+        tmp = f.with_name(f".{f.name}.tmp")
+        tmp.write_text(json.dumps(self.results, indent=1, default=str))
+        os.replace(tmp, f)
+
+    def step(self, name: str, cmd: list[str], *, min_s: float | None = None) -> str | None:
+        """Run one step under its cap, in its own process group; its stdout, or None when it failed, timed out or
+        was skipped for want of budget. The results are saved whatever happens."""
+        cap = CAPS[name]
+        limit = min(cap, self.left())
+        if limit < (min_s if min_s is not None else 0.5 * cap):
+            self.results["steps"][name] = {
+                "state": "skipped",
+                "reason": f"{self.left():.0f} s of budget left",
+            }
+            self.save()
+            return None
+        t0 = time.perf_counter()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=self.work,
+            start_new_session=True,
         )
-    return out if ok else None
+        try:
+            raw_out, raw_err = proc.communicate(timeout=limit)
+            state = "ok" if proc.returncode == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the step and every worker it started
+            raw_out, raw_err = proc.communicate()
+            state = "timed out"
+        out = (raw_out or b"").decode(errors="replace")
+        err = (raw_err or b"").decode(errors="replace")
+        dt = time.perf_counter() - t0
+        with self.log.open("a") as f:
+            f.write(f"\n### {name} ({dt:.1f} s of {limit:.0f}, {state})\n$ {' '.join(cmd)}\n{out}\n{err}\n")
+        self.results["steps"][name] = {"seconds": round(dt, 1), "cap_s": round(limit), "state": state}
+        if state != "ok":
+            last = (err or out).strip().splitlines()
+            self.results["failed"].append(f"{name}: {state}: {last[-1][:300] if last else '?'}")
+        self.save()
+        return out if state == "ok" else None
 
 
-def autocast_check(store: Path, device: str, n: int = 4096) -> dict:
-    """Largest |change| in the CNN masses (dex) and cutouts/s, fp32 against bf16 and fp16 autocast."""
+def masses(catalog: Path):
+    from survey_mass.testing import read_catalog
+
+    return read_catalog(catalog, ["id", "log10_m500"]).set_index("id")["log10_m500"]
+
+
+def agreement(device_cat: Path, cpu_cat: Path) -> dict:
+    """The device run's masses against the CPU's exact fp32 ones, on the rows both have."""
+    import numpy as np
+
+    a, b = masses(device_cat), masses(cpu_cat)
+    both = a.index.intersection(b.index)
+    x, y = a.loc[both].to_numpy(float), b.loc[both].to_numpy(float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    d = np.abs(x - y)[finite]
+    return {
+        "rows": int(len(both)),
+        "nonfinite_device": int((~np.isfinite(x) & np.isfinite(y)).sum()),
+        "nonfinite_cpu": int((np.isfinite(x) & ~np.isfinite(y)).sum()),
+        "max_abs_dex": float(d.max()) if d.size else None,
+        "p99_abs_dex": float(np.quantile(d, 0.99)) if d.size else None,
+        "within_0.005_dex": float(np.mean(d <= 0.005)) if d.size else None,
+    }
+
+
+def precision_check(store: Path, device: str, n: int = 4096) -> dict:
+    """Largest |change| in the CNN masses (dex) and cutouts/s, fp32 against bf16 and fp16 autocast; each
+    precision warmed up once before it is timed; non-finite masses counted."""
     import numpy as np
     import torch
 
     from survey_mass.inference.predict import cnn_masses
-    from survey_mass.models.bundle import load_bundle
+    from survey_mass.models.bundle import load_bundle, tf32_flags
     from survey_mass.resources import model_dir
     from survey_mass.store import open_store
 
@@ -74,114 +200,125 @@ def autocast_check(store: Path, device: str, n: int = 4096) -> dict:
             break
     images, z, lam = (np.concatenate(a)[:n] for a in (imgs, zs, lams))
     bundle = load_bundle(model_dir()).to(device)
-    batch = 64 if device == "cpu" else 1024
+    batch = 64 if device == "cpu" else 2048
 
-    def masses(dtype=None):
-        # the backbone alone in reduced precision (MassModel.backbone_autocast); the heads stay fp32
+    def run(dtype):
         bundle.model.backbone_autocast = bundle.pixels.backbone_autocast = dtype
+        if device == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         m = cnn_masses(bundle, images, z, lam, batch_size=batch, device=device)["log10_m500"]
+        if device == "cuda":
+            torch.cuda.synchronize()
         return np.asarray(m, float), len(z) / (time.perf_counter() - t0)
 
-    masses()  # warm-up: the first pass pays for allocations and kernel choices
-    ref, rate = masses()
-    out = {"cutouts": int(len(z)), "fp32_cutouts_per_s": rate}
+    out: dict = {"cutouts": int(len(z)), "tf32": tf32_flags()}
+    run(None)  # warm-up
+    ref, rate = run(None)
+    out["fp32"] = {"cutouts_per_s": rate, "nonfinite": int((~np.isfinite(ref)).sum())}
     for name, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         try:
-            m, r = masses(dt)
-            d = np.abs(m - ref)[np.isfinite(ref)]
+            run(dt)  # warm-up: this dtype's kernels are chosen here, not in the timed pass
+            m, r = run(dt)
+            ok = np.isfinite(ref) & np.isfinite(m)
+            d = np.abs(m - ref)[ok]
             out[name] = {
-                "max_abs_dex": float(d.max()),
-                "p99_abs_dex": float(np.quantile(d, 0.99)),
+                "max_abs_dex": float(d.max()) if d.size else None,
+                "p99_abs_dex": float(np.quantile(d, 0.99)) if d.size else None,
+                "nonfinite": int((~np.isfinite(m) & np.isfinite(ref)).sum()),
                 "cutouts_per_s": r,
-                "usable": bool(d.max() <= 0.005),
+                "within_0.005_dex": bool(d.size and d.max() <= 0.005),
             }
         except Exception as exc:  # noqa: BLE001 - a dtype the device lacks is a result, not a failure
             out[name] = {"error": str(exc).splitlines()[0][:200]}
     return out
 
 
-def _masses(catalog: Path):
-    from survey_mass.testing import read_catalog
-
-    return read_catalog(catalog, ["id", "log10_m500"]).set_index("id")["log10_m500"]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="where results-<name>.json and kit.log go ($OUT there)")
+    ap.add_argument("--out", required=True, help="where results-<device>.json, kit.log, pip and GPU lists go")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--footprint", default="dr12")
     ap.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="cores for the mock and the CPU run"
+        "--workers", type=int, default=os.cpu_count() or 1, help="cores for the mocks and the CPU"
     )
-    ap.add_argument("--name", default="h200")
-    ap.add_argument("--work", default="/tmp/survey-mass-kit", help="scratch for the store and catalogues")
-    ap.add_argument(
-        "--budget-s", type=float, default=470.0, help="stop starting steps after this many seconds"
-    )
+    ap.add_argument("--name", help="results-NAME.json (default: from the device's name, e.g. h100, h200)")
+    ap.add_argument("--work", default="/tmp/survey-mass-kit", help="stores and catalogues (not $OUT)")
+    ap.add_argument("--budget-s", type=float, default=300.0, help="no step starts past this many seconds")
+    ap.add_argument("--dr12", default="dr12", help="the footprint of the masses-only run")
+    ap.add_argument("--box", default=BOX, help="the footprint of the attribution run and the CPU reference")
+    ap.add_argument("--cap", action="append", default=[], metavar="STEP=S", help="another cap for a step")
     args = ap.parse_args()
+    for c in args.cap:
+        k, _, v = c.partition("=")
+        CAPS[k] = float(v)
 
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    log = out / "kit.log"
-    log.write_text(f"survey-mass GPU kit: {args.device}, {args.footprint}, {args.workers} workers\n")
-    cli = [sys.executable, "-m", "survey_mass.cli"]
-    store, gpu_cat, cpu_cat = work / "store.zarr", work / "masses_dev", work / "masses_cpu"
-    results: dict = {"device": args.device, "footprint": args.footprint, "steps": {}, "failed": []}
-    t_start = time.perf_counter()
-
-    def left() -> float:
-        return args.budget_s - (time.perf_counter() - t_start)
-
-    try:
-        import torch
-
-        results["torch"] = torch.__version__
-        results["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception as exc:  # noqa: BLE001 - recorded, not fatal
-        results["failed"].append(f"torch: {exc}")
+    kit = Kit(out, work, args.device, args.budget_s, args.name)
+    py = sys.executable
+    cli = [py, "-m", "survey_mass.cli"]
     common = ["--no-progress"]
-    _step(
-        "mock",
+
+    # 1. preflight: everything the call needs answers within seconds, or the kit stops
+    for name, cmd in (("pip_list.txt", [py, "-m", "pip", "list"]), ("nvidia_smi.txt", ["nvidia-smi", "-L"])):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+            (out / name).write_text(r.stdout + r.stderr)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            (out / name).write_text(f"{exc}\n")
+    code = PREFLIGHT if args.device == "cuda" else PREFLIGHT_CPU
+    pre = kit.step("preflight", [py, "-c", code, args.device], min_s=1)
+    if pre is None:
+        kit.name = kit.name or ("cpu" if args.device == "cpu" else "unknown")
+        kit.save()
+        print(json.dumps({"failed": kit.results["failed"]}))
+        return 1
+    info = json.loads(pre.strip().splitlines()[-1])
+    kit.results.update(preflight=info, tf32=info.get("tf32"), gpu=info.get("device_name"))
+    old = kit.file()
+    kit.name = kit.name or (slug(info["device_name"]) if args.device == "cuda" else "cpu")
+    if old != kit.file() and old.exists():
+        old.unlink()
+    kit.save()
+
+    dr12_store, box_store = work / "dr12.zarr", work / "box.zarr"
+    dev_dr12, dev_box, cpu_box = work / "dev_dr12", work / "dev_box", work / "cpu_box"
+    kit.step(
+        "mock_dr12",
         [
             *cli,
             "mock",
             "--footprint",
-            args.footprint,
+            args.dr12,
             "--out",
-            str(store),
+            str(dr12_store),
             "--workers",
             str(args.workers),
             *common,
         ],
-        log,
-        results,
-        left(),
     )
-    bench = _step(
-        "bench",
+    kit.step(
+        "mock_box",
         [
             *cli,
-            "bench",
-            "--json",
-            "--device",
-            args.device,
-            "--store",
-            str(store),
-            "--repeat",
-            "2",
-            "--workdir",
-            str(work / "bench"),
+            "mock",
+            "--footprint",
+            args.box,
+            "--out",
+            str(box_store),
+            "--workers",
+            str(args.workers),
+            *common,
         ],
-        log,
-        results,
-        max(left(), 1),
+    )
+    bench = kit.step(
+        "bench",
+        [*cli, "bench", "--json", "--device", args.device, "--repeat", "2", "--workdir", str(work / "bench")],
     )
     if bench:
         b = json.loads(bench.strip().splitlines()[-1])
-        results["bench"] = b
+        kit.results["bench"] = b
         for k in (
             "pipeline_cutouts_per_s",
             "model_cutouts_per_s",
@@ -191,73 +328,102 @@ def main() -> int:
             "pipeline_over_model",
             "pipeline_over_naive",
         ):
-            results[k] = b.get(k)
-    run = [*cli, "run", "--store", str(store), "--footprint", args.footprint, "--overwrite", *common]
-    if (
-        _step(
-            "run_attribution_all",
-            [*run, "--out", str(gpu_cat), "--device", args.device, "--attribution", "all"],
-            log,
-            results,
-            max(left(), 1),
-        )
-        is not None
+            kit.results[k] = b.get(k)
+        kit.save()
+    run = [*cli, "run", "--overwrite", "--margin-arcsec", "0", *common]
+    if dr12_store.exists() and kit.step(
+        "run_dr12",
+        [
+            *run,
+            "--store",
+            str(dr12_store),
+            "--footprint",
+            args.dr12,
+            "--out",
+            str(dev_dr12),
+            "--device",
+            args.device,
+            "--attribution",
+            "none",
+        ],
     ):
-        s = json.loads((gpu_cat / "run.json").read_text())
-        results["run"] = s
-        results["run_cutouts_per_s"] = s["cutouts_per_s"]
-        results["run_precision"] = s.get("precision")
-        results["attribution_cutouts_per_s"] = s["rows"] / s["wall_s"] if s["wall_s"] else None
-    if (
-        _step(
-            "run_cpu_reference",
+        s = json.loads((dev_dr12 / "run.json").read_text())
+        kit.results.update(
+            run_dr12=s, run_dr12_cutouts_per_s=s["cutouts_per_s"], run_precision=s["precision"]
+        )
+        kit.save()
+    if box_store.exists() and kit.step(
+        "run_box_attribution",
+        [
+            *run,
+            "--store",
+            str(box_store),
+            "--footprint",
+            args.box,
+            "--out",
+            str(dev_box),
+            "--device",
+            args.device,
+            "--attribution",
+            "all",
+        ],
+    ):
+        s = json.loads((dev_box / "run.json").read_text())
+        kit.results["run_box_attribution"] = s
+        kit.results["attribution_cutouts_per_s"] = s["attributed"] / s["wall_s"] if s["wall_s"] else None
+        kit.save()
+    cpu_ok = box_store.exists() and kit.step(
+        "cpu_reference",
+        [
+            *run,
+            "--store",
+            str(box_store),
+            "--footprint",
+            args.box,
+            "--out",
+            str(cpu_box),
+            "--device",
+            "cpu",
+            "--attribution",
+            "none",
+            "--precision",
+            "fp32",
+            "--workers",
+            str(min(args.workers, os.cpu_count() or 1)),
+        ],
+    )
+    if cpu_ok and kit.results["steps"].get("run_box_attribution", {}).get("state") == "ok":
+        kit.results["agreement_with_cpu"] = agreement(dev_box, cpu_box)
+        kit.save()
+    if box_store.exists() and CAPS["precision"] <= kit.left():
+        pc = kit.step(
+            "precision",
             [
-                *run,
-                "--out",
-                str(cpu_cat),
-                "--device",
-                "cpu",
-                "--attribution",
-                "none",
-                "--precision",
-                "fp32",
-                "--workers",
-                str(args.workers),
+                py,
+                "-c",
+                "import json, sys; sys.path.insert(0, sys.argv[1]); "
+                "import run_kit; print(json.dumps(run_kit.precision_check("
+                "__import__('pathlib').Path(sys.argv[2]), sys.argv[3])))",
+                str(Path(__file__).parent),
+                str(box_store),
+                args.device,
             ],
-            log,
-            results,
-            max(left(), 1),
         )
-        is not None
-        and gpu_cat.exists()
-    ):
-        import numpy as np
-
-        a, b = _masses(gpu_cat), _masses(cpu_cat)
-        d = (a - b.reindex(a.index)).abs().dropna().to_numpy()
-        results["agreement_with_cpu"] = {
-            "rows": int(d.size),
-            "max_abs_dex": float(d.max()) if d.size else None,
-            "p99_abs_dex": float(np.quantile(d, 0.99)) if d.size else None,
-            "within_0.005_dex": float(np.mean(d <= 0.005)) if d.size else None,
-        }
-    if store.exists() and left() > 20:
-        t0 = time.perf_counter()
-        try:
-            results["autocast"] = autocast_check(store, args.device)
-            results["steps"]["autocast"] = {"seconds": round(time.perf_counter() - t0, 1), "ok": True}
-        except Exception as exc:  # noqa: BLE001 - recorded, the kit goes on
-            results["failed"].append(f"autocast: {exc}")
-    results["wall_s"] = round(time.perf_counter() - t_start, 1)
-    f = out / f"results-{args.name}.json"
-    f.write_text(json.dumps(results, indent=1))
+        if pc:
+            kit.results["precision"] = json.loads(pc.strip().splitlines()[-1])
+            kit.save()
+    else:
+        kit.results["steps"].setdefault("precision", {"state": "skipped", "reason": "no store or no budget"})
+        kit.save()
     print(
         json.dumps(
             {
-                k: results.get(k)
+                k: kit.results.get(k)
                 for k in (
+                    "gpu",
                     "pipeline_cutouts_per_s",
                     "model_cutouts_per_s",
+                    "run_dr12_cutouts_per_s",
                     "attribution_cutouts_per_s",
                     "agreement_with_cpu",
                     "failed",
@@ -266,7 +432,7 @@ def main() -> int:
             }
         )
     )
-    return 0 if not results["failed"] else 1
+    return 0 if not kit.results["failed"] else 1
 
 
 if __name__ == "__main__":

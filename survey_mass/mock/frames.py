@@ -728,6 +728,24 @@ def _write_candidates(clusters: pd.DataFrame, out: Path) -> None:
     os.replace(tmp, final)
 
 
+def check_frames_directory(out: str | Path) -> None:
+    """Refuse, in one line, a frames directory that holds files and no ``mock_frames.json``: someone else's
+    files, which a build would overwrite or mix its frames into. An absent or empty directory, or one a build
+    made, is fine."""
+    from ..errors import SurveyMassError
+
+    out = Path(out)
+    if not out.is_dir() or (out / paths.FRAMES_PROVENANCE).exists():
+        return
+    temporaries = set(paths.frame_temporaries(out))
+    held = sorted(e.name for e in out.iterdir() if e not in temporaries)
+    if held:
+        raise SurveyMassError(
+            f"mock frames {str(out)!r}: holds {held[:3]} and no {paths.FRAMES_PROVENANCE}; survey-mass writes mock "
+            "frames only into an empty directory or one it made: choose another directory"
+        )
+
+
 def _check_provenance(out: Path, record: dict, overwrite: bool) -> None:
     from ..errors import SurveyMassError
 
@@ -738,14 +756,7 @@ def _check_provenance(out: Path, record: dict, overwrite: bool) -> None:
         return out
 
     p = out / paths.FRAMES_PROVENANCE
-    temporaries = set(paths.frame_temporaries(out))
-    held = sorted(e.name for e in out.iterdir() if e not in temporaries)
-    if held and not p.exists():
-        # a directory of someone else's files: nothing here is overwritten, nothing mixed in
-        raise SurveyMassError(
-            f"mock frames {str(out)!r}: holds {held[:3]} and no {paths.FRAMES_PROVENANCE}; survey-mass writes mock "
-            "frames only into an empty directory or one it made: choose another directory"
-        )
+    check_frames_directory(out)
     record = json.loads(json.dumps(record))  # as it reads back (tuples become lists)
     if p.exists() and not overwrite:
         old = json.loads(p.read_text())
