@@ -374,7 +374,8 @@ def cmd_run(args) -> int:
     print(
         f"catalog {s.catalog}: {s.rows} rows in {s.partitions} partitions "
         f"({s.partitions_computed} computed, {s.partitions_skipped} already there); "
-        f"{s.wall_s} s, {s.cutouts_per_s} cutouts/s; {s.attributed} rows attributed; "
+        f"{s.wall_s} s" + (f", {s.cutouts_per_s} cutouts/s" if s.cutouts_per_s else "") + "; "
+        f"{s.attributed} rows attributed; "
         f"model {s.model_id}"
     )
     glob = f"{catalog_dataset(primary_catalog(s.catalog))}/**/*.parquet"

@@ -113,7 +113,12 @@ def frame_temp_file(final: Path) -> Path:
     return final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
 
 
-_FRAME_TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}.+-[0-9a-f]{{8}}$")
+#: the temporary names :func:`frame_temp_file` gives a frame, the candidates or the provenance (no other name is
+#: survey-mass's, whatever it looks like)
+_FRAME_TEMP_RE = re.compile(
+    rf"^{re.escape(TEMP_PREFIX)}(?:frame-[ugriz]-\d{{6}}-\d-\d{{4}}\.fits\.bz2|candidates\.parquet|"
+    rf"mock_frames\.json)-[0-9a-f]{{8}}$"
+)
 
 
 def frame_temporaries(directory: Path | str) -> list[Path]:

@@ -43,8 +43,13 @@ def as_path(p: Any):
     s = os.fspath(p) if not isinstance(p, str) else p
     if not is_url(s):
         return Path(s)
-    if s.startswith("file://"):
-        return Path(s[len("file://") :])
+    if "::" in s:  # a chained URL (simplecache::file://...) hides which filesystem it finally reaches
+        raise StorageError(
+            f"{s!r}: chained fsspec URLs are not supported; give the path or the store's own URL"
+        )
+    for local in ("file://", "local://"):
+        if s.startswith(local):
+            return Path(s[len(local) :])
     from upath import UPath
 
     return UPath(s, **DEFAULT_OPTIONS)

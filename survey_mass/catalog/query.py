@@ -352,6 +352,10 @@ def _catalog_roots(catalog: str | Path) -> list[Path]:
     for r in list(roots):
         if paths.collection_properties(r.parent).is_file():  # a collection's primary catalog
             roots.add(r.parent)
+    # where the data really lives, should a dataset or margin directory be a link to elsewhere
+    for r in list(roots):
+        for c in (r, *paths.margin_catalogs(r)):
+            roots.add(paths.catalog_dataset(c).resolve())
     return sorted(roots)
 
 

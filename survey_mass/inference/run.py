@@ -522,6 +522,17 @@ class RunLock:
         self.path = paths.run_lock_file(catalog)
         self.token = ""
         self._stop = None
+        #: set when the lock was found to be another run's while this one held it
+        self.lost = False
+
+    def check_held(self) -> None:
+        """Refuse to go on (before finalizing an output) once the lock is no longer this run's."""
+        if self.lost or self._read() != self.token:
+            self.lost = True
+            raise SurveyMassError(
+                f"output {str(self.path.parent)!r}: this run lost its lock to another run (it stalled for longer "
+                f"than {LOCK_STALE_S:.0f} s); its finished partitions are kept, the other run completes the output"
+            )
 
     def __enter__(self):
         import socket
@@ -564,6 +575,8 @@ class RunLock:
                 try:
                     if self._read() == self.token:
                         os.utime(self.path)
+                    else:
+                        self.lost = True  # another run took it (this one stalled): it must not finalize
                 except OSError:
                     pass
 
@@ -594,14 +607,21 @@ class RunLock:
             if self._read() == stale:
                 self.path.unlink(missing_ok=True)
             return
-        aside = self.path.with_name(f"{paths.TEMP_PREFIX}{self.path.name}-{os.getpid()}")
+        import time
+        import uuid
+
+        aside = self.path.with_name(f"{paths.TEMP_PREFIX}{self.path.name}-{uuid.uuid4().hex[:12]}")
         try:
             os.replace(self.path, aside)
         except FileNotFoundError:
             return
         try:
-            if aside.read_text().strip() != (stale or ""):
-                os.link(aside, self.path)  # we took a live contender's fresh lock: give it back
+            holder = self._holder(stale)
+            touched = time.time() - aside.stat().st_mtime < LOCK_STALE_S
+            other_ns = holder is not None and holder[3] not in (None, _pid_namespace())
+            if aside.read_text().strip() != (stale or "") or (other_ns and touched):
+                # we took a live contender's fresh lock, or the holder's heartbeat touched it since we judged it
+                os.link(aside, self.path)
         except OSError:  # a third run's lock is already there, or the aside copy was cleared: nothing to give
             pass
         aside.unlink(missing_ok=True)
@@ -722,7 +742,7 @@ def run_catalog(
         )
     if not parts:
         raise SurveyMassError(f"store {store_path!r} has no partition inside footprint {footprint.name!r}")
-    with RunLock(catalog_p):
+    with RunLock(catalog_p) as lock:
         remove_top_temporaries(catalog_p)
         if overwrite:
             clear_output(catalog_p)
@@ -771,6 +791,7 @@ def run_catalog(
                 f"trapezoid from {opts.ig_steps} steps, complete to {opts.ig_tolerance_dex} dex)"
             ),
         }
+        lock.check_held()  # a run that stalled and lost its lock leaves the output to the run that took it
         written = finalize(
             catalog_p,
             store.order,

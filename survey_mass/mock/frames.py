@@ -735,7 +735,19 @@ def check_frames_directory(out: str | Path) -> None:
     from ..errors import SurveyMassError
 
     out = Path(out)
-    if not out.is_dir() or (out / paths.FRAMES_PROVENANCE).exists():
+    if not out.is_dir():
+        return
+    marker = out / paths.FRAMES_PROVENANCE
+    if marker.exists():
+        try:
+            doc = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            doc = None
+        if not (isinstance(doc, dict) and {"config", "layout", "footprint"} <= set(doc)):
+            raise SurveyMassError(
+                f"mock frames {str(out)!r}: {paths.FRAMES_PROVENANCE} is not one survey-mass wrote; choose another "
+                "directory"
+            )
         return
     temporaries = set(paths.frame_temporaries(out))
     held = sorted(e.name for e in out.iterdir() if e not in temporaries)

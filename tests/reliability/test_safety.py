@@ -914,3 +914,52 @@ def test_ids_a_float32_or_loose_text_would_change_are_refused(values):
 
     with pytest.raises(CatalogInputError, match="row 0"):
         exact_ids(values, "c.csv")
+
+
+# --- what the second review found --------------------------------------------------------------------------------
+
+
+def test_query_out_is_refused_through_other_local_schemes_and_linked_datasets(victim, capsys):
+    cat, _, root = victim
+    part = catalog_files(cat)[0]
+    before = tree_snapshot(cat)
+    code, _, err = cli(["query", f"local://{cat}", "--format", "parquet", "--out", part], capsys)
+    assert_one_line_error(code, err, "inside the catalog")
+    code, _, err = cli(["query", f"simplecache::file://{cat}", "--format", "parquet", "--out", part], capsys)
+    assert_one_line_error(code, err, "chained fsspec URLs")
+    # the dataset directory is a link to where the partitions really are
+    real = root / "realds"
+    (cat / "masses" / "dataset").rename(real)
+    (cat / "masses" / "dataset").symlink_to(real)
+    target = real / part.relative_to(cat / "masses" / "dataset")
+    code, _, err = cli(["query", cat, "--format", "parquet", "--out", target], capsys)
+    assert_one_line_error(code, err, "inside the catalog")
+    (cat / "masses" / "dataset").unlink()
+    real.rename(cat / "masses" / "dataset")
+    assert tree_snapshot(cat) == before
+
+
+def test_a_users_file_that_looks_like_a_temporary_is_not_ours(tmp_path, capsys):
+    from survey_mass.mock.frames import check_frames_directory
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / ".tmp-backup-20240101").write_text("my notes")  # 8 hex digits, but not a name survey-mass makes
+    with pytest.raises(SurveyMassError, match="no mock_frames.json"):
+        check_frames_directory(frames)
+    (frames / "mock_frames.json").write_text("{}")  # a planted marker is not a build's record
+    with pytest.raises(SurveyMassError, match="not one survey-mass wrote"):
+        check_frames_directory(frames)
+    assert (frames / ".tmp-backup-20240101").read_text() == "my notes"
+    assert paths.frame_temporaries(frames) == []
+
+
+def test_a_run_that_lost_its_lock_does_not_finalize(tmp_path):
+    from survey_mass.inference.run import RunLock
+
+    with RunLock(tmp_path) as lock:
+        lock.check_held()  # still ours
+        lock.path.write_text("4242@elsewhere another run's")  # it stalled; another run took the output over
+        with pytest.raises(SurveyMassError, match="lost its lock"):
+            lock.check_held()
+    assert lock.path.read_text() == "4242@elsewhere another run's"
