@@ -53,7 +53,7 @@ def test_a_device_run_mixes_no_devices_and_gives_the_cpus_catalogue(small_store,
     from survey_mass.inference.run import RunOptions, run_catalog
     from survey_mass.resources import model_dir
 
-    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 10)
+    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 6)
     monkeypatch.setattr(predict, "OOD_GUARD", 1e6)  # every row "near" the flag: the exact recompute runs
     kw = dict(
         store_path=store,
@@ -63,7 +63,7 @@ def test_a_device_run_mixes_no_devices_and_gives_the_cpus_catalogue(small_store,
         workers=1,
         margin_arcsec=0,
     )
-    opts = dict(attribution="all", ig_steps=8, ig_baselines=2)
+    opts = dict(attribution="all", ig_steps=4, ig_baselines=2)
     cpu = run_catalog(catalog=tmp_path / "cpu", opts=RunOptions(device="cpu", precision="fp32", **opts), **kw)
     with simulated_cuda():
         dev = run_catalog(

@@ -207,7 +207,7 @@ def test_random_sql_fragments_never_read_or_write_outside_the_catalog(victim, tm
     fragment = st.lists(words, min_size=1, max_size=12).map(" ".join)
 
     @hypothesis.settings(
-        max_examples=150,
+        max_examples=100,
         deadline=None,
         derandomize=True,
         database=None,
