@@ -27,6 +27,15 @@ from survey_mass.testing import (
     tree_snapshot,
 )
 
+
+def _run(store, out, capsys, *extra):
+    """``survey-mass run`` of ``store`` on the small sky into ``out``, in this process."""
+    return cli(
+        ["run", "--store", store, "--footprint", "box:140,170,-5,20", "--out", out, "--no-progress", *extra],
+        capsys,
+    )
+
+
 # --- 1. the query sandbox ------------------------------------------------------------------------------------
 
 
@@ -356,23 +365,7 @@ def test_a_model_whose_weights_or_calibration_changed_is_refused(model_copy, tin
     save_file({k: v * 0 for k, v in state.items()}, str(heads))  # zeroed heads under the shipped id
     with pytest.raises(ModelError, match="do not match its card's model_id"):
         load_bundle(model_copy)
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--model",
-            model_copy,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            tmp_path / "o",
-            "--no-progress",
-            "--workers",
-            "1",
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, tmp_path / "o", capsys, "--model", model_copy, "--workers", "1")
     assert_one_line_error(code, err, "model_id")
     heads.write_bytes(original)
     card = json.loads((model_copy / paths.MODEL_CARD).read_text())
@@ -482,21 +475,7 @@ def test_a_disk_full_while_run_config_is_written_leaves_no_empty_file(
 
     monkeypatch.setattr(storage, "write_bytes", full)
     out = tmp_path / "out"
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            out,
-            "--no-progress",
-            "--workers",
-            "1",
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, out, capsys, "--workers", "1")
     assert_one_line_error(code, err, "No space left on device")
     monkeypatch.setattr(storage, "write_bytes", real)
     assert not paths.run_config_file(out).exists()
@@ -508,21 +487,7 @@ def test_a_corrupt_run_config_is_one_line(tiny_store, tmp_path, capsys):
     out = tmp_path / "out"
     run_small(tiny_store, out, attribution="none")
     paths.run_config_file(out).write_text("")
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            out,
-            "--no-progress",
-            "--workers",
-            "1",
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, out, capsys, "--workers", "1")
     assert_one_line_error(code, err, paths.RUN_CONFIG)
 
 
@@ -593,23 +558,7 @@ def test_a_card_with_a_nan_std_is_one_line(model_copy, tiny_store, tmp_path, cap
     card = json.loads((model_copy / paths.MODEL_CARD).read_text())
     card["features"]["std"][0] = float("nan")
     (model_copy / paths.MODEL_CARD).write_text(json.dumps(card))
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--model",
-            model_copy,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            tmp_path / "o",
-            "--no-progress",
-            "--workers",
-            "1",
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, tmp_path / "o", capsys, "--model", model_copy, "--workers", "1")
     assert_one_line_error(code, err, paths.MODEL_CARD, "features.std")
 
 
@@ -664,21 +613,7 @@ def test_store_partitions_that_break_the_contract_are_one_line(
         (tiny_store / paths.partition_group_path(2, pixel) / array / "zarr.json").write_text("{not json")
     else:
         _damage(tiny_store, pixel, array, **change)
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            tmp_path / "o",
-            "--no-progress",
-            "--workers",
-            "1",
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, tmp_path / "o", capsys, "--workers", "1")
     assert_one_line_error(code, err, f"partition {pixel}", *words)
 
 
@@ -690,21 +625,7 @@ def test_a_read_only_output_is_one_line(tiny_store, tmp_path, capsys, monkeypatc
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "o"))
 
     monkeypatch.setattr(storage.tempfile, "mkstemp", read_only)  # the lock is the run's first write
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            tmp_path / "o",
-            "--no-progress",
-            "--workers",
-            "1",
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, tmp_path / "o", capsys, "--workers", "1")
     assert_one_line_error(code, err, "Read-only file system", str(tmp_path / "o"))
 
 
@@ -726,21 +647,7 @@ def test_query_output_a_format_cannot_hold_is_one_line(victim, capsys):
 
 def test_more_workers_than_cores_is_one_line(tiny_store, tmp_path, capsys):
     n = (os.cpu_count() or 1) + 1
-    code, _, err = cli(
-        [
-            "run",
-            "--store",
-            tiny_store,
-            "--footprint",
-            "box:140,170,-5,20",
-            "--out",
-            tmp_path / "o",
-            "--no-progress",
-            "--workers",
-            n,
-        ],
-        capsys,
-    )
+    code, _, err = _run(tiny_store, tmp_path / "o", capsys, "--workers", n)
     assert_one_line_error(code, err, f"--workers {n}", "core")
 
 
