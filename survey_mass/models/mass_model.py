@@ -504,29 +504,32 @@ class MassModel(nn.Module):
     ) -> np.ndarray:
         """Raw input vectors (N, D) of cutouts already through :func:`prepare_images` (its CPU work done,
         perhaps by another worker): the device half, in :attr:`backbone_autocast` unless ``exact`` (plain fp32).
-        On a CUDA device each batch is copied from pinned memory without blocking, so the copy of one batch
-        overlaps the work on the previous one."""
+        On a CUDA device each batch is copied from pinned memory without blocking and its inputs stay on the
+        device; they come back in one copy at the end, so the host queues the next batches while the device
+        works instead of waiting on a ``.cpu()`` after each."""
         n = x.shape[0]
         raw = np.zeros((n, len(self.input_names())), np.float32)
         cuda = torch.device(device).type == "cuda"
+        on_device = []
         for s in range(0, n, batch_size):
             xb, lb = x[s : s + batch_size], log_sigma[s : s + batch_size]
             if cuda:
                 xb, lb = xb.pin_memory(), lb.pin_memory()
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
             lam = _richness_tensor(richness, s, batch_size, device)
-            raw[s : s + batch_size] = (
-                self.raw_inputs(
-                    xb.to(device, non_blocking=cuda),
-                    zz,
-                    lb.to(device, non_blocking=cuda),
-                    lam,
-                    inference=not exact,
-                )
-                .float()
-                .cpu()
-                .numpy()
-            )
+            out = self.raw_inputs(
+                xb.to(device, non_blocking=cuda),
+                zz,
+                lb.to(device, non_blocking=cuda),
+                lam,
+                inference=not exact,
+            ).float()
+            if cuda:
+                on_device.append(out)
+            else:
+                raw[s : s + batch_size] = out.numpy()
+        if on_device:
+            raw[:] = torch.cat(on_device).cpu().numpy()
         return raw
 
     @torch.no_grad()
