@@ -6,8 +6,10 @@ universal-pathlib, as hats and lsdb address them.
   whose joins work on both.
 * Credentials and endpoints are fsspec's own configuration: ``FSSPEC_S3_ENDPOINT_URL``, ``FSSPEC_S3_KEY``, ... in
   the environment, or ``~/.config/fsspec/*.json``, or a UPath with storage options passed to the Python API. The
-  engine hands the driver's fsspec configuration to every Dask worker, so workers read and write with the same
-  options.
+  engine hands the driver's fsspec configuration to every Dask worker under the run's own name
+  (:func:`register_run_options`), and each task binds the paths it is given to it (:func:`bind_run_options`), so
+  workers read and write with the driver's options; paths nested inside other objects (an ingest's frame
+  records) use the worker's own configuration.
 * Object stores have no rename. A file is written with one complete PUT (:func:`write_bytes`); a reader sees the
   whole object or none. Finished partitions are known by their final objects. Listings are never cached
   (``use_listings_cache=False``): other processes write the objects a run looks for.
@@ -225,11 +227,3 @@ def bind_run_options(args: tuple, name: str) -> tuple:
         return UPath(str(q), **options)
 
     return tuple(bind(a) for a in args)
-
-
-def apply_fsspec_config(conf: dict) -> None:
-    """Make ``conf`` this process's fsspec configuration (on a worker, before it opens any filesystem)."""
-    import fsspec.config
-
-    for protocol, options in conf.items():  # the driver's settings win; the worker's others stay
-        fsspec.config.conf.setdefault(protocol, {}).update(options)
