@@ -403,10 +403,19 @@ def test_a_resume_with_another_model_card_is_refused(model_copy, tiny_store, tmp
 
 
 def test_the_local_cluster_refuses_clients_without_its_credentials():
-    from distributed import Client
+    import asyncio
+
+    from distributed.comm import connect
     from distributed.security import Security
 
     from survey_mass.engine import start_cluster
+
+    async def attempt(address, security):
+        # a raw connection, as another local user's process would open one (a failing Client object would
+        # have to be torn down by the garbage collector, which can deadlock distributed's loop runner)
+        args = security.get_connection_args("client") if security is not None else {}
+        comm = await connect(address, timeout="2s", **args)
+        await comm.close()
 
     choice = start_cluster(workers=2)
     try:
@@ -415,7 +424,7 @@ def test_the_local_cluster_refuses_clients_without_its_credentials():
         assert choice.dashboard is None or choice.dashboard.startswith("http://127.0.0.1:")
         for security in (None, Security.temporary()):  # no credentials, or another cluster's
             with pytest.raises(Exception):  # noqa: B017 (TLS refuses in several ways)
-                Client(address, security=security, timeout="1s")
+                asyncio.run(attempt(address, security))
         assert choice.client.submit(sum, [1, 2]).result() == 3  # the run's own client works
     finally:
         choice.client.close()
