@@ -8,6 +8,15 @@ line and exits non-zero; it never shows a traceback for these.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a one-line error quotes.
+
+    >>> first_line(ValueError("bad value\\nmore detail"))
+    'bad value'
+    """
+    return (str(exc).splitlines() or [""])[0] or type(exc).__name__
+
+
 class SurveyMassError(Exception):
     """Base class of errors whose message is meant for the user, in one line."""
 

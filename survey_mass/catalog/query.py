@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import paths
-from ..errors import CatalogError
+from ..errors import CatalogError, first_line
 from ..storage import as_path, is_remote
 
 #: what a user gets when they give no SQL and no --columns: everything but the spatial index
@@ -170,7 +170,7 @@ def check_sql(sql: str) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise CatalogError(f"query: SQL does not parse ({_first_line(exc)})") from None
+        raise CatalogError(f"query: SQL does not parse ({first_line(exc)})") from None
     if len(statements) != 1:
         raise CatalogError(f"query: give exactly one SQL statement (got {len(statements)})")
     kind = statements[0].type
@@ -199,7 +199,7 @@ def check_where(where: str):
     try:
         expression = duckdb.SQLExpression(where)
     except duckdb.Error as exc:
-        raise CatalogError(f"query: --where is not a single SQL expression ({_first_line(exc)})") from None
+        raise CatalogError(f"query: --where is not a single SQL expression ({first_line(exc)})") from None
     try:
         check_sql(f"SELECT * FROM catalog WHERE (\n{where}\n)")
     except CatalogError as exc:
@@ -297,14 +297,10 @@ def query(
             rel.create_view("catalog", replace=False)
             table = _arrow(con.sql(sql))
         except duckdb.Error as exc:
-            raise CatalogError(f"query on {str(catalog)!r}: {_first_line(exc)}") from None
+            raise CatalogError(f"query on {str(catalog)!r}: {first_line(exc)}") from None
     finally:
         con.close()
     return QueryResult(table=table, files=files, n_partitions=n_parts)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _arrow(result) -> pa.Table:
@@ -439,7 +435,7 @@ def write_result(
     except (pa.ArrowException, TypeError, ValueError, OverflowError, NotImplementedError) as exc:
         types = ", ".join(f"{f.name} {f.type}" for f in table.schema)
         raise CatalogError(
-            f"--format {fmt}: the result ({types[:200]}) cannot be written as {fmt} ({_first_line(exc)}); "
+            f"--format {fmt}: the result ({types[:200]}) cannot be written as {fmt} ({first_line(exc)}); "
             "select other columns or use another --format"
         ) from None
     if target is None:

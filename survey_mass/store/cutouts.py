@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import paths
 from .._version import __version__
-from ..errors import StoreError
+from ..errors import StoreError, first_line
 from ..photometry import BANDS
 from ..storage import as_path, is_remote, remove_tree, zarr_store
 
@@ -129,10 +129,6 @@ class StoreAttributes(BaseModel):
     def to_attrs(self) -> dict[str, Any]:
         """The JSON document stored in the root attribute (unset optional keys left out)."""
         return self.model_dump(mode="json", exclude_none=True)
-
-
-def _reason(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0] or type(exc).__name__
 
 
 def _contract_error(exc: ValidationError) -> str:
@@ -446,7 +442,7 @@ class CutoutStore:
             names = set(g.array_keys())
             arrays = {c: g[c] for c in names}
         except Exception as exc:
-            raise StoreError(f"{where}: unreadable array metadata ({_reason(exc)})") from None
+            raise StoreError(f"{where}: unreadable array metadata ({first_line(exc)})") from None
         for c in ("images", *REQUIRED_COLUMNS):
             if c not in names:
                 raise StoreError(f"{where}: array {c!r} is missing")
@@ -488,7 +484,7 @@ class CutoutStore:
             return int(g["images"].shape[0])
         except Exception as exc:
             raise StoreError(
-                f"store {str(self.path)!r}: partition {pixel}: images unreadable ({_reason(exc)})"
+                f"store {str(self.path)!r}: partition {pixel}: images unreadable ({first_line(exc)})"
             ) from None
 
     def partition_attrs(self, pixel: int) -> dict:
