@@ -149,6 +149,7 @@ def run_pipeline(
         batch_size=pipeline.inference.batch_size,
         device=device,
         precision=pipeline.inference.precision,
+        device_prep=pipeline.inference.device_prep,
         attribution=mode,
         ig_steps=pipeline.attribution.ig_steps,
         ig_baselines=pipeline.attribution.ig_baselines,

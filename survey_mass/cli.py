@@ -86,6 +86,12 @@ def _add_run(sub) -> None:
         "natively, else fp32; each moves no mass by more than 0.005 dex)",
     )
     r.add_argument(
+        "--device-prep",
+        action="store_const",
+        const=True,
+        help="the fast path for GPUs: sky and normalisation on the device, the CPU only reads (same masses)",
+    )
+    r.add_argument(
         "--attribution",
         choices=["auto", "all", "sample", "none"],
         help="pixel maps (integrated gradients from blank sky) for every row, a seeded sample, or none (auto: all "
@@ -367,6 +373,7 @@ def cmd_run(args) -> int:
         workers=args.workers,
         device=args.device,
         precision=args.precision,
+        device_prep=args.device_prep,
         attribution=args.attribution,
         margin_arcsec=args.margin_arcsec,
     )

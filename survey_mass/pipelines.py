@@ -111,6 +111,12 @@ class InferenceSection(_Section):
         "fp16 on a GPU, bf16 on a CPU that computes it natively, else fp32 (each moves no mass by more than "
         "0.005 dex)",
     )
+    device_prep: bool = Field(
+        False,
+        description="the fast path for GPUs: the device measures each band's sky (sep's estimator, batched) and "
+        "normalises, in batches of 2,048 cutouts copied on a side stream; the CPU only reads. The same masses as "
+        "the default path (the sky equals sep's to float32 rounding); slower on a CPU",
+    )
 
 
 class AttributionSection(_Section):
@@ -218,6 +224,7 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "workers": ("cluster", "workers"),
     "device": ("inference", "device"),
     "precision": ("inference", "precision"),
+    "device_prep": ("inference", "device_prep"),
     "attribution": ("attribution", "mode"),
     "margin_arcsec": ("catalog", "margin_arcsec"),
 }

@@ -223,7 +223,8 @@ class PreparedPartition:
     quality: np.ndarray
     #: rows that can get a mass
     ok: np.ndarray
-    #: the ok rows' images (NaN kept) and their :func:`~survey_mass.models.mass_model.prepare_images`
+    #: the ok rows' images (NaN kept) and their :func:`~survey_mass.models.mass_model.prepare_images` (None
+    #: where the device prepares them)
     clean: np.ndarray
     prepared: tuple | None
     lam_cat: np.ndarray | None
@@ -234,9 +235,13 @@ class PreparedPartition:
     baseline: dict | None = None
 
 
-def prepare_partition(bundle, images: np.ndarray, columns: dict[str, np.ndarray], *, detect: bool = True):
+def prepare_partition(
+    bundle, images: np.ndarray, columns: dict[str, np.ndarray], *, detect: bool = True, sky: bool = True
+):
     """Quality bits, sky measurement and normalisation (and, with ``detect``, the lambda-hat baseline's source
-    detection on the CPU): the CPU work of a partition, which a device need not wait for."""
+    detection on the CPU): the CPU work of a partition, which a device need not wait for. Without ``sky`` the
+    device measures the sky and normalises (:func:`~survey_mass.models.mass_model.prepare_images_on_device`):
+    the fast path, ``--device-prep``."""
     from ..models.mass_model import prepare_images
 
     n = images.shape[0]
@@ -255,7 +260,7 @@ def prepare_partition(bundle, images: np.ndarray, columns: dict[str, np.ndarray]
         quality=quality,
         ok=ok,
         clean=clean,
-        prepared=prepare_images(clean) if ok.any() else None,
+        prepared=prepare_images(clean) if ok.any() and sky else None,
         lam_cat=np.asarray(columns["richness"], float) if "richness" in columns else None,
         flux_limit=None if fl is None else np.asarray(fl, float),
         label=None if label is None else np.asarray(label, float),
@@ -273,10 +278,15 @@ def predict_prepared(
 ) -> dict[str, np.ndarray]:
     """Masses of all four estimators, their errors, the lambda-hat baseline and quality from a prepared
     partition: the device half. Where the CPU half did not run the baseline's detection, it runs here, batched
-    on ``device``."""
+    on ``device``; where it did not measure the sky, that too."""
+    from ..models.mass_model import prepare_images_on_device
+
     n, z, ok, quality = prep.n, prep.z, prep.ok, prep.quality.copy()
     out = {c: np.full(n, np.nan) for c in OUTPUT_COLUMNS if c != "quality"}
     if ok.any():
+        prepared = (
+            prep.prepared if prep.prepared is not None else prepare_images_on_device(prep.clean, device)
+        )
         lam_ok = None if prep.lam_cat is None else prep.lam_cat[ok]
         fl_ok = None if prep.flux_limit is None else prep.flux_limit[ok]
 
@@ -288,7 +298,7 @@ def predict_prepared(
             flux_limit=fl_ok,
             batch_size=batch_size,
             device=device,
-            prepared=prep.prepared,
+            prepared=prepared,
         )
         rm = prep.baseline
         rm = dict(

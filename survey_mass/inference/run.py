@@ -47,6 +47,9 @@ class RunOptions:
     #: the backbone's inference precision (:func:`~survey_mass.models.mass_model.resolve_precision`); resolved
     #: once by :func:`run_catalog`, so that every worker of a run uses the same
     precision: str = "auto"
+    #: the fast path: the device measures the sky and normalises (the CPU stage only reads and checks), in batches
+    #: of :data:`~survey_mass.models.mass_model.DEVICE_PREP_BATCH` cutouts (the backbone's too)
+    device_prep: bool = False
     attribution: str = "sample"  # all | sample | none (a pipeline's "auto" is resolved before)
     ig_steps: int = _default(AttributionSection, "ig_steps")
     ig_baselines: int = _default(AttributionSection, "ig_baselines")
@@ -87,6 +90,10 @@ class RunSummary(BaseModel):
     device: str = Field(description="torch device of the inference")
     precision: str = Field(
         "fp32", description="the CNN backbone's precision at inference: fp32, bf16 or fp16 (heads stay fp32)"
+    )
+    device_prep: bool = Field(
+        False,
+        description="the fast path: sky measurement and normalisation on the device (equal to the CPU's)",
     )
     attribution: str = Field(description="attribution mode: all, sample or none")
     rows: int = Field(ge=0, description="rows in the catalog")
@@ -207,7 +214,9 @@ def read_stage(store_path: str, model_path: str, pixel: int, catalog: str, opts:
     t_read = time.perf_counter()
     job = PartitionJob(store_path, model_path, pixel, catalog, opts, cols, images)
     # the baseline's detection runs where the model runs: here on the CPU, batched on the device otherwise
-    job.prepared = prepare_partition(bundle, images, cols, detect=str(opts.device) == "cpu")
+    job.prepared = prepare_partition(
+        bundle, images, cols, detect=str(opts.device) == "cpu", sky=not opts.device_prep
+    )
     job.timings = {"read_s": t_read - t0, "prepare_s": time.perf_counter() - t_read}
     return job
 
@@ -226,6 +235,13 @@ def _chosen_rows(job: PartitionJob, quality: np.ndarray) -> np.ndarray:
     return eligible[:0]
 
 
+def _backbone_batch(opts: RunOptions) -> int:
+    """The backbone's batch: the run's, or on the fast path at least the device preparation's."""
+    from ..models.mass_model import DEVICE_PREP_BATCH
+
+    return max(opts.batch_size, DEVICE_PREP_BATCH) if opts.device_prep else opts.batch_size
+
+
 def device_stage(job: PartitionJob) -> PartitionJob:
     """Device stage: the CNN ensemble and the masses (:func:`~survey_mass.inference.predict.predict_prepared`),
     then the attribution maps of the chosen rows, in batches of rows sized for the device. The maps' per-row CPU
@@ -237,7 +253,7 @@ def device_stage(job: PartitionJob) -> PartitionJob:
     opts, cols = job.opts, job.columns
     _worker_setup(opts)
     bundle = _bundle(job.model_path, opts.device, opts.precision, opts.model_id)
-    pred = predict_prepared(bundle, job.prepared, batch_size=opts.batch_size, device=opts.device)
+    pred = predict_prepared(bundle, job.prepared, batch_size=_backbone_batch(opts), device=opts.device)
     t_pred = time.perf_counter()
     chosen = _chosen_rows(job, pred["quality"])
     # rows per attribution call: the device sees rows x path points at once (a GPU wants many)
@@ -811,6 +827,7 @@ def run_catalog(
         model_id=bundle.model_id,
         device=str(opts.device),
         precision=opts.precision,
+        device_prep=opts.device_prep,
         attribution=opts.attribution,
         rows=written.rows,
         partitions=len(parts),

@@ -194,6 +194,70 @@ def prepare_images(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.n
     return x, log_sigma, sigma
 
 
+#: cutouts per batch of :func:`prepare_images_on_device` (sized in ``benchmarks/results/roofline.json``: batches of
+#: thousands keep a GPU's launches few; 2,048 cutouts are 168 MB as float32)
+DEVICE_PREP_BATCH = 2048
+
+
+def _copy_stream(device):
+    """A side CUDA stream for host-to-device copies, or None where there is no real CUDA device (a CPU, or a CPU
+    build of torch: the simulated device of :func:`survey_mass.testing.simulated_cuda` copies in order)."""
+    if torch.device(device).type != "cuda" or not torch.backends.cuda.is_built():
+        return None
+    return torch.cuda.Stream(device=device)
+
+
+@torch.no_grad()
+def prepare_images_on_device(
+    images: np.ndarray, device, *, batch_size: int = DEVICE_PREP_BATCH
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """:func:`prepare_images` with the CPU doing nothing but the copy: the sky measured on ``device``
+    (:func:`~survey_mass.models.sky.measure_sky_torch`, equal to sep's to float32 rounding) and the cutouts
+    normalised there (:func:`normalise`). On a CUDA device each batch is copied from pinned memory on a side
+    stream while the previous one computes. Returns the normalised images and log10 sky sigma on ``device`` and
+    the sky sigma (N, 5) in nanomaggies."""
+    from .sky import measure_sky_torch
+
+    imgs = torch.as_tensor(np.asarray(images, np.float32))
+    n = imgs.shape[0]
+    host = torch.device(device).type == "cuda"
+    stream = _copy_stream(device)
+
+    def upload(s: int):
+        b = imgs[s : s + batch_size]
+        b = b.pin_memory() if host else b
+        if stream is None:
+            return b.to(device, non_blocking=host), None
+        with torch.cuda.stream(stream):
+            d = b.to(device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(stream)
+        return d, done
+
+    xs, logs, sigmas = [], [], []
+    nxt = upload(0) if n else None
+    for s in range(0, n, batch_size):
+        cur, done = nxt
+        if s + batch_size < n:
+            nxt = upload(s + batch_size)  # queued on the side stream: overlaps this batch's compute
+        if done is not None:
+            torch.cuda.current_stream().wait_event(done)
+            cur.record_stream(torch.cuda.current_stream())
+        level, sigma = measure_sky_torch(cur, SKY_MESH, SIGMA_FLOOR)
+        xs.append(normalise(cur, level, sigma))
+        logs.append(torch.log10(torch.nan_to_num(sigma, nan=1.0)))
+        sigmas.append(sigma)
+    if not n:
+        h, w = imgs.shape[-2:]
+        empty = torch.zeros((0, imgs.shape[1]), device=device)
+        return (
+            torch.zeros((0, imgs.shape[1], h, w), device=device),
+            empty,
+            np.zeros((0, imgs.shape[1]), np.float32),
+        )
+    return torch.cat(xs), torch.cat(logs), torch.cat(sigmas).cpu().numpy()
+
+
 def soft_clip(x: torch.Tensor) -> torch.Tensor:
     """c tanh(x / c): the identity near 0, bounded by c = FEATURE_CLIP, smooth everywhere."""
     return FEATURE_CLIP * torch.tanh(x / FEATURE_CLIP)
@@ -513,7 +577,7 @@ class MassModel(nn.Module):
         on_device = []
         for s in range(0, n, batch_size):
             xb, lb = x[s : s + batch_size], log_sigma[s : s + batch_size]
-            if cuda:
+            if cuda and xb.device.type == "cpu":  # (already on the device after prepare_images_on_device)
                 xb, lb = xb.pin_memory(), lb.pin_memory()
             zz = torch.from_numpy(np.asarray(z[s : s + batch_size], np.float32)).to(device)
             lam = _richness_tensor(richness, s, batch_size, device)

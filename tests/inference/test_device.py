@@ -88,6 +88,39 @@ def test_a_device_run_mixes_no_devices_and_gives_the_cpus_catalogue(small_store,
         )
 
 
+def test_the_fast_path_gives_the_default_paths_catalogue(small_store, tmp_path):
+    """--device-prep (#28): the CPU stage only reads; the simulated device measures the sky, normalises and runs
+    the backbone in batches of 2,048. The catalogue equals the default CPU run's."""
+    from survey_mass.footprint import parse_footprint
+    from survey_mass.inference.run import RunOptions, run_catalog
+    from survey_mass.resources import model_dir
+
+    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 24)
+    kw = dict(
+        store_path=store,
+        model_path=str(model_dir()),
+        footprint=parse_footprint("box:140,170,-5,20"),
+        progress=False,
+        workers=1,
+        margin_arcsec=0,
+    )
+    opts = dict(attribution="none", precision="fp32")
+    cpu = run_catalog(catalog=tmp_path / "cpu", opts=RunOptions(device="cpu", **opts), **kw)
+    with simulated_cuda():
+        dev = run_catalog(
+            catalog=tmp_path / "dev", opts=RunOptions(device="cuda", device_prep=True, **opts), **kw
+        )
+    assert dev.device_prep and not cpu.device_prep and dev.rows == cpu.rows == 24
+    a, b = read_catalog(tmp_path / "cpu"), read_catalog(tmp_path / "dev")
+    assert (a["id"] == b["id"]).all() and (a["quality"] == b["quality"]).all()
+    for c in ("sky_sigma_u", "sky_sigma_r", "sky_sigma_z"):
+        np.testing.assert_allclose(b[c], a[c], rtol=1e-6, err_msg=c)
+    for c in ("log10_m500", "log10_m500_err", "log10_m500_pixels", "richness", "contrib_i"):
+        np.testing.assert_allclose(
+            b[c].astype(float), a[c].astype(float), atol=1e-5, equal_nan=True, err_msg=c
+        )
+
+
 def test_tf32_is_off_once_a_bundle_is_on_a_cuda_device():
     from survey_mass.models.bundle import load_bundle, tf32_flags
     from survey_mass.resources import model_dir
