@@ -7,6 +7,7 @@ Use them in your own pipeline tests::
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -501,32 +502,11 @@ def moto_s3(bucket: str = "survey-mass"):
 # --- a CUDA device simulated on the CPU ---------------------------------------------------------------------------
 
 
-def simulated_cuda():
-    """A context in which ``"cuda"`` is a device that computes on the CPU but keeps CUDA's rules, so that a CPU
-    test catches what a GPU's first call would: an op whose tensors sit on two devices (a CPU tensor indexed by
-    or combined with a device tensor), ``.numpy()`` of a device tensor, pinned memory without a device.
-
-    Tensors "on cuda" are wrapper subclasses holding a CPU tensor, their ``device`` reading ``meta`` (the one
-    other device a CPU build can guard: autograd and the stream bookkeeping of a real ``cuda`` device would abort
-    the process); every op on them runs on the held CPU tensors after checking devices as CUDA does (CPU 0-dim tensors mix freely; a
-    device tensor may be indexed by CPU indices, not the other way round; ``copy_`` crosses devices). A torch
-    function mode turns ``.to("cuda")``, ``.cuda()`` and factories given ``device="cuda"`` into such tensors;
-    ``.cpu()`` gives plain ones back. ``torch.cuda.is_available()`` says True inside; ``synchronize`` does
-    nothing.
-
-    >>> import torch
-    >>> with simulated_cuda():
-    ...     a = torch.ones(3).to("cuda")
-    ...     (a * 2).cpu().tolist(), a.device.type, torch.zeros(2, device="cuda").device.type
-    ([2.0, 2.0, 2.0], 'meta', 'meta')
-    >>> with simulated_cuda():
-    ...     torch.ones(3).to("cuda") + torch.ones(3)
-    Traceback (most recent call last):
-    ...
-    RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! (aten.add.Tensor)
-    """
-    from contextlib import ExitStack, contextmanager, nullcontext
-    from unittest import mock
+@functools.cache
+def _simulated_cuda_modes():
+    """The simulated device's tensor subclass and modes, made once per process: a tensor put on the device in
+    one :func:`simulated_cuda` context (a module's cache of device constants, say) is still a device tensor in
+    the next, as a CUDA tensor would be."""
 
     import torch
     from torch.overrides import TorchFunctionMode
@@ -649,6 +629,40 @@ def simulated_cuda():
                 kwargs["device"] = torch.device("cpu")
                 return tree_map(wrap, func(*args, **kwargs))
             return func(*args, **kwargs)
+
+    return DeviceCalls, DeviceFactories
+
+
+def simulated_cuda():
+    """A context in which ``"cuda"`` is a device that computes on the CPU but keeps CUDA's rules, so that a CPU
+    test catches what a GPU's first call would: an op whose tensors sit on two devices (a CPU tensor indexed by
+    or combined with a device tensor), ``.numpy()`` of a device tensor, pinned memory without a device.
+
+    Tensors "on cuda" are wrapper subclasses holding a CPU tensor, their ``device`` reading ``meta`` (the one
+    other device a CPU build can guard: autograd and the stream bookkeeping of a real ``cuda`` device would abort
+    the process); every op on them runs on the held CPU tensors after checking devices as CUDA does (CPU 0-dim tensors mix freely; a
+    device tensor may be indexed by CPU indices, not the other way round; ``copy_`` crosses devices). A torch
+    function mode turns ``.to("cuda")``, ``.cuda()`` and factories given ``device="cuda"`` into such tensors;
+    ``.cpu()`` gives plain ones back. ``torch.cuda.is_available()`` says True inside; ``synchronize`` does
+    nothing.
+
+    >>> import torch
+    >>> with simulated_cuda():
+    ...     a = torch.ones(3).to("cuda")
+    ...     (a * 2).cpu().tolist(), a.device.type, torch.zeros(2, device="cuda").device.type
+    ([2.0, 2.0, 2.0], 'meta', 'meta')
+    >>> with simulated_cuda():
+    ...     torch.ones(3).to("cuda") + torch.ones(3)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! (aten.add.Tensor)
+    """
+    from contextlib import ExitStack, contextmanager, nullcontext
+    from unittest import mock
+
+    import torch
+
+    DeviceCalls, DeviceFactories = _simulated_cuda_modes()
 
     @contextmanager
     def swapped_params():

@@ -29,6 +29,18 @@ def test_the_simulated_device_keeps_cudas_rules():
         assert x.grad.tolist() == [3.0, 3.0, 3.0]
 
 
+def test_a_tensor_put_on_the_device_in_one_context_stays_there_in_the_next():
+    """Modules cache device constants (the detection's rand_r table): as on CUDA, such a tensor is still a device
+    tensor in a later context, and a CPU tensor indexed by it is still refused."""
+    with simulated_cuda():
+        cached = torch.arange(4.0).to("cuda")
+    with simulated_cuda():
+        idx = torch.tensor([1, 2], device="cuda")
+        assert cached[idx].cpu().tolist() == [1.0, 2.0]
+        with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+            torch.arange(4.0)[idx]
+
+
 def test_the_mass_models_ood_score_on_a_device(monkeypatch):
     """#28 item 1, as the reviewer found it: ood_score built a CPU tensor and indexed it with the device's
     ``keep``. Run under reduced precision, where the guard calls it for every row."""
