@@ -102,21 +102,21 @@ FRAMES_CANDIDATES = "candidates.parquet"
 FRAMES_PROVENANCE = "mock_frames.json"
 
 
-def frame_file_name(band: str, run: int, camcol: int, field: int) -> str:
-    """SDSS's name of a corrected frame, e.g. ``frame-r-001234-3-0100.fits.bz2``."""
-    return f"frame-{band}-{int(run):06d}-{int(camcol)}-{int(field):04d}.fits.bz2"
+def frame_file_name(band: str, run: int, camcol: int, field: int, *, compressed: bool = True) -> str:
+    """SDSS's name of a corrected frame, e.g. ``frame-r-001234-3-0100.fits.bz2`` (``.fits`` uncompressed)."""
+    return f"frame-{band}-{int(run):06d}-{int(camcol)}-{int(field):04d}.fits" + (".bz2" if compressed else "")
 
 
 def frame_temp_file(final: Path) -> Path:
     """Temporary name a frame (or a file beside the frames) is written under before it is renamed to ``final``;
-    it does not end in ``.fits.bz2``, so a scan of the directory never reads it."""
+    it does not end in ``.fits`` or ``.fits.bz2``, so a scan of the directory never reads it."""
     return final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
 
 
 #: the temporary names :func:`frame_temp_file` gives a frame, the candidates or the provenance (no other name is
 #: survey-mass's, whatever it looks like)
 _FRAME_TEMP_RE = re.compile(
-    rf"^{re.escape(TEMP_PREFIX)}(?:frame-[ugriz]-\d{{6}}-\d-\d{{4}}\.fits\.bz2|candidates\.parquet|"
+    rf"^{re.escape(TEMP_PREFIX)}(?:frame-[ugriz]-\d{{6}}-\d-\d{{4}}\.fits(?:\.bz2)?|candidates\.parquet|"
     rf"mock_frames\.json)-[0-9a-f]{{8}}$"
 )
 

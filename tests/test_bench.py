@@ -23,14 +23,16 @@ KEYS = (
 
 def test_bench_json(small_store, tmp_path, capsys):
     from survey_mass.store import open_store
+    from survey_mass.testing import biggest_partition, make_tiny_store
 
-    n = open_store(small_store).n_total
+    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 60)
+    n = open_store(store).n_total
     code = main(
         [
             "bench",
             "--json",
             "--store",
-            str(small_store),
+            str(store),
             "--footprint",
             "box:150,160,0,12",
             "--max-workers",

@@ -269,8 +269,8 @@ class Field:
     def inclination(self) -> float:
         return float(self.layout.inclination(self.stripe))
 
-    def file_name(self, band: str) -> str:
-        return paths.frame_file_name(band, self.run, self.camcol, self.field)
+    def file_name(self, band: str, *, compressed: bool = True) -> str:
+        return paths.frame_file_name(band, self.run, self.camcol, self.field, compressed=compressed)
 
     @property
     def crpix(self) -> tuple[float, float]:
@@ -667,15 +667,16 @@ def _fits_bytes(f: Field, band: str, image: np.ndarray, info: dict) -> bytes:
     return buf.getvalue()
 
 
-def _write_field(cfg, f: Field, clusters: pd.DataFrame, out: str) -> dict:
+def _write_field(cfg, f: Field, clusters: pd.DataFrame, out: str, compressed: bool = True) -> dict:
     """Render one field and write its five frames, each atomically (what every worker runs)."""
     t0 = time.perf_counter()
     images, info = render_field(f, clusters, cfg)
     nbytes = 0
     for b, band in enumerate(BANDS):
-        final = Path(out) / f.file_name(band)
+        final = Path(out) / f.file_name(band, compressed=compressed)
         tmp = paths.frame_temp_file(final)
-        tmp.write_bytes(bz2.compress(_fits_bytes(f, band, images[b], info), 9))
+        data = _fits_bytes(f, band, images[b], info)
+        tmp.write_bytes(bz2.compress(data, 9) if compressed else data)
         os.replace(tmp, final)
         nbytes += final.stat().st_size
     return {"field": f.key, "bytes": nbytes, "scenes": info["scenes"], "seconds": time.perf_counter() - t0}
@@ -795,12 +796,14 @@ def build_mock_frames(
     progress: bool = True,
     overwrite: bool = False,
     client=None,
+    compressed: bool = True,
 ) -> dict:
     """Render the SDSS frames of the clusters :func:`~survey_mass.mock.survey.build_mock_store` puts in a store
     of ``footprint`` (same candidates, same config), into the directory ``out``; resumes an interrupted build.
 
     Writes ``frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2`` for every field some cluster's cutout touches
-    and ``candidates.parquet``. Returns a summary: fields and frames, rendered and skipped, wall time, frames/s
+    and ``candidates.parquet`` (``.fits``, uncompressed, without ``compressed``: bz2 is most of a frame's
+    cost, which a quick closure test need not pay). Returns a summary: fields and frames, rendered and skipped, wall time, frames/s
     and MB per frame.
     """
     from ..engine import Task, fan_out
@@ -820,6 +823,8 @@ def build_mock_frames(
         },
         "footprint": footprint.name,
     }
+    if not compressed:  # (absent for bz2, so that directories built before it was an option still resume)
+        record["compressed"] = False
     _check_provenance(out, record, overwrite)
     _write_candidates(clusters, out)
     if not len(clusters):
@@ -846,12 +851,14 @@ def build_mock_frames(
             inside = (x > -scene_reach) & (x < layout.nx - 1 + scene_reach)
             inside &= (y > -scene_reach) & (y < layout.ny - 1 + scene_reach)
             sub = clusters.iloc[near[inside]].reset_index(drop=True)
-            tasks.append(Task(f.key, float(len(sub)), (cfg, f, sub, str(out))))
+            tasks.append(Task(f.key, float(len(sub)), (cfg, f, sub, str(out), compressed)))
 
     by_key = {f.key: f for f in fields}
 
     def done(key: int) -> bool:
-        return not overwrite and all((out / by_key[key].file_name(b)).exists() for b in BANDS)
+        return not overwrite and all(
+            (out / by_key[key].file_name(b, compressed=compressed)).exists() for b in BANDS
+        )
 
     res = fan_out(
         tasks,
