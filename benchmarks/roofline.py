@@ -10,7 +10,10 @@ Per cutout (5 x 64 x 64 float32):
   but from a file system at GB/s, not the bottleneck here);
 * zstd alone on one shard's bytes (what nvCOMP or a CPU codec has to undo), and a plain ``memcpy`` of the decoded
   bytes for scale;
-* the CPU's own preparation (:func:`survey_mass.models.mass_model.prepare_images`: sky and normalisation);
+* the CPU's own preparation on the default path (:func:`survey_mass.models.mass_model.prepare_images`: sky and
+  normalisation), and on the ``--device-prep`` path (:func:`survey_mass.inference.predict.prepare_partition`
+  without the sky: the quality bits and the copy of the rows with a mass);
+* for scale, the device path's sky (:func:`survey_mass.models.sky.measure_sky_torch`) run on this CPU;
 * bytes copied to the device per cutout (the prepared float32 cutout and its sky sigmas).
 
 From those it writes how many cores feed a given rate (default 10^5 cutouts/s) and where the wall is.
@@ -39,10 +42,15 @@ def _repeat(fn, min_seconds: float) -> tuple[float, int]:
 
 
 def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) -> dict:
+    import torch
     from numcodecs import Zstd
 
     from survey_mass import paths
+    from survey_mass.inference.predict import prepare_partition
+    from survey_mass.models.bundle import load_bundle
     from survey_mass.models.mass_model import prepare_images
+    from survey_mass.models.sky import measure_sky_torch
+    from survey_mass.resources import model_dir
     from survey_mass.store import open_store
 
     st = open_store(store_path)
@@ -64,6 +72,14 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
     images = np.concatenate([st.images(p) for p in parts[:4]])
     sub = images[: min(len(images), 512)]
     t_prep, _ = _repeat(lambda: prepare_images(sub), min_seconds / 2)
+    bundle = load_bundle(model_dir())
+    cols = {k: v for k, v in st.columns(parts[0]).items()}
+    p0 = st.images(parts[0])
+    t_checks, _ = _repeat(
+        lambda: prepare_partition(bundle, p0, cols, detect=False, sky=False), min_seconds / 4
+    )
+    few = torch.from_numpy(np.ascontiguousarray(sub[:64]))
+    t_sky_torch, _ = _repeat(lambda: measure_sky_torch(few), min_seconds / 4)
     # zstd alone: one chunk's worth of bytes compressed as the store does, decompressed
     raw = np.ascontiguousarray(images[:8]).tobytes()
     codec = Zstd(level=1)
@@ -81,9 +97,12 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
         "zstd_decode_s": t_zstd / 8,
         "memcpy_s": t_copy / len(images),
         "prepare_s": t_prep / len(sub),
+        "device_prep_checks_s": t_checks / len(p0),
+        "sky_torch_on_cpu_s": t_sky_torch / len(few),
         "host_to_device_bytes": h2d,
     }
     cpu_s = per["read_decode_s"] + per["prepare_s"]
+    fast_s = per["read_decode_s"] + per["device_prep_checks_s"]
     return {
         "store": str(store_path),
         "cutouts": n,
@@ -95,6 +114,7 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
             "zstd_only": target * per["zstd_decode_s"],
             "prepare": target * per["prepare_s"],
             "all_cpu_work": target * cpu_s,
+            "device_prep_cpu_work": target * fast_s,
         },
         "bandwidth_for_target_GB_s": {
             "stored": target * per["stored_bytes"] / 1e9,
