@@ -87,9 +87,10 @@ def _add_run(sub) -> None:
     )
     r.add_argument(
         "--device-prep",
-        action="store_const",
-        const=True,
-        help="the fast path for GPUs: sky and normalisation on the device, the CPU only reads (same masses)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the fast path for GPUs: sky and normalisation on the device, the CPU only reads (the same masses; "
+        "default: the pipeline's, off)",
     )
     r.add_argument(
         "--attribution",

@@ -68,3 +68,31 @@ def test_a_step_the_budget_cannot_cover_is_skipped_and_the_file_stays_whole(run_
 )
 def test_the_results_file_is_named_from_the_card(run_kit, name, want):
     assert run_kit.slug(name) == want
+
+
+def test_throughput_measures_both_paths_on_a_simulated_device(run_kit, small_store, tmp_path):
+    """The kit's throughput step on the simulated CUDA device (its first run must not be on the GPU): the bare
+    model and both paths are timed, a line of figures is emitted after each leg, and the two paths agree."""
+    from survey_mass.testing import biggest_partition, make_tiny_store, simulated_cuda
+
+    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 12)
+    lines = []
+    with simulated_cuda():
+        t = run_kit.throughput(store, "cuda", min_s=0.0, threads=2, emit=lambda d: lines.append(dict(d)))
+    assert t["store_cutouts"] == 12 and t["precision"] == "fp16"
+    for leg in ("bare_model", "device_prep", "default"):
+        assert t[leg]["cutouts"] >= 12 and t[leg]["cutouts_per_s"] > 0, leg
+    assert [set(d) & {"bare_model", "device_prep", "default"} for d in lines[:3]] == [
+        {"bare_model"},
+        {"bare_model", "device_prep"},
+        {"bare_model", "device_prep", "default"},
+    ]
+    # the simulated device computes in fp32, so the paths differ only by the sky's float32 rounding
+    assert t["device_prep_vs_default_same_nan"] and t["device_prep_vs_default_max_abs_dex"] < 1e-4
+    assert t["device_prep_vs_default_sky_max_rel"] < 1e-5
+
+
+def test_the_last_whole_json_line_is_read_from_a_step_cut_off(run_kit):
+    text = '{"a": 1}\n{"a": 1, "b": 2}\n{"a": 1, "b": 2, "c"'
+    assert run_kit.last_json_line(text) == {"a": 1, "b": 2}
+    assert run_kit.last_json_line("") is None and run_kit.last_json_line(None) is None

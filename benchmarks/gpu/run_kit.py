@@ -105,6 +105,7 @@ class Kit:
         self.log = out / "kit.log"
         self.results: dict = {"device": device, "budget_s": budget_s, "caps": CAPS, "steps": {}, "failed": []}
         self.log.write_text(f"survey-mass GPU kit: {device}, budget {budget_s:.0f} s\n")
+        self.last_output: str | None = None
 
     def left(self) -> float:
         return self.budget_s - (time.perf_counter() - self.t0)
@@ -124,6 +125,7 @@ class Kit:
         """Run one step under its cap, in its own process group; its stdout, or None when it failed, timed out or
         was skipped for want of budget. The results are saved whatever happens."""
         cap = CAPS[name]
+        self.last_output = None
         limit = min(cap, self.left())
         if limit < (min_s if min_s is not None else 0.5 * cap):
             self.results["steps"][name] = {
@@ -154,6 +156,7 @@ class Kit:
         dt = time.perf_counter() - t0
         with self.log.open("a") as f:
             f.write(f"\n### {name} ({dt:.1f} s of {limit:.0f}, {state})\n$ {' '.join(cmd)}\n{out}\n{err}\n")
+        self.last_output = out  # a step cut off at its cap may still have printed figures
         self.results["steps"][name] = {"seconds": round(dt, 1), "cap_s": round(limit), "state": state}
         if state != "ok":
             last = (err or out).strip().splitlines()
@@ -243,16 +246,35 @@ def precision_check(store: Path, device: str, n: int = 4096) -> dict:
     return out
 
 
-def throughput(store: Path, device: str, min_s: float = 10.0, threads: int | None = None) -> dict:
+def _emit(figures: dict) -> None:
+    """One JSON line of the figures so far: a step cut off at its cap still leaves what it measured."""
+    print(json.dumps(figures), flush=True)
+
+
+def last_json_line(text: str | None) -> dict | None:
+    """The last line of ``text`` that is a whole JSON object (a killed step's last line may be cut)."""
+    for line in reversed((text or "").strip().splitlines()):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
+def throughput(store: Path, device: str, min_s: float = 10.0, threads: int | None = None, emit=_emit) -> dict:
     """Cutouts/s of the bare model and of both paths end to end, each timed over repeated passes of the store
     until at least ``min_s`` seconds of work (at 10^5/s the 26,338 dr12 cutouts take a quarter of a second).
 
     * ``bare_model``: the backbone and heads on cutouts already normalised and on the device, batches of 2,048
       (:meth:`~survey_mass.models.mass_model.MassModel.raw_inputs_prepared` and ``predict_raw``).
-    * ``default`` and ``device_prep``: the run's own stages, ``read_stage`` (read, decode, quality bits; the
+    * ``device_prep`` and ``default``: the run's own stages, ``read_stage`` (read, decode, quality bits; the
       sky and normalisation too on the default path) on ``threads`` CPU threads feeding ``device_stage`` (the
       masses of every estimator) in this thread, no attribution, no writes.
-    The masses of the two paths are compared on the last pass."""
+
+    The two paths' sky sigmas and masses are compared on the last pass. ``emit`` gets the figures after each
+    leg (the kit reads the last complete line, so a leg cut off at the cap keeps the ones before it)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -271,8 +293,9 @@ def throughput(store: Path, device: str, min_s: float = 10.0, threads: int | Non
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     out: dict = {"store_cutouts": n_store, "precision": precision, "threads": threads, "min_s": min_s}
 
-    def timed(one_pass) -> dict:
-        one_pass()  # warm-up: kernels chosen, caches filled, outside the timing
+    def timed(one_pass, warm: bool = True) -> dict:
+        if warm:
+            one_pass()  # warm-up: kernels chosen, caches filled, outside the timing
         sync()
         t0, n, passes = time.perf_counter(), 0, 0
         while passes == 0 or time.perf_counter() - t0 < min_s:
@@ -295,24 +318,34 @@ def throughput(store: Path, device: str, min_s: float = 10.0, threads: int | Non
         return len(z)
 
     out["bare_model"] = timed(bare)
+    emit(out)
     on_device = None  # the device's memory back for the two paths
     last: dict = {}
     for name, fast in (("device_prep", True), ("default", False)):
         opts = RunOptions(device=device, precision=precision, device_prep=fast, attribution="none")
+        read_stage(str(store), str(model_dir()), parts[-1], "", opts)  # the workers' caches, filled once
 
         def one_pass(opts=opts, name=name) -> int:
             with ThreadPoolExecutor(threads) as pool:
                 jobs = pool.map(lambda p: read_stage(str(store), str(model_dir()), p, "", opts), parts)
                 done = [device_stage(j) for j in jobs]
-            last[name] = np.concatenate([j.predictions["log10_m500"] for j in done])
+            last[name] = {
+                k: np.concatenate([j.predictions[k] for j in done]) for k in ("log10_m500", "sky_sigma_r")
+            }
             return sum(len(j.predictions["log10_m500"]) for j in done)
 
-        out[name] = timed(one_pass)
+        # the default path's extra work is the CPU's: the device's kernels are warm from the first leg
+        out[name] = timed(one_pass, warm=fast)
         out[name]["over_bare_model"] = out[name]["cutouts_per_s"] / out["bare_model"]["cutouts_per_s"]
-    a, b = last["device_prep"], last["default"]
+        emit(out)
+    a, b = last["device_prep"]["log10_m500"], last["default"]["log10_m500"]
     both = np.isfinite(a) & np.isfinite(b)
     out["device_prep_vs_default_max_abs_dex"] = float(np.abs(a - b)[both].max()) if both.any() else None
     out["device_prep_vs_default_same_nan"] = bool((np.isfinite(a) == np.isfinite(b)).all())
+    sa, sb = last["device_prep"]["sky_sigma_r"], last["default"]["sky_sigma_r"]
+    ok = np.isfinite(sa) & np.isfinite(sb) & (sb > 0)
+    out["device_prep_vs_default_sky_max_rel"] = float(np.abs(sa / sb - 1)[ok].max()) if ok.any() else None
+    emit(out)
     return out
 
 
@@ -406,21 +439,21 @@ def main() -> int:
                 py,
                 "-c",
                 "import json, sys; sys.path.insert(0, sys.argv[1]); "
-                "import run_kit; print(json.dumps(run_kit.throughput("
-                "__import__('pathlib').Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]))))",
+                "import run_kit; run_kit.throughput("
+                "__import__('pathlib').Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]))",
                 str(Path(__file__).parent),
                 str(dr12_store),
                 args.device,
                 str(args.min_s),
             ],
         )
-        if tp:
-            t = json.loads(tp.strip().splitlines()[-1])
+        t = last_json_line(tp if tp is not None else kit.last_output)  # what it reached, even if cut off
+        if t:
             kit.results["throughput"] = t
-            kit.results["bare_model_cutouts_per_s"] = t["bare_model"]["cutouts_per_s"]
-            kit.results["end_to_end_cutouts_per_s"] = t["device_prep"]["cutouts_per_s"]
-            kit.results["end_to_end_over_bare_model"] = t["device_prep"]["over_bare_model"]
-            kit.results["default_path_cutouts_per_s"] = t["default"]["cutouts_per_s"]
+            kit.results["bare_model_cutouts_per_s"] = t.get("bare_model", {}).get("cutouts_per_s")
+            kit.results["end_to_end_cutouts_per_s"] = t.get("device_prep", {}).get("cutouts_per_s")
+            kit.results["end_to_end_over_bare_model"] = t.get("device_prep", {}).get("over_bare_model")
+            kit.results["default_path_cutouts_per_s"] = t.get("default", {}).get("cutouts_per_s")
             kit.save()
     if dr12_store.exists() and kit.step(
         "run_dr12_fast",

@@ -385,6 +385,11 @@ class RunConfig(BaseModel):
     sample_fraction: float | None
     seed: int
     precision: str
+    device_prep: bool = Field(
+        False,
+        description="the sky measured on the device (--device-prep; its 2,048-cutout backbone batches can choose "
+        "other reduced-precision kernels, so a resume keeps the path it began with)",
+    )
 
     @classmethod
     def read(cls, f: Path) -> RunConfig:
@@ -461,6 +466,7 @@ def _run_config(store, store_path, bundle, footprint, opts: RunOptions) -> RunCo
         sample_fraction=opts.sample_fraction if opts.attribution == "sample" else None,
         seed=opts.seed,
         precision=opts.precision,
+        device_prep=opts.device_prep,
     )
 
 

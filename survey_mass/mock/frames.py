@@ -677,6 +677,8 @@ def _write_field(cfg, f: Field, clusters: pd.DataFrame, out: str, compressed: bo
         tmp = paths.frame_temp_file(final)
         data = _fits_bytes(f, band, images[b], info)
         tmp.write_bytes(bz2.compress(data, 9) if compressed else data)
+        # a rebuild with the other setting (--overwrite) leaves no stale copy for the ingest to find
+        (Path(out) / f.file_name(band, compressed=not compressed)).unlink(missing_ok=True)
         os.replace(tmp, final)
         nbytes += final.stat().st_size
     return {"field": f.key, "bytes": nbytes, "scenes": info["scenes"], "seconds": time.perf_counter() - t0}
@@ -802,8 +804,8 @@ def build_mock_frames(
     of ``footprint`` (same candidates, same config), into the directory ``out``; resumes an interrupted build.
 
     Writes ``frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2`` for every field some cluster's cutout touches
-    and ``candidates.parquet`` (``.fits``, uncompressed, without ``compressed``: bz2 is most of a frame's
-    cost, which a quick closure test need not pay). Returns a summary: fields and frames, rendered and skipped, wall time, frames/s
+    and ``candidates.parquet``; with ``compressed=False`` the frames are plain ``.fits`` (bz2 is most of a
+    frame's cost, which a quick closure test need not pay). Returns a summary: fields and frames, rendered and skipped, wall time, frames/s
     and MB per frame.
     """
     from ..engine import Task, fan_out

@@ -234,28 +234,24 @@ def prepare_images_on_device(
             done.record(stream)
         return d, done
 
-    xs, logs, sigmas = [], [], []
+    # the outputs allocated once and filled batch by batch (no concatenation doubling them on the device)
+    x = torch.empty(imgs.shape, dtype=torch.float32, device=device)
+    log_sigma = torch.empty(imgs.shape[:2], dtype=torch.float32, device=device)
+    sky = torch.empty(imgs.shape[:2], dtype=torch.float32, device=device)
     nxt = upload(0) if n else None
     for s in range(0, n, batch_size):
         cur, done = nxt
         if s + batch_size < n:
             nxt = upload(s + batch_size)  # queued on the side stream: overlaps this batch's compute
         if done is not None:
-            torch.cuda.current_stream().wait_event(done)
-            cur.record_stream(torch.cuda.current_stream())
+            compute = torch.cuda.current_stream(torch.device(device))
+            compute.wait_event(done)
+            cur.record_stream(compute)
         level, sigma = measure_sky_torch(cur, SKY_MESH, SIGMA_FLOOR)
-        xs.append(normalise(cur, level, sigma))
-        logs.append(torch.log10(torch.nan_to_num(sigma, nan=1.0)))
-        sigmas.append(sigma)
-    if not n:
-        h, w = imgs.shape[-2:]
-        empty = torch.zeros((0, imgs.shape[1]), device=device)
-        return (
-            torch.zeros((0, imgs.shape[1], h, w), device=device),
-            empty,
-            np.zeros((0, imgs.shape[1]), np.float32),
-        )
-    return torch.cat(xs), torch.cat(logs), torch.cat(sigmas).cpu().numpy()
+        x[s : s + batch_size] = normalise(cur, level, sigma)
+        log_sigma[s : s + batch_size] = torch.log10(torch.nan_to_num(sigma, nan=1.0))
+        sky[s : s + batch_size] = sigma
+    return x, log_sigma, sky.cpu().numpy()
 
 
 def soft_clip(x: torch.Tensor) -> torch.Tensor:

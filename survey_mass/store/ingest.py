@@ -127,6 +127,17 @@ def frame_files(directory: str | Path) -> list[Path]:
     )
     if not files:
         raise IngestError(f"frames {str(d)!r}: no FITS frames found")
+    seen: dict[str, Path] = {}
+    for p in files:  # frame-r-001234-3-0100.fits and .fits.bz2: which holds the pixels is not ours to guess
+        m = FRAME_RE.search(p.name)
+        if m is None:
+            continue
+        key = "-".join(m.groups()[:4])
+        if key in seen:
+            raise IngestError(
+                f"frames {str(d)!r}: {seen[key].name} and {p.name} are two copies of one frame; keep one"
+            )
+        seen[key] = p
     return files
 
 

@@ -23,6 +23,7 @@ def cutouts(small_store) -> np.ndarray:
     imgs[4, 1, 5, 5] = 1.0  # one finite pixel: every mesh bad
     imgs[5, 0, 10:12, :] = np.inf  # a bleed trail
     imgs[6, 4] += np.float32(40.0)  # a bright sky
+    imgs[7, 2, 3, 3] = -1e31  # below sep's -BIG: not a pixel
     return imgs
 
 

@@ -267,9 +267,18 @@ def test_second_run_into_the_same_output_is_refused(small_store, slow_pipeline, 
     out = tmp_path / "cat"
     proc = _start_run(small_store, out, slow_pipeline)
     try:
-        _wait_for(lambda: (out / ".lock").exists(), what="the first run's lock")
+        config = out / "run_config.json"
+        _wait_for(
+            lambda: (out / ".lock").exists() and config.exists(), what="the first run's lock and config"
+        )
+        before = (config.read_bytes(), (out / ".lock").read_text())
         code, _, err = cli(_argv(small_store, out, slow_pipeline), capsys)
         assert_one_line_error(code, err, str(out), "being written by another run", f"pid {proc.pid}")
+        # the refused run touched neither the holder's configuration nor its lock
+        assert config.read_bytes() == before[0]
+        assert (out / ".lock").read_text().split()[:2] == before[1].split()[:2]
+        assert before[1].startswith(f"{proc.pid}@")
+        assert proc.poll() is None  # and the first run goes on
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)

@@ -65,6 +65,29 @@ def test_edge_candidate_is_flagged_with_nan(tmp_path):
     assert np.isnan(img).any() and np.isfinite(img).any()
 
 
+def test_bz2_frames_as_sdss_serves_them_give_the_plain_frames_store(tmp_path):
+    """Real SDSS corrected frames come as .fits.bz2: the same frames compressed give the same store; a directory
+    holding both copies of one frame is refused, naming both."""
+    import bz2
+    import shutil
+
+    write_fake_sdss_frames(tmp_path / "plain", ra0=RA0, dec0=DEC0, n_fields=1, nx=400, ny=400, seed=2)
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for f in sorted((tmp_path / "plain").glob("frame-*.fits")):
+        (packed / f"{f.name}.bz2").write_bytes(bz2.compress(f.read_bytes(), 9))
+    cands = _candidates(tmp_path, [(1, RA0, DEC0, 0.2)])
+    ingest_frames(tmp_path / "plain", cands, tmp_path / "a.zarr", progress=False)
+    ingest_frames(packed, cands, tmp_path / "b.zarr", progress=False)
+    a, b = open_store(tmp_path / "a.zarr").read_by_id(1)[0], open_store(tmp_path / "b.zarr").read_by_id(1)[0]
+    np.testing.assert_array_equal(a, b)
+    assert np.isfinite(a).mean() > 0.1  # the frame covers the cutout's middle (its pixels are compared)
+    one = sorted((tmp_path / "plain").glob("frame-r-*.fits"))[0]
+    shutil.copy(one, packed / one.name)
+    with pytest.raises(IngestError, match=f"{one.name}.* two copies of one frame"):
+        ingest_frames(packed, cands, tmp_path / "c.zarr", progress=False)
+
+
 def _one_frame(tmp_path, **kw):
     write_fake_sdss_frames(tmp_path / "frames", ra0=RA0, dec0=DEC0, n_fields=1, nx=200, ny=200, **kw)
     return tmp_path / "frames"
