@@ -5,7 +5,8 @@
 Per cutout (5 x 64 x 64 float32):
 
 * bytes as stored (the partitions' image shards, zstd level 1 with checksums) and as decoded;
-* the decode cost on one core: zarr reading and decompressing whole partitions, timed over repeated passes (each
+* the decode cost on one core: zarr reading and decompressing whole partitions (and reading a ``codec = none``
+  copy of up to 20 of them, the store the ``--device-prep`` path wants), timed over repeated passes (each
   figure rests on at least ``--min-seconds`` of work), with the page cache warm (a survey's store is read once,
   but from a file system at GB/s, not the bottleneck here);
 * zstd alone on one shard's bytes (what nvCOMP or a CPU codec has to undo), and a plain ``memcpy`` of the decoded
@@ -41,6 +42,37 @@ def _repeat(fn, min_seconds: float) -> tuple[float, int]:
             return dt / n, n
 
 
+def _codec_none_read(st, parts, min_seconds: float) -> float:
+    """Seconds per cutout to read ``parts`` of ``st`` copied into a ``codec = none`` store (CRC32C only)."""
+    import tempfile
+
+    from survey_mass.store import create_store, open_store, write_partition
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "none.zarr"
+        m = st.meta
+        create_store(
+            path,
+            cutout_size=m.cutout_size,
+            pixel_scale_arcsec=m.pixel_scale_arcsec,
+            healpix_order=m.healpix_order,
+            survey=m.survey,
+            kind=m.kind,
+            provenance=m.provenance,
+            codec="none",
+        )
+        for p in parts:
+            write_partition(path, p, st.images(p), st.columns(p))
+        copy = open_store(path)
+        n = sum(copy.n_cutouts(p) for p in parts)
+
+        def read_all():
+            for p in parts:
+                copy.images(p)
+
+        return _repeat(read_all, min_seconds / 2)[0] / n
+
+
 def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) -> dict:
     import torch
     from numcodecs import Zstd
@@ -69,6 +101,7 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
             st.images(p)
 
     t_read, reps = _repeat(read_all, min_seconds)
+    t_read_none = _codec_none_read(st, parts[:20], min_seconds)
     images = np.concatenate([st.images(p) for p in parts[:4]])
     sub = images[: min(len(images), 512)]
     t_prep, _ = _repeat(lambda: prepare_images(sub), min_seconds / 2)
@@ -94,6 +127,7 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
         "decoded_bytes": decoded / n,
         "compression_ratio": decoded / stored,
         "read_decode_s": t_read / n,
+        "read_codec_none_s": t_read_none,
         "zstd_decode_s": t_zstd / 8,
         "memcpy_s": t_copy / len(images),
         "prepare_s": t_prep / len(sub),
@@ -103,6 +137,7 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
     }
     cpu_s = per["read_decode_s"] + per["prepare_s"]
     fast_s = per["read_decode_s"] + per["device_prep_checks_s"]
+    fastest_s = per["read_codec_none_s"] + per["device_prep_checks_s"]
     return {
         "store": str(store_path),
         "cutouts": n,
@@ -115,6 +150,7 @@ def measure(store_path: str, *, min_seconds: float = 10.0, target: float = 1e5) 
             "prepare": target * per["prepare_s"],
             "all_cpu_work": target * cpu_s,
             "device_prep_cpu_work": target * fast_s,
+            "device_prep_codec_none_cpu_work": target * fastest_s,
         },
         "bandwidth_for_target_GB_s": {
             "stored": target * per["stored_bytes"] / 1e9,

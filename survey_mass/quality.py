@@ -43,16 +43,31 @@ def image_quality(images) -> int:
     """Quality bits a (5, H, W) cutout earns from its pixels alone."""
     import numpy as np
 
-    bits = 0
-    nan = ~np.isfinite(images)
-    if nan.any():
-        bits |= Quality.NAN_PIXELS
-    if nan.reshape(images.shape[0], -1).all(axis=1).any():
-        bits |= Quality.MISSING_BAND
-    flat = np.nan_to_num(images).reshape(images.shape[0], -1)
-    if (~nan.reshape(images.shape[0], -1).all(axis=1) & (flat == 0).all(axis=1)).any():
-        bits |= Quality.ZERO_BAND
-    return int(bits)
+    return int(images_quality(np.asarray(images)[None])[0])
+
+
+def images_quality(images):
+    """Quality bits (N,) int64 that each of (N, 5, H, W) cutouts earns from its pixels alone: NaN pixels, a band
+    with no finite pixel, a band of finite zeros. Vectorised over the cutouts (the per-cutout loop was a third of
+    the CPU's work per cutout once the sky moved to the device).
+
+    >>> import numpy as np
+    >>> x = np.ones((3, 5, 4, 4), np.float32); x[1, 0, 0, 0] = np.nan; x[2, 3] = 0
+    >>> images_quality(x).tolist() == [0, int(Quality.NAN_PIXELS), int(Quality.ZERO_BAND)]
+    True
+    """
+    import numpy as np
+
+    images = np.asarray(images)
+    n, c = images.shape[:2]
+    nan = ~np.isfinite(images).reshape(n, c, -1)
+    empty = nan.all(axis=2)
+    flat = images.reshape(n, c, -1)
+    zero = ~empty & (np.isnan(flat) | (flat == 0)).all(axis=2)  # (an infinite pixel is not a zero)
+    bits = np.where(nan.any(axis=(1, 2)), int(Quality.NAN_PIXELS), 0)
+    bits |= np.where(empty.any(axis=1), int(Quality.MISSING_BAND), 0)
+    bits |= np.where(zero.any(axis=1), int(Quality.ZERO_BAND), 0)
+    return bits.astype(np.int64)
 
 
 def redshift_quality(z, z_range: tuple[float, float]):

@@ -15,7 +15,7 @@ Steps (default caps; ``--budget-s`` 300 for the whole, which leaves a 360 s call
 1. ``preflight`` (20): imports (dask_cuda, hats, zarr, astropy, survey_mass.cli), ``torch.cuda.is_available()``,
    the device's name, TF32 flags once a bundle is on the device; ``pip list`` and ``nvidia-smi -L`` to ``$OUT``.
    The kit stops at once if it fails.
-2. ``mock_dr12`` (60): the ``dr12`` mock (26,338 real redMaPPer clusters) on every core.
+2. ``mock_dr12`` (60): the ``dr12`` mock (26,338 real redMaPPer clusters) on every core, ``--codec none``.
 3. ``mock_box`` (20): a box of about 1,800 clusters, for the attribution run and the CPU reference.
 4. ``throughput`` (75): :func:`throughput` on the dr12 store: the bare model, and both paths end to end (the
    run's own read and device stages, every core reading): ``--device-prep`` (the sky on the device) and the
@@ -410,6 +410,8 @@ def main() -> int:
             "mock",
             "--footprint",
             args.dr12,
+            "--codec",
+            "none",  # the store the device path wants: no decompression on the CPU
             "--out",
             str(dr12_store),
             "--workers",

@@ -36,7 +36,7 @@ import numpy as np
 from ..attribution import CONTRIBUTION_COLUMNS, contributions
 from ..models.richness import no_cluster
 from ..photometry import BANDS
-from ..quality import Quality, image_quality, redshift_quality
+from ..quality import Quality, images_quality, redshift_quality
 
 #: the mass estimators in every catalogue row: estimator -> its mass column; its 68% error is the column + "_err".
 #: ``headline``: pixels and the candidate's catalogue richness together (pixels alone where it has none);
@@ -247,8 +247,7 @@ def prepare_partition(
     n = images.shape[0]
     z = np.asarray(columns["z"], dtype=np.float64)
     quality = np.asarray(columns.get("quality", np.zeros(n)), dtype=np.int64).copy()
-    for k in range(n):
-        quality[k] |= image_quality(images[k])
+    quality |= images_quality(images)
     quality[~np.isfinite(z) | (z <= 0)] |= int(Quality.NO_REDSHIFT)
     quality |= redshift_quality(z, bundle.z_range)
     ok = (quality & int(NO_MASS)) == 0

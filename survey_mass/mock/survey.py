@@ -491,8 +491,10 @@ def build_mock_store(
     progress: bool = True,
     overwrite: bool = False,
     client=None,
+    codec: str = "zstd",
 ) -> dict:
     """Render a mock survey of ``footprint`` into the cutout store ``out``; resumes an interrupted build.
+    ``codec``: the images' (zstd, or none for the ``--device-prep`` path: :class:`~survey_mass.store.cutouts.StoreAttributes`).
 
     Returns a summary: clusters, partitions built and skipped, wall time, cutouts/s and store size.
     """
@@ -515,6 +517,7 @@ def build_mock_store(
         provenance=cfg.provenance(),
         footprint=footprint.name,
         overwrite=overwrite,
+        codec=codec,
     )
     done = set(open_store(out).partitions)
     # warm the tables here so a single-process build reports honest timing

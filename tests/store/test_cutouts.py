@@ -103,3 +103,34 @@ def test_attributes_follow_the_schema_file(store):
     assert schemas.first_error(schemas.STORE_ATTRIBUTES, st.attrs) is None
     bad = dict(st.attrs, bands=["g", "r"])
     assert "bands" in schemas.first_error(schemas.STORE_ATTRIBUTES, bad)
+
+
+def test_a_store_without_compression_reads_the_same_and_still_catches_corruption(tmp_path):
+    """``codec = none`` (the --device-prep path's store): the same pixels with no decompression, a CRC32C per
+    chunk, so a flipped byte is an error naming the partition, never silently wrong pixels."""
+    from survey_mass.paths import partition_group_path
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(40, 5, 16, 16)).astype(np.float32)
+    stores = {}
+    for codec in ("zstd", "none"):
+        path = tmp_path / f"{codec}.zarr"
+        kw = dict(cutout_size=16, pixel_scale_arcsec=3.168, healpix_order=2, survey="t", kind="mock")
+        create_store(path, provenance={"seed": 0}, codec=codec, **kw)
+        write_partition(path, 100, images, _cols(40))
+        stores[codec] = open_store(path)
+    assert stores["zstd"].meta.codec is None and stores["none"].meta.codec == "none"
+    np.testing.assert_array_equal(stores["none"].images(100), images)
+    np.testing.assert_array_equal(stores["zstd"].images(100), images)
+    with pytest.raises(StoreError, match="codec"):  # a resume with the other codec is refused
+        create_store(tmp_path / "none.zarr", provenance={"seed": 0}, codec="zstd", **kw)
+    shard = next(
+        f
+        for f in (tmp_path / "none.zarr" / partition_group_path(2, 100) / "images").rglob("*")
+        if f.is_file() and f.name != "zarr.json"
+    )
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="100"):
+        open_store(tmp_path / "none.zarr").images(100)
