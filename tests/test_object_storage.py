@@ -126,12 +126,12 @@ def test_an_interrupted_mock_build_on_s3_leaves_no_partition_that_counts(s3, sma
     real = cutouts._write_arrays
     calls = []
 
-    def stopped(g, n, size, images, columns):
+    def stopped(g, n, size, images, columns, codec=None):
         calls.append(n)
         if len(calls) == 2:
             g.create_array("images", shape=(n, 5, size, size), dtype="float32")  # part of the objects land
             raise KeyboardInterrupt
-        return real(g, n, size, images, columns)
+        return real(g, n, size, images, columns, codec)
 
     monkeypatch.setattr(cutouts, "_write_arrays", stopped)
     with pytest.raises(KeyboardInterrupt):
