@@ -667,7 +667,9 @@ def _fits_bytes(f: Field, band: str, image: np.ndarray, info: dict) -> bytes:
     return buf.getvalue()
 
 
-def _write_field(cfg, f: Field, clusters: pd.DataFrame, out: str, compressed: bool = True) -> dict:
+def _write_field(
+    cfg, f: Field, clusters: pd.DataFrame, out: str, compressed: bool = True, overwrite: bool = False
+) -> dict:
     """Render one field and write its five frames, each atomically (what every worker runs)."""
     t0 = time.perf_counter()
     images, info = render_field(f, clusters, cfg)
@@ -677,8 +679,8 @@ def _write_field(cfg, f: Field, clusters: pd.DataFrame, out: str, compressed: bo
         tmp = paths.frame_temp_file(final)
         data = _fits_bytes(f, band, images[b], info)
         tmp.write_bytes(bz2.compress(data, 9) if compressed else data)
-        # a rebuild with the other setting (--overwrite) leaves no stale copy for the ingest to find
-        (Path(out) / f.file_name(band, compressed=not compressed)).unlink(missing_ok=True)
+        if overwrite:  # a rebuild with the other setting leaves no stale copy of this frame for the ingest
+            (Path(out) / f.file_name(band, compressed=not compressed)).unlink(missing_ok=True)
         os.replace(tmp, final)
         nbytes += final.stat().st_size
     return {"field": f.key, "bytes": nbytes, "scenes": info["scenes"], "seconds": time.perf_counter() - t0}
@@ -853,7 +855,7 @@ def build_mock_frames(
             inside = (x > -scene_reach) & (x < layout.nx - 1 + scene_reach)
             inside &= (y > -scene_reach) & (y < layout.ny - 1 + scene_reach)
             sub = clusters.iloc[near[inside]].reset_index(drop=True)
-            tasks.append(Task(f.key, float(len(sub)), (cfg, f, sub, str(out), compressed)))
+            tasks.append(Task(f.key, float(len(sub)), (cfg, f, sub, str(out), compressed, overwrite)))
 
     by_key = {f.key: f for f in fields}
 

@@ -227,7 +227,7 @@ def create_store(
             orientation=ORIENTATION,
             footprint=footprint,
             kind=kind,
-            codec=None if codec == "zstd" else codec,
+            codec=None if str(codec).lower() == "zstd" else str(codec).lower(),
             provenance=provenance,
             code_version=__version__,
         )
@@ -250,10 +250,13 @@ def create_store(
             raise StoreError(f"store {str(path)!r}: exists and is not a Zarr store; choose another --out")
         old = open_store(path).meta
         for key in ("cutout_size", "pixel_scale_arcsec", "healpix_order", "kind", "provenance", "codec"):
-            if getattr(old, key) != getattr(meta, key):
+            a, b = getattr(old, key), getattr(meta, key)
+            if a != b:
+                if key == "codec":  # absent means zstd
+                    a, b = a or "zstd", b or "zstd"
                 raise StoreError(
-                    f"store {str(path)!r}: exists with a different {key} ({getattr(old, key)!r} != "
-                    f"{getattr(meta, key)!r}); use --overwrite or another --out"
+                    f"store {str(path)!r}: exists with a different {key} ({a!r} != {b!r}); rebuild it with "
+                    "--overwrite or choose another store path"
                 )
         return old
     root = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)

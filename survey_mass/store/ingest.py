@@ -129,7 +129,7 @@ def frame_files(directory: str | Path) -> list[Path]:
         raise IngestError(f"frames {str(d)!r}: no FITS frames found")
     seen: dict[str, Path] = {}
     for p in files:  # frame-r-001234-3-0100.fits and .fits.bz2: which holds the pixels is not ours to guess
-        m = FRAME_RE.search(p.name)
+        m = FRAME_RE.search(p.name.lower())
         if m is None:
             continue
         key = "-".join(m.groups()[:4])
