@@ -1,0 +1,37 @@
+"""Build ``survey_mass/data/mcxc_redmapper.parquet``: the MCXC clusters matched to the shipped redMaPPer DR8 table.
+
+    python tools/build_mcxc_crossmatch.py ../shared/data/mcxc.fits
+
+``mcxc.fits`` is CDS's file of the MCXC meta-catalogue (Piffaretti et al. 2011, A&A 534, A109; CDS J/A+A/534/A109),
+unchanged. The rule is :func:`survey_mass.labels.mcxc_crossmatch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+
+def main() -> int:
+    from astropy.table import Table
+
+    from survey_mass.candidates import load_redmapper
+    from survey_mass.labels import MCXC_FILE, mcxc_crossmatch
+    from survey_mass.resources import data_path
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mcxc", help="CDS's mcxc.fits")
+    ap.add_argument("--out", default=str(data_path(MCXC_FILE)))
+    args = ap.parse_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CDS's unit string '10+14Msun' is not a FITS unit
+        mcxc = Table.read(args.mcxc).to_pandas()
+    m = mcxc_crossmatch(mcxc, load_redmapper())
+    m.to_parquet(Path(args.out), index=False)
+    print(f"{len(m)} MCXC clusters matched to redMaPPer DR8 -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
