@@ -56,25 +56,30 @@ def test_the_mass_models_ood_score_on_a_device(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_a_device_run_mixes_no_devices_and_gives_the_cpus_catalogue(small_store, tmp_path, monkeypatch):
-    """The whole partition on the simulated device, in fp16 as a GPU runs by default: the CPU stage, the
-    device stage (the CNN, the precision guard with every row recomputed exactly, contributions, the batched
-    detection, every row's attribution map) and the write. The rows equal the CPU fp32 run's."""
-    import survey_mass.inference.predict as predict
+def _tiny_run(small_store, tmp_path, n: int) -> dict:
+    """run_catalog's arguments for the first ``n`` cutouts of the small store's biggest partition, in-process."""
     from survey_mass.footprint import parse_footprint
-    from survey_mass.inference.run import RunOptions, run_catalog
     from survey_mass.resources import model_dir
 
-    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 6)
-    monkeypatch.setattr(predict, "OOD_GUARD", 1e6)  # every row "near" the flag: the exact recompute runs
-    kw = dict(
-        store_path=store,
+    return dict(
+        store_path=make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), n),
         model_path=str(model_dir()),
         footprint=parse_footprint("box:140,170,-5,20"),
         progress=False,
         workers=1,
         margin_arcsec=0,
     )
+
+
+def test_a_device_run_mixes_no_devices_and_gives_the_cpus_catalogue(small_store, tmp_path, monkeypatch):
+    """The whole partition on the simulated device, in fp16 as a GPU runs by default: the CPU stage, the
+    device stage (the CNN, the precision guard with every row recomputed exactly, contributions, the batched
+    detection, every row's attribution map) and the write. The rows equal the CPU fp32 run's."""
+    import survey_mass.inference.predict as predict
+    from survey_mass.inference.run import RunOptions, run_catalog
+
+    monkeypatch.setattr(predict, "OOD_GUARD", 1e6)  # every row "near" the flag: the exact recompute runs
+    kw = _tiny_run(small_store, tmp_path, 6)
     opts = dict(attribution="all", ig_steps=4, ig_baselines=2)
     cpu = run_catalog(catalog=tmp_path / "cpu", opts=RunOptions(device="cpu", precision="fp32", **opts), **kw)
     with simulated_cuda():
@@ -103,19 +108,9 @@ def test_a_device_run_mixes_no_devices_and_gives_the_cpus_catalogue(small_store,
 def test_the_fast_path_gives_the_default_paths_catalogue(small_store, tmp_path):
     """--device-prep (#28): the CPU stage only reads; the simulated device measures the sky, normalises and runs
     the backbone in batches of 2,048. The catalogue equals the default CPU run's."""
-    from survey_mass.footprint import parse_footprint
     from survey_mass.inference.run import RunOptions, run_catalog
-    from survey_mass.resources import model_dir
 
-    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 24)
-    kw = dict(
-        store_path=store,
-        model_path=str(model_dir()),
-        footprint=parse_footprint("box:140,170,-5,20"),
-        progress=False,
-        workers=1,
-        margin_arcsec=0,
-    )
+    kw = _tiny_run(small_store, tmp_path, 24)
     opts = dict(attribution="none", precision="fp32")
     cpu = run_catalog(catalog=tmp_path / "cpu", opts=RunOptions(device="cpu", **opts), **kw)
     with simulated_cuda():
