@@ -39,13 +39,6 @@ def describe(bits: int) -> str:
     return "|".join(names) if names else "OK"
 
 
-def image_quality(images) -> int:
-    """Quality bits a (5, H, W) cutout earns from its pixels alone."""
-    import numpy as np
-
-    return int(images_quality(np.asarray(images)[None])[0])
-
-
 def images_quality(images):
     """Quality bits (N,) int64 that each of (N, 5, H, W) cutouts earns from its pixels alone: NaN pixels, a band
     with no finite pixel, a band of finite zeros. Vectorised over the cutouts (the per-cutout loop was a third of

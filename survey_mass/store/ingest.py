@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import IngestError
 from ..photometry import BANDS
-from ..quality import Quality, image_quality
+from ..quality import Quality, images_quality
 
 if TYPE_CHECKING:
     from .frame_index import IndexedFrame
@@ -333,12 +333,8 @@ def _ingest_partition(
         del data
     images = sums.images()
     keep = np.flatnonzero(sums.touched.any(axis=1) & ~np.isnan(images).reshape(n, -1).all(axis=1))
-    quality = np.zeros(keep.size, np.int32)
-    for i, k in enumerate(keep):
-        q = image_quality(images[k])
-        if q & Quality.NAN_PIXELS:
-            q |= Quality.EDGE
-        quality[i] = q
+    quality = images_quality(images[keep])
+    quality = np.where(quality & Quality.NAN_PIXELS, quality | Quality.EDGE, quality).astype(np.int32)
     if keep.size:
         sub = cands.iloc[keep].reset_index(drop=True)
         digest = frames_digest(frames, cands)
