@@ -35,10 +35,10 @@ ALIASES = {
 BANDS = ("u", "g", "r", "i", "z")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, what: str = "candidates") -> pd.DataFrame:
     name = str(path)
     if not path.is_file():
-        raise CatalogInputError(f"candidates {name!r}: no such file")
+        raise CatalogInputError(f"{what} {name!r}: no such file")
     suffix = "".join(path.suffixes).lower()
     if not isinstance(path, Path):  # a URL (s3://...): read the object once, through fsspec
         import io
@@ -63,8 +63,8 @@ def _read_table(path: Path) -> pd.DataFrame:
             return t[names].to_pandas()
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CatalogInputError(f"candidates {name!r}: cannot be read ({reason})") from None
-    raise CatalogInputError(f"candidates {name!r}: unknown format; use .fits, .csv or .parquet")
+        raise CatalogInputError(f"{what} {name!r}: cannot be read ({reason})") from None
+    raise CatalogInputError(f"{what} {name!r}: unknown format; use .fits, .csv or .parquet")
 
 
 _INT64 = (-(2**63), 2**63 - 1)

@@ -216,6 +216,17 @@ def _add_train(sub) -> None:
         help="an independent mock store (other seed, perturbed physics) on which the error below the labels' "
         "selection is calibrated (repeatable); without one that term is 0",
     )
+    t.add_argument(
+        "--labels",
+        help=LABELS_HELP
+        + "; they replace the store's labels (matched by id, else within 3' and |dz| < 0.05(1+z))",
+    )
+    t.add_argument(
+        "--label-selection",
+        metavar="SEL",
+        help=SELECTION_HELP + " (default none: a plain fit; with a selection the fit models it and the "
+        "unlabelled clusters count as non-detections)",
+    )
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a GPU if there is one")
     t.add_argument("--no-progress", action="store_true")
 
@@ -313,6 +324,16 @@ def _add_store_info(sub) -> None:
     s.add_argument("--json", action="store_true")
 
 
+LABELS_HELP = (
+    "real labels (FITS/CSV/Parquet): id or ra/dec, log10_m500 (M500c, Msun, h = 0.7), optionally "
+    "log10_m500_err, z and survey"
+)
+SELECTION_HELP = (
+    "how the labels were selected: none, mcxc (MCXC's surveys), xray:LIMIT, xray:SURVEY=LIMIT,...,*=LIMIT "
+    "(0.1-2.4 keV erg/s/cm^2, per label survey) or sz:SNR"
+)
+
+
 def _add_validate(sub) -> None:
     # unset --footprint/--seed keep the suite's; the orchestration is survey_mass.validate.validate
     v = sub.add_parser(
@@ -325,9 +346,8 @@ def _add_validate(sub) -> None:
     v.add_argument("--seed", type=int, help="mock seed of every store (default: the suite's)")
     v.add_argument(
         "--out",
-        default="validation",
         help="directory for the stores, catalogs, validation.json and validation.md (reused on a rerun; "
-        "default ./validation)",
+        "default ./validation; with --real, real_validation.{json,md,png}, default ./real_validation)",
     )
     v.add_argument(
         "--workers",
@@ -337,6 +357,23 @@ def _add_validate(sub) -> None:
     )
     v.add_argument(
         "--only", action="append", metavar="NAME", help="run only this perturbation of the suite (repeatable)"
+    )
+    r = v.add_argument_group(
+        "real labels (--real)",
+        "score a catalogue's estimators against real masses at the real clusters (default: the shipped MCXC "
+        "X-ray masses of redMaPPer clusters, their selection and hydrostatic scale folded in)",
+    )
+    r.add_argument("--real", action="store_true", help="validate against real labels instead of mocks")
+    r.add_argument("--catalog", help="the survey-mass catalogue to score (with --real)")
+    r.add_argument("--labels", help=LABELS_HELP + " (default: the shipped MCXC cross-match)")
+    r.add_argument(
+        "--label-selection", metavar="SEL", help=SELECTION_HELP + " (default: mcxc with MCXC, else none)"
+    )
+    r.add_argument(
+        "--label-scale",
+        choices=["true", "hydrostatic"],
+        help="the labels' mass scale (default: hydrostatic for MCXC, else true); hydrostatic labels are compared "
+        "after log10(1 - b) = log10(0.80 +- 0.10)",
     )
     v.add_argument("--no-progress", action="store_true")
 
@@ -504,13 +541,12 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .errors import SurveyMassError
     from .paths import REPORT_MD
     from .pipelines import TrainingSection, load_pipeline
     from .training.train import train
 
     if args.folds is not None and args.folds < 2:
-        from .errors import SurveyMassError
-
         raise SurveyMassError("--folds must be at least 2")
     section = load_pipeline(args.pipeline).training if args.pipeline else TrainingSection()
     cfg = section.train_config(
@@ -521,7 +557,11 @@ def cmd_train(args) -> int:
         variant=args.variant,
         device=args.device,
         calibration_stores=tuple(args.calibration_store) if args.calibration_store else None,
+        labels=args.labels,
+        label_selection=args.label_selection,
     )
+    if args.label_selection and not args.labels:
+        raise SurveyMassError("--label-selection declares how --labels were selected; give --labels too")
     r = train(args.store, args.out, cfg, progress=not args.no_progress)
     s = r.summary
     acc = ", ".join(f"{b} {v:.2f}" for b, v in r.band_accuracy.items())
@@ -659,6 +699,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    if args.real:
+        return _validate_real(args)
+    args.out = args.out or "validation"
     from .resources import model_dir
     from .validate import REPORT_JSON, REPORT_MD, format_table, load_suite, validate
 
@@ -674,6 +717,29 @@ def cmd_validate(args) -> int:
     print(f"model {report.model_id} on {report.footprint} (seed {report.seed}), {report.wall_s} s:")
     print(format_table(report), end="")
     print(f"written: {Path(args.out) / REPORT_MD}, {Path(args.out) / REPORT_JSON}")
+    return 0
+
+
+def _validate_real(args) -> int:
+    from .errors import SurveyMassError
+    from .labels import LabelSelection, read_labels
+    from .validate_real import markdown, validate_real, write_real
+
+    if not args.catalog:
+        raise SurveyMassError("validate --real needs --catalog (a survey-mass catalogue)")
+    out = Path(args.out or "real_validation")
+    labels = read_labels(args.labels) if args.labels else None
+    default_sel = "none" if args.labels else "mcxc"
+    report = validate_real(
+        args.catalog,
+        labels,
+        labels_name=str(args.labels) if args.labels else "MCXC x redMaPPer DR8 (package data)",
+        selection=LabelSelection.parse(args.label_selection or default_sel),
+        scale=args.label_scale or ("true" if args.labels else "hydrostatic"),
+    )
+    files = write_real(report, out)
+    print(markdown(report), end="")
+    print("written: " + ", ".join(str(f) for f in files))
     return 0
 
 

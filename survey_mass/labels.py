@@ -1,4 +1,5 @@
-"""Real mass labels: the MCXC X-ray clusters matched to the redMaPPer DR8 candidates (#29, item 1).
+"""Real mass labels: a user's own (``train --labels``, ``validate --real --labels``) and the shipped MCXC X-ray
+clusters matched to the redMaPPer DR8 candidates.
 
 MCXC (Piffaretti et al. 2011, A&A 534, A109) gives, for 1,743 X-ray clusters, M500 from L500 (0.1-2.4 keV)
 through the REXCESS L-M relation: a *hydrostatic* mass scale. Its definitions are the product's: M500 with
@@ -14,8 +15,15 @@ redMaPPer table, made by ``tools/build_mcxc_crossmatch.py`` from CDS's ``mcxc.fi
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Literal
+
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import CatalogInputError
 
 #: the shipped cross-match (package data)
 MCXC_FILE = "mcxc_redmapper.parquet"
@@ -73,3 +81,240 @@ def load_mcxc_labels() -> pd.DataFrame:
     from .resources import data_path
 
     return pd.read_parquet(data_path(MCXC_FILE))
+
+
+# --- the selection a set of labels declares --------------------------------------------------------------------
+
+#: the nominal flux limits (0.1-2.4 keV, erg/s/cm^2) of MCXC's source surveys (``sub_cat``), approximately as the
+#: survey papers give them (Piffaretti et al. 2011, Table 1, and references there; limits quoted in 0.5-2 keV
+#: are multiplied by 1.6 for a ~5 keV cluster). The RASS surveys (NORAS, REFLEX, BCS, SGP, CIZA) are all-sky at
+#: a few 1e-12; the serendipitous surveys reach 1e-13 and below over a few hundred deg^2. NORAS is not
+#: flux-complete; 3e-12 is where it is.
+MCXC_FLUX_LIMITS: dict[str, float] = {
+    "NORAS": 3.0e-12,
+    "REFLEX": 3.0e-12,
+    "BCS": 4.4e-12,
+    "eBCS": 2.8e-12,
+    "SGP": 3.0e-12,
+    "CIZAII": 3.0e-12,
+    "MACS_BRIGHT": 2.0e-12,
+    "MACS_DIST": 1.0e-12,
+    "MACS_MJFV": 1.0e-12,
+    "160SD": 5.0e-14,
+    "400SD_SER": 2.2e-13,
+    "400SD_NONSER": 2.2e-13,
+    "EMSS_1994": 2.0e-13,
+    "EMSS_2004": 2.0e-13,
+    "WARPSII": 1.0e-13,
+    "SHARC_BRIGHT": 2.6e-13,
+    "SHARC_SOUTH": 6.0e-14,
+    #: any other survey, and a cluster no survey labelled: the RASS all-sky limit
+    "*": 3.0e-12,
+}
+
+#: the L500-M500 normalisation (erg/s at M500 = 3e14 Msun, E(z)^(7/3), slope 1.64 as :mod:`survey_mass.astro`)
+#: that MCXC's masses follow: fitted to MCXC's own (L500, M500) pairs of the shipped cross-match (rms 0.025 dex);
+#: REXCESS's Malmquist-corrected relation (Pratt et al. 2009), which MCXC used, is 0.080 dex lower in mass at
+#: fixed L than the product's :data:`~survey_mass.astro.LX_L0`
+MCXC_L0 = 1.867e44
+
+#: hydrostatic masses sit below lensing (true) masses: M_HSE = (1 - b) M. 0.80 +- 0.10 spans the lensing
+#: calibrations of X-ray masses (Weighing the Giants 0.69 +- 0.07, von der Linden et al. 2014; CCCP 0.76 +- 0.08,
+#: Hoekstra et al. 2015; CLASH 0.78 +- 0.09, Penna-Lima et al. 2017; LoCuSS 0.95 +- 0.04, Smith et al. 2016)
+#: and is Planck 2015 XXIV's baseline.
+HYDROSTATIC_ONE_MINUS_B = 0.80
+HYDROSTATIC_ONE_MINUS_B_SD = 0.10
+
+MassScale = Literal["true", "hydrostatic"]
+
+
+def scale_offset_dex(scale: MassScale) -> tuple[float, float]:
+    """(offset, its sd) in dex from the product's mass scale (true: lensing-calibrated) to ``scale``."""
+    if scale == "hydrostatic":
+        return float(np.log10(HYDROSTATIC_ONE_MINUS_B)), float(
+            HYDROSTATIC_ONE_MINUS_B_SD / HYDROSTATIC_ONE_MINUS_B / np.log(10)
+        )
+    return 0.0, 0.0
+
+
+class LabelSelection(BaseModel):
+    """How a set of labels was selected, as its user declares it.
+
+    ``none``: the labels are not selected by their own mass proxy (the fit is plain). ``xray``: an X-ray flux
+    limit per label survey (``flux_limits_cgs``: survey name -> limit, ``*`` for any other survey and for the
+    clusters no survey labelled); the label masses are taken as made from the same L_X (as MCXC's are).
+    ``sz``: an SZ signal-to-noise limit (SPT-like scaling, :class:`~survey_mass.selection.SZSelection`).
+
+    On the command line (:meth:`parse`): ``none``, ``mcxc`` (MCXC's surveys, :data:`MCXC_FLUX_LIMITS`),
+    ``xray:3e-12``, ``xray:NORAS=3e-12,400SD_SER=2.2e-13,*=3e-12`` or ``sz:4.5``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    kind: Literal["none", "xray", "sz"] = "none"
+    flux_limits_cgs: dict[str, float] = Field(default_factory=dict)
+    snr_limit: float | None = Field(None, gt=0)
+    #: xray: the normalisation of the L-M relation the label masses were made with (None: the product's)
+    l0: float | None = Field(None, gt=0)
+
+    @classmethod
+    def parse(cls, text: str) -> LabelSelection:
+        """A declared selection from its command-line form; one line naming the fault otherwise."""
+        t = text.strip()
+        kind, _, rest = t.partition(":")
+        try:
+            if t == "none":
+                return cls()
+            if t == "mcxc":
+                return cls(kind="xray", flux_limits_cgs=MCXC_FLUX_LIMITS, l0=MCXC_L0)
+            if kind == "sz":
+                return cls(kind="sz", snr_limit=float(rest))
+            if kind == "xray" and rest:
+                if "=" not in rest:
+                    return cls(kind="xray", flux_limits_cgs={"*": _positive(rest)})
+                limits = {}
+                for item in rest.split(","):
+                    name, _, value = item.partition("=")
+                    if not re.fullmatch(r"[A-Za-z0-9_.+*-]+", name.strip()):
+                        raise ValueError(f"survey name {name.strip()!r}")
+                    limits[name.strip()] = _positive(value)
+                return cls(kind="xray", flux_limits_cgs=limits)
+        except ValueError as exc:
+            raise CatalogInputError(f"label selection {text!r}: {str(exc).splitlines()[0]}") from None
+        raise CatalogInputError(
+            f"label selection {text!r}: use none, mcxc, xray:LIMIT, xray:SURVEY=LIMIT,...,*=LIMIT or sz:SNR"
+        )
+
+    @property
+    def default_limit(self) -> float:
+        """The limit of a survey not listed, and of clusters no survey labelled (the shallowest listed)."""
+        if self.kind == "sz":
+            return float(self.snr_limit)
+        lim = self.flux_limits_cgs
+        return float(lim.get("*", max(lim.values())))
+
+    def selection(self):
+        """The selection model for the likelihoods (None for ``none``)."""
+        from .selection import SZSelection, XraySelection
+
+        if self.kind == "xray":
+            extra = {"l0": self.l0} if self.l0 else {}
+            return XraySelection(
+                flux_limit_cgs=self.default_limit, labels_from_lx=True, flux_error_ln=0.1, **extra
+            )
+        if self.kind == "sz":
+            return SZSelection(snr_limit=float(self.snr_limit))
+        return None
+
+    def row_limits(self, survey: np.ndarray) -> np.ndarray:
+        """Each row's limit: its label survey's, else :attr:`default_limit` (NaN for ``none``)."""
+        survey = np.asarray(survey, dtype=object)
+        if self.kind == "none":
+            return np.full(survey.size, np.nan)
+        if self.kind == "sz":
+            return np.full(survey.size, self.default_limit)
+        d = self.default_limit
+        return np.array([self.flux_limits_cgs.get(str(s), d) for s in survey], dtype=float)
+
+
+def _positive(text: str) -> float:
+    v = float(text)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"limit {text.strip()!r} must be a positive number")
+    return v
+
+
+# --- a user's labels --------------------------------------------------------------------------------------------
+
+#: a user's label file: column -> accepted names (case-insensitive)
+LABEL_ALIASES = {
+    "id": ("id", "mem_match_id"),
+    "ra": ("ra", "raj2000", "radeg", "ra_deg"),
+    "dec": ("dec", "dej2000", "dedeg", "dec_deg"),
+    "z": ("z", "redshift"),
+    "log10_m500": ("log10_m500", "log10_m500_label", "logm500"),
+    "log10_m500_err": ("log10_m500_err", "log10_m500_label_err", "logm500_err"),
+    "survey": ("survey", "sub_cat", "label_survey"),
+}
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """A user's labels (FITS/CSV/Parquet): ``id`` or ``ra``/``dec``, ``log10_m500`` (log10 M500c / Msun, h = 0.7),
+    optionally ``log10_m500_err`` (dex), ``z`` and ``survey`` (the label survey, for per-survey limits).
+
+    Columns as :data:`LABEL_ALIASES`; a bad value is refused in one line naming the file and the row."""
+    from .candidates import _read_table, exact_ids
+
+    name = str(path)
+    raw = _read_table(Path(path), "labels")
+    lower = {str(c).lower(): c for c in raw.columns}
+    out = pd.DataFrame(index=range(len(raw)))
+    for col, names in LABEL_ALIASES.items():
+        hit = next((lower[n] for n in names if n in lower), None)
+        if hit is not None:
+            out[col] = raw[hit].to_numpy()
+    if "log10_m500" not in out:
+        raise CatalogInputError(f"labels {name!r}: no log10_m500 column")
+    if "id" not in out and not {"ra", "dec"} <= set(out):
+        raise CatalogInputError(f"labels {name!r}: needs an id column or ra and dec")
+    if "id" in out:
+        out["id"] = exact_ids(out["id"].to_numpy(), name)
+    for col in ("ra", "dec", "z", "log10_m500", "log10_m500_err"):
+        if col in out:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    bad = ~np.isfinite(out["log10_m500"]) | (out["log10_m500"] < 12) | (out["log10_m500"] > 16.5)
+    if "log10_m500_err" in out:
+        bad |= ~(out["log10_m500_err"] >= 0)  # NaN fails too
+    if {"ra", "dec"} <= set(out):
+        bad |= ~np.isfinite(out["ra"]) | (np.abs(out["dec"]) > 90) | ~np.isfinite(out["dec"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        shown = {k: out[k].iloc[i] for k in out.columns if k != "survey"}
+        raise CatalogInputError(
+            f"labels {name!r}: row {i}: needs log10_m500 in [12, 16.5], an error >= 0 and a position on the sky "
+            f"(got {shown})"
+        )
+    if "log10_m500_err" not in out:
+        out["log10_m500_err"] = np.nan
+    out["survey"] = out["survey"].astype(str).str.strip() if "survey" in out else ""
+    if "id" in out and out["id"].duplicated().any():
+        dup = int(out["id"][out["id"].duplicated()].iloc[0])
+        raise CatalogInputError(f"labels {name!r}: id {dup} is labelled twice")
+    return out
+
+
+def match_labels(labels: pd.DataFrame, ids, ra, dec, z) -> tuple[np.ndarray, np.ndarray]:
+    """(row in the candidates, row in ``labels``) of each matched label, one to one: by ``id`` where the labels
+    have one, else the nearest candidate within :data:`MATCH_ARCMIN` (and |dz| < MATCH_DZ (1 + z) where the labels
+    give z)."""
+    if "id" in labels:
+        pos = pd.Index(np.asarray(ids)).get_indexer(labels["id"].to_numpy())
+        ok = pos >= 0
+        return pos[ok], np.flatnonzero(ok)
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    lab = SkyCoord(labels["ra"].to_numpy(float) * u.deg, labels["dec"].to_numpy(float) * u.deg)
+    cand = SkyCoord(np.asarray(ra, float) * u.deg, np.asarray(dec, float) * u.deg)
+    il, ic, sep, _ = search_around_sky(lab, cand, MATCH_ARCMIN * u.arcmin)
+    ok = np.ones(il.size, bool)
+    if "z" in labels:
+        zl, zc = labels["z"].to_numpy(float)[il], np.asarray(z, float)[ic]
+        ok = ~np.isfinite(zl) | (np.abs(zl - zc) < MATCH_DZ * (1 + zc))
+    pairs = pd.DataFrame({"il": il[ok], "ic": ic[ok], "sep": sep.arcmin[ok]}).sort_values(["sep", "il", "ic"])
+    pairs = pairs.drop_duplicates("il").drop_duplicates("ic")
+    return pairs["ic"].to_numpy(), pairs["il"].to_numpy()
+
+
+def mcxc_label_table() -> pd.DataFrame:
+    """The shipped MCXC cross-match as a label table (:func:`read_labels`'s columns; its survey is ``sub_cat``)."""
+    m = load_mcxc_labels()
+    return pd.DataFrame(
+        {
+            "id": m["id"].to_numpy(np.int64),
+            "z": m["z_mcxc"].to_numpy(float),
+            "log10_m500": m["log10_m500"].to_numpy(float),
+            "log10_m500_err": np.nan,
+            "survey": m["sub_cat"].astype(str).to_numpy(),
+        }
+    )

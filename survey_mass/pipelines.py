@@ -92,6 +92,16 @@ class TrainingSection(_Section):
     calibration_stores: tuple[str, ...] | None = Field(
         None, description="independent mock stores for the simulation-calibrated error term"
     )
+    stage2_components: int | None = Field(
+        None, ge=2, description="principal components the heads are fitted on"
+    )
+    invariance_cutouts: int | None = Field(
+        None, ge=0, description="cutouts degraded for the invariance penalty"
+    )
+    invariance_weight: float | None = Field(None, ge=0, description="weight of the invariance penalty")
+    background_cutouts: int | None = Field(
+        None, ge=10, description="cutouts for the richness baseline's background"
+    )
 
     def train_config(self, **flags: Any) -> TrainConfig:
         """A TrainConfig: ``flags`` that are not None, then this section's keys, then TrainConfig's defaults."""

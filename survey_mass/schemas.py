@@ -33,6 +33,7 @@ GENERATED: dict[str, tuple[str, str]] = {
     MODEL_CARD: ("survey_mass.models.bundle", "ModelCard"),
     TRAINING_REPORT: ("survey_mass.training.report", "TrainingReport"),
     "validation_report.schema.json": ("survey_mass.validate", "ValidationReport"),
+    "real_validation_report.schema.json": ("survey_mass.validate_real", "RealValidationReport"),
 }
 
 

@@ -111,7 +111,68 @@ class XraySelection:
         return cls(**{k: v for k, v in d.items() if k != "kind"})
 
 
-def selection_for_store(store) -> XraySelection | None:
+@dataclass(frozen=True, kw_only=True)
+class SZSelection:
+    """An SZ signal-to-noise selection, as SPT's: zeta = A (M500 / M0)^B (E(z) / E(0.6))^C, ln-normal scatter
+    sigma_ln_zeta, detected where xi = sqrt(zeta^2 + 3) >= snr_limit (Bocquet et al. 2019, ApJ 878, 55: A = 5.24,
+    B = 1.534, C = 0.465, sigma = 0.161, M0 = 3e14 h^-1 Msun; A scales with a survey's depth, so set it for
+    yours). Labels derived from the SZ signal (as SPT's and Planck's masses are) make the label error the
+    selection variable, as with L_X (``labels_from_observable``). The same interface as :class:`XraySelection`:
+    a per-row limit (``m_lim``'s second argument) is a signal-to-noise limit here."""
+
+    snr_limit: float
+    a_sz: float = 5.24
+    b_sz: float = 1.534
+    c_sz: float = 0.465
+    m0: float = 3e14 / 0.7
+    sigma_ln_zeta: float = 0.161
+    labels_from_observable: bool = True
+    label_noise_dex: float = LABEL_NOISE_DEX
+
+    def m_lim(self, z: np.ndarray, snr_limit: np.ndarray | None = None) -> np.ndarray:
+        """log10 M500 whose mean zeta reaches the signal-to-noise limit at redshift z."""
+        z = np.asarray(z, float)
+        xi = np.full(z.shape, self.snr_limit)
+        if snr_limit is not None:
+            v = np.asarray(snr_limit, float)
+            xi = np.where(np.isfinite(v) & (v > 0), v, xi)
+        zeta = np.sqrt(np.maximum(xi**2 - 3.0, 1e-6))
+        ratio = astro.efunc(z) / astro.efunc(np.array(0.6))
+        return np.log10(self.m0) + (np.log10(zeta / self.a_sz) - self.c_sz * np.log10(ratio)) / self.b_sz
+
+    @property
+    def s(self) -> float:
+        """Width of the selection in log10 mass: the intrinsic scatter and the unit noise at the limit."""
+        return float(np.hypot(self.sigma_ln_zeta, 1.0 / self.snr_limit)) / np.log(10) / self.b_sz
+
+    def effective(self, sigma, xp=np):
+        """As :meth:`XraySelection.effective`."""
+        if not self.labels_from_observable:
+            return sigma, self.s, self.label_noise_dex
+        return xp.sqrt(sigma**2 + self.s**2), 0.0, LABEL_ROUNDING_DEX
+
+    nll = XraySelection.nll
+    selected_moments = XraySelection.selected_moments
+
+    def to_dict(self) -> dict:
+        return {"kind": "sz_snr_limit", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SZSelection:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+Selection = XraySelection | SZSelection
+
+
+def selection_from_dict(d: dict) -> Selection:
+    """The selection a model card or store records (its ``kind``: ``xray_flux_limit`` or ``sz_snr_limit``)."""
+    if d.get("kind") == "sz_snr_limit":
+        return SZSelection.from_dict(d)
+    return XraySelection.from_dict(d)
+
+
+def selection_for_store(store) -> Selection | None:
     """The labels' selection: the store's ``label_selection`` attribute, or the mock's own (it made the labels).
 
     A mock store records its physics in its provenance; the selection is read from there (``physics.labels``),
@@ -119,7 +180,7 @@ def selection_for_store(store) -> XraySelection | None:
     """
     meta = store.meta  # StoreAttributes
     if meta.label_selection is not None:
-        return XraySelection.from_dict(meta.label_selection)
+        return selection_from_dict(meta.label_selection)
     if meta.kind == "mock":
         prov = meta.provenance
         lab = prov.get("physics", {}).get("labels", {})

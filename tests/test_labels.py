@@ -64,3 +64,124 @@ def test_the_match_is_one_to_one_nearest_first():
     m = mcxc_crossmatch(mcxc, cands)
     assert m["mcxc"].tolist() == ["A"] and m["id"].tolist() == [7]  # B, farther from 7, is left unmatched
     assert 8 not in m["id"].tolist()  # C's redshift is 0.2 away
+
+
+# --- a user's labels and their declared selection (#29 items 1 and 3) -----------------------------------------
+
+
+def test_mcxc_masses_follow_the_declared_l_m_relation():
+    """The ``mcxc`` selection's L-M normalisation gives MCXC's own masses from its own L500 (the label is a
+    function of the selection variable): rms 0.025 dex, no offset."""
+    from survey_mass import astro
+    from survey_mass.labels import LabelSelection
+
+    sel = LabelSelection.parse("mcxc").selection()
+    m = load_mcxc_labels()
+    z = m["z_mcxc"].to_numpy()
+    lx = 10 ** m["log10_l500"].to_numpy() * 1e44  # 1e37 W -> erg/s
+    mass = (
+        np.log10(sel.m0)
+        + (np.log10(lx) - np.log10(sel.l0) - sel.ez_power * np.log10(astro.efunc(z))) / sel.slope
+    )
+    d = m["log10_m500"].to_numpy() - mass
+    assert abs(d.mean()) < 0.005 and d.std() < 0.03
+    # and every MCXC survey of the cross-match has its own limit; the RASS ones sit at a few 1e-12
+    from survey_mass.labels import MCXC_FLUX_LIMITS
+
+    assert set(m["sub_cat"]) <= set(MCXC_FLUX_LIMITS)
+    assert MCXC_FLUX_LIMITS["NORAS"] > 10 * MCXC_FLUX_LIMITS["400SD_SER"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "default"),
+    [
+        ("none", "none", None),
+        ("xray:2e-12", "xray", 2e-12),
+        ("xray:A=1e-13,*=3e-12", "xray", 3e-12),
+        ("sz:4.5", "sz", 4.5),
+    ],
+)
+def test_declared_selections_parse(text, kind, default):
+    from survey_mass.labels import LabelSelection
+
+    s = LabelSelection.parse(text)
+    assert s.kind == kind
+    if default is not None:
+        assert s.default_limit == pytest.approx(default)
+        assert s.selection() is not None
+    else:
+        assert s.selection() is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "xray",
+        "xray:",
+        "xray:-1",
+        "xray:nan",
+        "xray:inf",
+        "xray:A=1e-12,B",
+        "sz:0",
+        "sz:abc",
+        "lensing",
+        "xray:../../etc=1e-12",
+        "xray:A;DROP TABLE=1e-12",
+    ],
+)
+def test_bad_declared_selections_are_refused_in_one_line(text):
+    from survey_mass.errors import CatalogInputError
+    from survey_mass.labels import LabelSelection
+
+    with pytest.raises(CatalogInputError, match="label selection") as e:
+        LabelSelection.parse(text)
+    assert "\n" not in str(e.value)
+
+
+def test_row_limits_follow_each_labels_survey():
+    from survey_mass.labels import LabelSelection
+
+    s = LabelSelection.parse("xray:DEEP=1e-13,*=3e-12")
+    np.testing.assert_allclose(s.row_limits(np.array(["DEEP", "other", "*"], object)), [1e-13, 3e-12, 3e-12])
+    m_lim = s.selection().m_lim(np.full(2, 0.3), np.array([1e-13, 3e-12]))
+    assert m_lim[0] < m_lim[1] - 0.5  # a deeper survey labels lighter clusters
+
+
+def test_user_labels_are_read_checked_and_matched(tmp_path):
+    from survey_mass.errors import CatalogInputError
+    from survey_mass.labels import match_labels, read_labels
+
+    cands = pd.DataFrame(
+        {"id": [5, 6, 7], "ra": [10.0, 10.5, 200.0], "dec": [1.0, 1.0, -5.0], "z": [0.1, 0.2, 0.3]}
+    )
+    f = tmp_path / "l.csv"
+    pd.DataFrame(
+        {"MEM_MATCH_ID": [7, 5, 99], "logm500": [14.5, 14.1, 14.0], "survey": ["A", "B", "C"]}
+    ).to_csv(f, index=False)
+    lab = read_labels(f)
+    ic, il = match_labels(lab, cands["id"], cands["ra"], cands["dec"], cands["z"])
+    assert sorted(zip(cands["id"].to_numpy()[ic], lab["log10_m500"].to_numpy()[il], strict=True)) == [
+        (5, 14.1),
+        (7, 14.5),
+    ]
+    # by position (1' off), and a redshift that disagrees does not match
+    g = tmp_path / "p.csv"
+    pd.DataFrame(
+        {"ra": [10.0 + 1 / 60, 10.5], "dec": [1.0, 1.0], "z": [0.1, 0.5], "log10_m500": [14.2, 14.3]}
+    ).to_csv(g, index=False)
+    ic, il = match_labels(read_labels(g), cands["id"], cands["ra"], cands["dec"], cands["z"])
+    assert ic.tolist() == [0] and il.tolist() == [0]
+    # a bad row is named; a file without masses or positions is refused
+    for frame, words in (
+        ({"id": [1, 2], "log10_m500": [14.0, 19.0]}, "row 1"),
+        ({"id": [1, 2], "log10_m500": [14.0, 14.1], "log10_m500_err": [0.1, -0.1]}, "row 1"),
+        ({"id": [1, 1], "log10_m500": [14.0, 14.1]}, "labelled twice"),
+        ({"id": [1]}, "no log10_m500"),
+        ({"log10_m500": [14.0]}, "id column or ra and dec"),
+    ):
+        h = tmp_path / "bad.csv"
+        pd.DataFrame(frame).to_csv(h, index=False)
+        with pytest.raises(CatalogInputError, match=words) as e:
+            read_labels(h)
+        assert "bad.csv" in str(e.value) and "\n" not in str(e.value)

@@ -153,12 +153,12 @@ def given_detection(bundle, mu, err, z, flux_limit) -> tuple[np.ndarray, np.ndar
     w = sqrt(sigma^2 + s^2), with the variance of the truncated normal
     (:meth:`~survey_mass.selection.XraySelection.selected_moments`, less the label's own scatter).
     """
-    from ..selection import XraySelection, selected_moments
+    from ..selection import selected_moments, selection_from_dict
 
     spec = bundle.model.calibration.get("selection")
     if not spec:
         return np.full(np.shape(mu), np.nan), np.full(np.shape(mu), np.nan)
-    sel = XraySelection.from_dict(spec)
+    sel = selection_from_dict(spec)
     # the mass (not a label) of a selected cluster: the selected moments without label scatter
     return selected_moments(mu, err, sel.m_lim(np.asarray(z, float), flux_limit), sel.s, 0.0)
 

@@ -657,12 +657,12 @@ def extrapolation(
 ) -> np.ndarray:
     """tau * sqrt(1 - P(detected | x)): the error added below the labels' selection (0 without one); tau is
     calibrated on independent mocks. P_det uses each position's flux limit where known, else the selection's."""
-    from ..selection import XraySelection, detection_probability, extrapolation_sigma
+    from ..selection import detection_probability, extrapolation_sigma, selection_from_dict
 
     tau = float(calibration.get("tau", 0.0))
     spec = calibration.get("selection")
     if tau == 0.0 or not spec:
         return np.zeros_like(mu)
-    sel = XraySelection.from_dict(spec)
+    sel = selection_from_dict(spec)
     m_lim = sel.m_lim(np.nan_to_num(z), flux_limit)
     return extrapolation_sigma(tau, detection_probability(mu, sigma, m_lim, sel.s))

@@ -18,6 +18,7 @@ interrupted training resumes where it stopped. Checkpoints and weights hold tens
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,11 @@ class TrainConfig:
     #: independent mock stores (other seeds, perturbed physics; never the rows a model is judged on) on which
     #: the error added below the labels' selection is calibrated (:func:`fit_tau`); none: that term is 0
     calibration_stores: tuple[str, ...] = ()
+    #: a user's own labels (``train --labels``), matched to the store's clusters by id or position; they replace
+    #: the store's labels, and ``label_selection`` (:meth:`~survey_mass.labels.LabelSelection.parse`) says how
+    #: they were selected
+    labels: str | None = None
+    label_selection: str = "none"
     #: aleatoric sigma log-linear in the predicted mass (else one sigma per head)
     heteroscedastic: bool = True
     threads: int | None = None
@@ -105,10 +111,21 @@ class StoreTable:
     flux_limit: np.ndarray
     #: the mock's own E[log10 M | lambda, BCG, z] (NaN outside mocks)
     oracle: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
 
 
 def read_table(store) -> StoreTable:
-    keys = ("z", "log10_m500_label", "log10_m500_true", "richness", "label_flux_limit", "log10_m500_oracle")
+    keys = (
+        "z",
+        "log10_m500_label",
+        "log10_m500_true",
+        "richness",
+        "label_flux_limit",
+        "log10_m500_oracle",
+        "ra",
+        "dec",
+    )
     parts, rows, ids = [], [], []
     cols: dict[str, list] = {k: [] for k in keys}
     for p in store.partitions:
@@ -818,6 +835,8 @@ def _check_resume(ckpt_dir: Path, cfg: TrainConfig, store) -> None:
 
     key = {k: v for k, v in asdict(cfg).items() if k not in ("device", "threads")}
     key["store_provenance"] = store.attrs.get("provenance", {})
+    if cfg.labels:  # the labels' content, not only their path
+        key["labels_sha256"] = hashlib.sha256(Path(cfg.labels).read_bytes()).hexdigest()
     key = json.loads(json.dumps(key))
     f = ckpt_dir / paths.CHECKPOINT_CONFIG
     if f.exists():
@@ -832,18 +851,39 @@ def _check_resume(ckpt_dir: Path, cfg: TrainConfig, store) -> None:
         f.write_text(json.dumps(key))
 
 
+def with_user_labels(table: StoreTable, cfg: TrainConfig) -> StoreTable:
+    """The table with a user's labels (``cfg.labels``) in place of the store's: matched by id or position, and
+    each row's limit from the declared selection (its label survey's; the default for unlabelled rows)."""
+    from dataclasses import replace
+
+    from ..labels import LabelSelection, match_labels, read_labels
+
+    labels = read_labels(cfg.labels)
+    declared = LabelSelection.parse(cfg.label_selection)
+    rows, lab = match_labels(labels, table.id, table.ra, table.dec, table.z)
+    y = np.full(table.id.size, np.nan)
+    y[rows] = labels["log10_m500"].to_numpy(float)[lab]
+    survey = np.full(table.id.size, "*", dtype=object)
+    survey[rows] = labels["survey"].to_numpy()[lab]
+    return replace(table, label=y, flux_limit=declared.row_limits(survey))
+
+
 def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig):
     """The labels' selection and the stage-2 pool: every cluster with a known selection, else the labelled."""
     from ..errors import SurveyMassError
+    from ..labels import LabelSelection
     from ..selection import selection_for_store
 
     labelled = np.flatnonzero(np.isfinite(table.label))
     if labelled.size < 5 * cfg.folds:
+        whose = f"labels {cfg.labels!r} match" if cfg.labels else f"store {str(store_path)!r} has"
         raise SurveyMassError(
-            f"train: store {str(store_path)!r} has {labelled.size} labelled cutouts; {cfg.folds} folds need at least "
-            f"{5 * cfg.folds}"
+            f"train: {whose} {labelled.size} labelled cutouts; {cfg.folds} folds need at least {5 * cfg.folds}"
         )
-    selection = selection_for_store(store) if cfg.selection_aware else None
+    if cfg.labels:
+        selection = LabelSelection.parse(cfg.label_selection).selection() if cfg.selection_aware else None
+    else:
+        selection = selection_for_store(store) if cfg.selection_aware else None
     pool = np.arange(table.id.size) if selection is not None else labelled
     return selection, pool
 
@@ -935,12 +975,19 @@ def train(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     store = open_store(store_path)
+    if cfg.labels:  # refuse bad labels or a bad selection before anything is written
+        from ..labels import LabelSelection, read_labels
+
+        LabelSelection.parse(cfg.label_selection)
+        read_labels(cfg.labels)
     _check_calibration_stores(cfg, store_path)
     out = Path(out_dir)
     ckpt_dir = out / paths.CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(ckpt_dir, cfg, store)
     table = read_table(store)
+    if cfg.labels:
+        table = with_user_labels(table, cfg)
     selection, pool = _labelled_pool(store, store_path, table, cfg)
 
     s1 = train_stage1(store, table, cfg, ckpt_dir, device, progress)
