@@ -16,6 +16,8 @@ stage-2 input vector, its standardisation and the fold ensemble belong to
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -118,10 +120,16 @@ SIGMA_PIVOT = 14.3
 SIGMA_SLOPE_MAX = 1.5
 
 
+#: no head's aleatoric sigma falls below 0.01 dex: with few labels (a user's own) a head can fit them exactly, and
+#: its sigma would collapse to zero and its fit diverge
+LOG_SIGMA_FLOOR = math.log(0.01)
+
+
 def log_sigma_of(mu, log_sigma, slope):
-    """log sigma = log_sigma + s (mu - SIGMA_PIVOT), with s = SIGMA_SLOPE_MAX tanh(slope / SIGMA_SLOPE_MAX)."""
+    """log sigma = log_sigma + s (mu - SIGMA_PIVOT), with s = SIGMA_SLOPE_MAX tanh(slope / SIGMA_SLOPE_MAX), floored
+    at :data:`LOG_SIGMA_FLOOR`."""
     s = SIGMA_SLOPE_MAX * torch.tanh(torch.as_tensor(slope) / SIGMA_SLOPE_MAX)
-    return log_sigma + s * (mu - SIGMA_PIVOT)
+    return torch.clamp(log_sigma + s * (mu - SIGMA_PIVOT), min=LOG_SIGMA_FLOOR)
 
 
 class MassRegressor(nn.Module):

@@ -115,8 +115,12 @@ def _laplace_factor(
         return loss + _penalty(theta[:-1], design.shape[0], ridge, k + len(pen_direct), nuisance, invariance)
 
     hess = torch.autograd.functional.hessian(objective, theta0)
-    hess = 0.5 * (hess + hess.T) + 1e-9 * torch.eye(hess.shape[0], dtype=torch.float64)
-    chol = torch.linalg.cholesky(torch.linalg.inv(hess))
+    hess = 0.5 * (hess + hess.T)
+    # C = V diag(1 / e) V^T, L = V diag(e^-1/2): with few labels (a user's own) the Hessian can be singular or
+    # indefinite along a weight the data do not constrain; that direction gets a large (floored) variance
+    e, v = torch.linalg.eigh(hess)
+    e = torch.clamp(e, min=max(float(e.max()), 1.0) * 1e-8)
+    chol = v * e.rsqrt()
     n_in = proj.shape[0]
     p, nd = len(pen_direct), len(direct)
     a = torch.zeros(k + p + 3 + nd, n_in + 2, dtype=torch.float64)  # d' = A [x, z^2, 1]
@@ -166,7 +170,8 @@ def train_head(
     m_lim = None if m_lim_pool is None else torch.from_numpy(np.asarray(m_lim_pool, np.float64))
     centre = x.mean(dim=0)
     _, sv, vt = torch.linalg.svd(x - centre, full_matrices=False)
-    k = min(cfg.stage2_components, vt.shape[0])
+    # components the pool spans (a centred pool of n rows spans at most n - 1: few labels, no selection)
+    k = min(cfg.stage2_components, int((sv > sv[0] * 1e-6).sum()), max(x.shape[0] - 1, 1))
     proj = vt[:k].T / sv[:k] * np.sqrt(x.shape[0])  # whitened principal components
     zcol = x[:, z_index : z_index + 1]
     direct = tuple(int(d) for d in direct)
@@ -215,6 +220,12 @@ def train_head(
     if hetero:
         w, b, ls = _fit_ridge(
             design, y, labelled, m_lim, selection, best[1], k + p, joint, nuis, gamma, True, init=(w, b, ls)
+        )
+    if not (torch.isfinite(w).all() and np.isfinite(b) and all(np.isfinite(float(v)) for v in ls)):
+        from ..errors import SurveyMassError
+
+        raise SurveyMassError(
+            f"train: a head's fit diverged on {int(labelled.sum())} labels and {x.shape[0]} clusters; give more labels"
         )
     weight = torch.zeros(x.shape[1] + 1, dtype=torch.float64)
     weight[: x.shape[1]] = proj @ w[:k]

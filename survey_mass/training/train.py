@@ -78,6 +78,11 @@ class TrainConfig:
     threads: int | None = None
 
 
+#: the fewest labels a training takes: below it a fold's unpenalised terms (z, z^2, richness, intercept, sigma's
+#: two) fit its labels exactly and sigma collapses
+MIN_LABELS = 30
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -875,10 +880,12 @@ def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig):
     from ..selection import selection_for_store
 
     labelled = np.flatnonzero(np.isfinite(table.label))
-    if labelled.size < 5 * cfg.folds:
+    need = max(5 * cfg.folds, MIN_LABELS)
+    if labelled.size < need:
         whose = f"labels {cfg.labels!r} match" if cfg.labels else f"store {str(store_path)!r} has"
         raise SurveyMassError(
-            f"train: {whose} {labelled.size} labelled cutouts; {cfg.folds} folds need at least {5 * cfg.folds}"
+            f"train: {whose} {labelled.size} labelled cutouts; {cfg.folds} folds need at least {need} (each fold's "
+            "heads have unpenalised terms in z, richness and sigma that fewer labels fit exactly)"
         )
     if cfg.labels:
         selection = LabelSelection.parse(cfg.label_selection).selection() if cfg.selection_aware else None
