@@ -144,6 +144,40 @@ MCXC_NOMINAL_FLUX_LIMITS: dict[str, float] = {
 #: fixed L than the product's :data:`~survey_mass.astro.LX_L0`
 MCXC_L0 = 1.867e44
 
+#: MCXC's selection as the mock's label fit finds it (:mod:`survey_mass.mock.label_fit`, fitted to the 365 real
+#: labels' count per survey kind, the label-level fit's lambda slope and BCG coefficient, its cross-validated MAE
+#: and their mean offset from E[M | lambda, z]): the RASS surveys' limits in the north and south, soft by
+#: ``MCXC_DETECTION_ERROR_LN`` (the scatter between the flux a survey detected by and MCXC's L500 flux), and the
+#: deep serendipitous fields'; the labels' own flux scatter; and the hydrostatic 1 - b the labels ask. The mock's
+#: label physics (:class:`survey_mass.mock.physics.Labels`) is this, and ``validate --real`` judges with it.
+MCXC_RASS_NORTH_LIMIT = 2.2e-12
+MCXC_RASS_SOUTH_LIMIT = 2.53e-12
+MCXC_DEEP_LIMIT = 1.65e-13
+MCXC_DEEP_SKY_FRACTION = 0.012
+MCXC_DETECTION_ERROR_LN = 0.4
+MCXC_FLUX_ERROR_LN = 0.33
+MCXC_ONE_MINUS_B_FIT = 0.60
+#: MCXC's sub-catalogues of deep serendipitous (pointed ROSAT) fields, and of the RASS south
+MCXC_DEEP_SURVEYS = frozenset(
+    {"160SD", "400SD_SER", "400SD_NONSER", "EMSS_1994", "EMSS_2004", "WARPS", "WARPSII", "SHARC_BRIGHT",
+     "SHARC_SOUTH", "NEP"}
+)  # fmt: skip
+MCXC_SOUTH_SURVEYS = frozenset({"REFLEX", "SGP", "SHARC_SOUTH"})
+
+
+def mcxc_fitted_limits() -> dict[str, float]:
+    """Per MCXC sub-catalogue, the limit of the fitted selection: deep, RASS south or RASS north."""
+    out = {}
+    for k in MCXC_FLUX_LIMITS:
+        if k in MCXC_DEEP_SURVEYS:
+            out[k] = MCXC_DEEP_LIMIT
+        elif k in MCXC_SOUTH_SURVEYS:
+            out[k] = MCXC_RASS_SOUTH_LIMIT
+        else:
+            out[k] = MCXC_RASS_NORTH_LIMIT
+    return out
+
+
 #: hydrostatic masses sit below lensing (true) masses: M_HSE = (1 - b) M. 0.80 +- 0.10 spans the lensing
 #: calibrations of X-ray masses (Weighing the Giants 0.69 +- 0.07, von der Linden et al. 2014; CCCP 0.76 +- 0.08,
 #: Hoekstra et al. 2015; CLASH 0.78 +- 0.09, Penna-Lima et al. 2017; LoCuSS 0.95 +- 0.04, Smith et al. 2016)
@@ -154,13 +188,27 @@ HYDROSTATIC_ONE_MINUS_B_SD = 0.10
 MassScale = Literal["true", "hydrostatic"]
 
 
-def scale_offset_dex(scale: MassScale) -> tuple[float, float]:
-    """(offset, its sd) in dex from the product's mass scale (true: lensing-calibrated) to ``scale``."""
+def scale_offset_dex(
+    scale: MassScale, one_minus_b: tuple[float, float] = (HYDROSTATIC_ONE_MINUS_B, HYDROSTATIC_ONE_MINUS_B_SD)
+) -> tuple[float, float]:
+    """(offset, its sd) in dex from the product's mass scale (true: lensing-calibrated) to ``scale``; hydrostatic
+    masses are ``one_minus_b`` = (1 - b, its sd) times the true ones."""
     if scale == "hydrostatic":
-        return float(np.log10(HYDROSTATIC_ONE_MINUS_B)), float(
-            HYDROSTATIC_ONE_MINUS_B_SD / HYDROSTATIC_ONE_MINUS_B / np.log(10)
-        )
+        v, sd = one_minus_b
+        return float(np.log10(v)), float(sd / v / np.log(10))
     return 0.0, 0.0
+
+
+def parse_one_minus_b(text: str) -> tuple[float, float]:
+    """``0.8`` or ``0.8+-0.1``: (1 - b, its sd); one line naming the fault otherwise."""
+    v, _, sd = text.replace("±", "+-").partition("+-")
+    try:
+        out = float(v), float(sd) if sd else 0.0
+    except ValueError:
+        raise CatalogInputError(f"--one-minus-b {text!r}: use VALUE or VALUE+-SD, e.g. 0.8+-0.1") from None
+    if not (0 < out[0] <= 1.5 and 0 <= out[1] < 1 and np.isfinite(out).all()):
+        raise CatalogInputError(f"--one-minus-b {text!r}: 1 - b must be in (0, 1.5] and its sd in [0, 1)")
+    return out
 
 
 class LabelSelection(BaseModel):
@@ -171,8 +219,9 @@ class LabelSelection(BaseModel):
     clusters no survey labelled); the label masses are taken as made from the same L_X (as MCXC's are).
     ``sz``: an SZ signal-to-noise limit (SPT-like scaling, :class:`~survey_mass.selection.SZSelection`).
 
-    On the command line (:meth:`parse`): ``none``, ``mcxc`` (MCXC's surveys, :data:`MCXC_FLUX_LIMITS`),
-    ``xray:3e-12``, ``xray:NORAS=3e-12,400SD_SER=2.2e-13,*=3e-12`` or ``sz:4.5``.
+    On the command line (:meth:`parse`): ``none``, ``mcxc`` (MCXC's surveys as the mock's label fit finds them:
+    :func:`mcxc_fitted_limits`, soft), ``mcxc-hard`` (each survey a hard limit at its faintest cluster outside
+    the cross-match, :data:`MCXC_FLUX_LIMITS`), ``xray:3e-12``, ``xray:NORAS=3e-12,400SD_SER=2.2e-13,*=3e-12`` or ``sz:4.5``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -182,6 +231,10 @@ class LabelSelection(BaseModel):
     snr_limit: float | None = Field(None, gt=0)
     #: xray: the normalisation of the L-M relation the label masses were made with (None: the product's)
     l0: float | None = Field(None, gt=0)
+    #: xray: the labels' flux scatter (ln) beyond L_X's own, and the detection flux's scatter about the label's
+    #: (0: a hard limit on the label)
+    flux_error_ln: float = Field(0.1, ge=0)
+    detection_error_ln: float = Field(0.0, ge=0)
 
     @classmethod
     def parse(cls, text: str) -> LabelSelection:
@@ -192,6 +245,14 @@ class LabelSelection(BaseModel):
             if t == "none":
                 return cls()
             if t == "mcxc":
+                return cls(
+                    kind="xray",
+                    flux_limits_cgs=mcxc_fitted_limits(),
+                    l0=MCXC_L0,
+                    flux_error_ln=MCXC_FLUX_ERROR_LN,
+                    detection_error_ln=MCXC_DETECTION_ERROR_LN,
+                )
+            if t == "mcxc-hard":
                 return cls(kind="xray", flux_limits_cgs=MCXC_FLUX_LIMITS, l0=MCXC_L0)
             if kind == "sz":
                 return cls(kind="sz", snr_limit=float(rest))
@@ -226,7 +287,11 @@ class LabelSelection(BaseModel):
         if self.kind == "xray":
             extra = {"l0": self.l0} if self.l0 else {}
             return XraySelection(
-                flux_limit_cgs=self.default_limit, labels_from_lx=True, flux_error_ln=0.1, **extra
+                flux_limit_cgs=self.default_limit,
+                labels_from_lx=True,
+                flux_error_ln=self.flux_error_ln,
+                detection_error_ln=self.detection_error_ln,
+                **extra,
             )
         if self.kind == "sz":
             return SZSelection(snr_limit=float(self.snr_limit))

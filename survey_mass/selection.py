@@ -63,6 +63,12 @@ class XraySelection:
     labels_from_lx: bool = False
     #: the flux measurement error (in ln), part of the selection variable when labels_from_lx
     flux_error_ln: float = 0.0
+    #: labels_from_lx: the scatter (ln) between the flux the survey detected the cluster by and the label's
+    #: flux, a soft limit on the label (0: the label's flux is the detection's, a hard limit)
+    detection_error_ln: float = 0.0
+    #: the labels' mass scale minus the true one, log10(1 - b) for hydrostatic labels: labels are converted
+    #: with :meth:`to_true` and :meth:`m_lim` is on the true scale
+    label_offset_dex: float = 0.0
 
     def m_lim(self, z: np.ndarray, flux_limit: np.ndarray | None = None) -> np.ndarray:
         """log10 M500 whose mean luminosity is at the flux limit at redshift z (per row where ``flux_limit``
@@ -75,12 +81,27 @@ class XraySelection:
         ez = astro.efunc(z)
         dl = astro.luminosity_distance_cm(z)
         llim = np.log10(limit * 4 * np.pi * dl**2)
-        return (llim - np.log10(self.l0) - self.ez_power * np.log10(ez)) / self.slope + np.log10(self.m0)
+        m_label = (llim - np.log10(self.l0) - self.ez_power * np.log10(ez)) / self.slope + np.log10(self.m0)
+        return m_label - self.label_offset_dex
 
     @property
     def s(self) -> float:
         """Width of the selection in log10 mass (the L_X scatter, and the flux error, over the slope)."""
         return float(np.hypot(self.sigma_ln_l, self.flux_error_ln)) / np.log(10) / self.slope
+
+    @property
+    def s_detection(self) -> float:
+        """The soft limit's width on the label (log10 mass): the detection's flux scatter over the slope."""
+        return float(self.detection_error_ln) / np.log(10) / self.slope
+
+    @property
+    def width(self) -> float:
+        """Width of P(detected | true mass) in log10 mass: the label's scatter and the detection's together."""
+        return float(np.hypot(self.s, self.s_detection))
+
+    def to_true(self, label):
+        """Labels on the true mass scale."""
+        return np.asarray(label, float) - self.label_offset_dex
 
     def effective(self, sigma, xp=np):
         """(sigma, s, sigma_n) to put into the closed-form likelihoods for a population width ``sigma``.
@@ -91,7 +112,7 @@ class XraySelection:
         """
         if not self.labels_from_lx:
             return sigma, self.s, self.label_noise_dex
-        return xp.sqrt(sigma**2 + self.s**2), 0.0, LABEL_ROUNDING_DEX
+        return xp.sqrt(sigma**2 + self.s**2), self.s_detection, LABEL_ROUNDING_DEX
 
     def nll(self, mu, sigma, y, labelled, m_lim, *, joint: bool = True, xp=np):
         """Per-row negative log-likelihood of labels and non-detections (:func:`survey_nll`)."""
@@ -145,6 +166,15 @@ class SZSelection:
         """Width of the selection in log10 mass: the intrinsic scatter and the unit noise at the limit."""
         return float(np.hypot(self.sigma_ln_zeta, 1.0 / self.snr_limit)) / np.log(10) / self.b_sz
 
+    label_offset_dex: float = 0.0
+    s_detection = 0.0
+
+    @property
+    def width(self) -> float:
+        return self.s
+
+    to_true = XraySelection.to_true
+
     def effective(self, sigma, xp=np):
         """As :meth:`XraySelection.effective`."""
         if not self.labels_from_observable:
@@ -192,6 +222,8 @@ def selection_for_store(store) -> Selection | None:
                 flux_limit_cgs=float(limit),
                 labels_from_lx=True,
                 flux_error_ln=float(lab.get("flux_error_ln", 0.0)),
+                detection_error_ln=float(lab.get("detection_error_ln", 0.0)),
+                label_offset_dex=float(np.log10(lab.get("hydrostatic_one_minus_b", 1.0))),
                 **extra,
             )
         noise = float(lab.get("label_noise_dex", LABEL_NOISE_DEX))

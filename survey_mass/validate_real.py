@@ -32,6 +32,7 @@ From Python::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -209,28 +210,51 @@ def score(
     )
 
 
-def label_predictive(mu, sigma, m_lim, selection, offset: tuple[float, float]):
-    """(mean, sd, width, lower bound) of a label given the catalogue's (mu, sigma): the label scale's offset and
-    its sd, the selection's label scatter, truncated below at ``m_lim`` (-inf: no selection)."""
-    from scipy.special import ndtr
-    from scipy.stats import norm
+@dataclass(frozen=True)
+class LabelPredictive:
+    """The distribution of a *selected* cluster's label given the catalogue's (mu, sigma): N(centre, width)
+    (the label scale's offset and its sd, the label's scatter) times P(detected | label) = Phi((y - m_lim) /
+    soft) (soft 0: a hard limit, the label truncated at m_lim; m_lim -inf: no selection)."""
 
-    sig_eff, _, sn = selection.effective(np.asarray(sigma, float))
+    centre: np.ndarray
+    width: np.ndarray
+    m_lim: np.ndarray
+    soft: float
+
+    def mean(self) -> np.ndarray:
+        from scipy.special import log_ndtr
+        from scipy.stats import norm
+
+        w = np.sqrt(self.width**2 + self.soft**2)
+        k = (self.centre - self.m_lim) / w
+        return self.centre + self.width**2 / w * np.exp(norm.logpdf(k) - log_ndtr(k))
+
+    def pit(self, y) -> np.ndarray:
+        """P(label <= y) for each row."""
+        from scipy.special import ndtr
+
+        y = np.asarray(y, float)
+        if self.soft == 0:
+            lo = ndtr((self.m_lim - self.centre) / self.width)
+            return np.clip((ndtr((y - self.centre) / self.width) - lo) / np.clip(1 - lo, 1e-300, None), 0, 1)
+        u = np.linspace(-8.0, 8.0, 1601)
+        t = self.centre[:, None] + self.width[:, None] * u[None, :]
+        dens = np.exp(-0.5 * u**2)[None, :] * ndtr((t - self.m_lim[:, None]) / self.soft)
+        cdf = np.concatenate(
+            [np.zeros((t.shape[0], 1)), np.cumsum(0.5 * (dens[:, 1:] + dens[:, :-1]), axis=1)], 1
+        )
+        at = np.array([np.interp(v, row_t, row_c) for v, row_t, row_c in zip(y, t, cdf, strict=True)])
+        return np.clip(at / cdf[:, -1], 0, 1)
+
+
+def label_predictive(mu, sigma, m_lim, selection, offset: tuple[float, float]) -> LabelPredictive:
+    """The selected label's distribution (:class:`LabelPredictive`) for the catalogue's (mu, sigma)."""
+    sig_eff, soft, sn = selection.effective(np.asarray(sigma, float))
     width = np.sqrt(sig_eff**2 + sn**2 + offset[1] ** 2)  # sig_eff holds the label's scatter s
     centre = np.asarray(mu, float) + offset[0]
-    a = (m_lim - centre) / width
-    keep = np.clip(1.0 - ndtr(a), 1e-300, None)
-    lam = norm.pdf(a) / keep
-    mean = centre + width * lam
-    return mean, width, centre, keep
-
-
-def truncated_pit(y, centre, width, m_lim):
-    """P(label <= y) under N(centre, width) truncated below at m_lim."""
-    from scipy.special import ndtr
-
-    lo = ndtr((m_lim - centre) / width)
-    return np.clip((ndtr((y - centre) / width) - lo) / np.clip(1 - lo, 1e-300, None), 0, 1)
+    return LabelPredictive(
+        centre, width, np.broadcast_to(np.asarray(m_lim, float), centre.shape), float(soft)
+    )
 
 
 def out_of_fold(x: np.ndarray, y: np.ndarray, *, folds: int = 10, seed: int = 29) -> np.ndarray:
@@ -272,9 +296,9 @@ def _estimator(rows, name, col, sel_model, m_lim, offset, bins, rng, n_boot) -> 
         return EstimatorResult(column=col, raw=raw)
     if sel_model is None:  # no selection: the label errors only
         return EstimatorResult(column=col, raw=raw, as_selected=raw)
-    mean, width, centre, _ = label_predictive(mu, err, m_lim, sel_model, offset)
-    pit = truncated_pit(y, centre, width, m_lim)
-    sel = score(mean - y, np.abs(pit - 0.5) <= 0.3413, pit, bins, rng, n_boot)
+    pred = label_predictive(mu, err, m_lim, sel_model, offset)
+    pit = pred.pit(y)
+    sel = score(pred.mean() - y, np.abs(pit - 0.5) <= 0.3413, pit, bins, rng, n_boot)
     return EstimatorResult(column=col, raw=raw, as_selected=sel)
 
 
@@ -320,12 +344,13 @@ def validate_real(
     labels_name: str = "MCXC x redMaPPer DR8 (package data)",
     selection: LabelSelection | None = None,
     scale: MassScale = "hydrostatic",
+    one_minus_b: tuple[float, float] | None = None,
     n_boot: int = 2000,
     seed: int = 29,
     add_bcg: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> RealValidationReport:
     """Score a catalogue against real labels (default: the shipped MCXC cross-match, declared ``mcxc``, on the
-    hydrostatic scale). ``add_bcg`` may add a ``bcg_mag_i`` column to the matched rows where the catalogue has
+    hydrostatic scale with ``one_minus_b`` = (1 - b, sd), default the lensing calibrations' 0.80 +- 0.10). ``add_bcg`` may add a ``bcg_mag_i`` column to the matched rows where the catalogue has
     none (the default takes it from the shipped redMaPPer table by id)."""
     from .labels import mcxc_label_table, scale_offset_dex
 
@@ -346,7 +371,7 @@ def validate_real(
         if sel_model
         else np.full(z.size, -np.inf)
     )
-    offset = scale_offset_dex(scale)
+    offset = scale_offset_dex(scale, *([one_minus_b] if one_minus_b else []))
     t_lam, e_lam = tertiles(rows["richness_catalog"].to_numpy(float))
     t_z, e_z = tertiles(z)
     bins = (t_lam, t_z)

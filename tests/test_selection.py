@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.special import ndtr
 
@@ -101,3 +102,50 @@ def test_extrapolation_term_calibrates_the_undetected_population_and_spares_the_
     # a well calibrated sigma needs no extra term
     rng = np.random.default_rng(2)
     assert fit_extrapolation_tau(0.2 * rng.standard_normal(20000), np.full(20000, 0.21), np.zeros(20000)) == 0
+
+
+def test_a_default_mock_store_declares_hydrostatic_labels_with_a_soft_limit(small_store):
+    """The mock's labels are on MCXC's hydrostatic scale (1 - b = 0.60) and detected with a flux that scatters
+    0.4 in ln about the label's: training reads both from the store and works on the true scale."""
+    from survey_mass.labels import MCXC_DETECTION_ERROR_LN, MCXC_ONE_MINUS_B_FIT
+    from survey_mass.selection import selection_for_store
+    from survey_mass.store import open_store
+    from survey_mass.training.train import read_table
+
+    sel = selection_for_store(open_store(small_store))
+    assert sel.label_offset_dex == pytest.approx(np.log10(MCXC_ONE_MINUS_B_FIT))
+    assert sel.detection_error_ln == MCXC_DETECTION_ERROR_LN and sel.s_detection > 0
+    t = read_table(open_store(small_store))
+    lab = np.isfinite(t.label)
+    # on the true scale the labels scatter about the truth; on their own they sit 1 - b below it
+    assert (
+        abs(
+            np.mean(sel.to_true(t.label[lab]) - t.truth[lab])
+            - np.mean(t.label[lab] - t.truth[lab])
+            + np.log10(0.6)
+        )
+        < 1e-9
+    )
+    assert np.mean(t.label[lab] - t.truth[lab]) < -0.1
+    # a soft limit: the label likelihood's probit width is the detection's
+    sig, s, _ = sel.effective(np.array([0.2]))
+    assert s == pytest.approx(sel.s_detection) and sig[0] == pytest.approx(np.hypot(0.2, sel.s))
+
+
+def test_a_soft_limit_leaves_labels_below_it_and_the_selected_moments_follow():
+    from dataclasses import replace
+
+    sel = replace(
+        XraySelection(flux_limit_cgs=2e-12, labels_from_lx=True, flux_error_ln=0.3), detection_error_ln=0.4
+    )
+    rng = np.random.default_rng(4)
+    n = 400_000
+    mu, sigma = np.full(n, 14.3), 0.15
+    m_lim = sel.m_lim(np.full(n, 0.2))
+    y = mu + np.hypot(sigma, sel.s) * rng.standard_normal(n)
+    det = y + sel.s_detection * rng.standard_normal(n) >= m_lim
+    assert (y[det] < m_lim[det]).mean() > 0.2  # as MCXC's NORAS labels reach below the nominal limit
+    mean, sd = sel.selected_moments(mu[:1], np.array([sigma]), m_lim[:1])
+    assert mean[0] == pytest.approx(y[det].mean(), abs=0.003) and sd[0] == pytest.approx(
+        y[det].std(), abs=0.005
+    )

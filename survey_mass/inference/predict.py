@@ -160,7 +160,7 @@ def given_detection(bundle, mu, err, z, flux_limit) -> tuple[np.ndarray, np.ndar
         return np.full(np.shape(mu), np.nan), np.full(np.shape(mu), np.nan)
     sel = selection_from_dict(spec)
     # the mass (not a label) of a selected cluster: the selected moments without label scatter
-    return selected_moments(mu, err, sel.m_lim(np.asarray(z, float), flux_limit), sel.s, 0.0)
+    return selected_moments(mu, err, sel.m_lim(np.asarray(z, float), flux_limit), sel.width, 0.0)
 
 
 def lambda_masses(

@@ -241,38 +241,55 @@ def haloes_from_mass_function(n: int, rng: np.random.Generator, ph: MockPhysics)
 # --- X-ray labels ---------------------------------------------------------------------------------------------
 
 
-def label_flux_limit(ra, dec, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
-    """The flux limit (erg/s/cm^2) of the labels' X-ray survey at each position: the deepest one covering it."""
+def label_coverage(ra, dec, ph: MockPhysics = DEFAULT_PHYSICS) -> tuple[np.ndarray, np.ndarray]:
+    """(flux limit in erg/s/cm^2, completeness) of the labels' X-ray survey at each position: the deepest one
+    covering it."""
     import healpy as hp
 
     ra, dec = np.asarray(ra, float), np.asarray(dec, float)
     out = np.full(ra.size, np.inf)
+    comp = np.ones(ra.size)
     cell = hp.ang2pix(2**6, ra, dec, nest=True, lonlat=True)
     for k, s in enumerate(ph.labels.surveys):
         inside = (dec >= s.dec_range[0]) & (dec < s.dec_range[1])
         if s.sky_fraction < 1:
             h = np.random.default_rng([int(c) for c in (k, 977)]).random(12 * 4**6)
             inside &= h[cell] < s.sky_fraction
-        out = np.where(inside, np.minimum(out, s.flux_limit_cgs), out)
-    return out
+        deeper = inside & (s.flux_limit_cgs < out)
+        out = np.where(deeper, s.flux_limit_cgs, out)
+        comp = np.where(deeper, s.completeness, comp)
+    return out, comp
+
+
+def label_flux_limit(ra, dec, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
+    """The flux limit (erg/s/cm^2) of the labels' X-ray survey at each position: the deepest one covering it."""
+    return label_coverage(ra, dec, ph)[0]
 
 
 def mean_ln_lx(log10_m500, z, ph: MockPhysics = DEFAULT_PHYSICS) -> np.ndarray:
     g = physics.grids(ph.cosmology)
     lab = ph.labels
     ez = physics.interp_z(g.ez, z)
+    hse = np.log10(lab.hydrostatic_one_minus_b)  # the relation is in hydrostatic masses
     return (
         np.log(lab.l0)
         + lab.ez_power * np.log(ez)
-        + lab.slope * np.log(10) * (np.asarray(log10_m500) - np.log10(lab.m0))
+        + lab.slope * np.log(10) * (np.asarray(log10_m500) + hse - np.log10(lab.m0))
     )
 
 
 def draw_labels(
-    log10_m500, z, eps_lx, flux_limit, rng: np.random.Generator, ph: MockPhysics = DEFAULT_PHYSICS
+    log10_m500,
+    z,
+    eps_lx,
+    flux_limit,
+    rng: np.random.Generator,
+    ph: MockPhysics = DEFAULT_PHYSICS,
+    completeness=None,
 ):
-    """(selected, label): the label is the mass the mean L_X-M relation gives for the observed L_X, NaN where
-    the observed flux is below the position's limit."""
+    """(selected, label): the label is the (hydrostatic) mass the mean L_X-M relation gives for the observed L_X,
+    NaN where the observed flux is below the position's limit, or where the survey missed the cluster (a
+    ``completeness`` draw; none: complete)."""
     g = physics.grids(ph.cosmology)
     lab = ph.labels
     mean = mean_ln_lx(log10_m500, z, ph)
@@ -280,9 +297,16 @@ def draw_labels(
         mean + lab.sigma_ln_l * np.asarray(eps_lx) + lab.flux_error_ln * rng.standard_normal(np.shape(mean))
     )
     dl = physics.interp_z(g.dl_cm, z)
-    flux = np.exp(ln_obs) / (4 * np.pi * dl**2)
+    # the survey detects on its own flux (count rate in its aperture), which scatters about the label's L500 flux
+    ln_det = ln_obs
+    if lab.detection_error_ln > 0:
+        ln_det = ln_obs + lab.detection_error_ln * rng.standard_normal(np.shape(mean))
+    flux = np.exp(ln_det) / (4 * np.pi * dl**2)
     sel = flux >= np.asarray(flux_limit, float)
-    label = np.asarray(log10_m500) + (ln_obs - mean) / (lab.slope * np.log(10))
+    if completeness is not None:
+        sel &= rng.random(np.shape(mean)) < np.asarray(completeness, float)
+    hse = np.log10(lab.hydrostatic_one_minus_b)
+    label = np.asarray(log10_m500) + hse + (ln_obs - mean) / (lab.slope * np.log(10))
     return sel, np.where(sel, label, np.nan)
 
 

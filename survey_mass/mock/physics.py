@@ -34,8 +34,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .. import astro
 from ..errors import SurveyMassError
+from ..labels import (
+    MCXC_DEEP_LIMIT,
+    MCXC_DEEP_SKY_FRACTION,
+    MCXC_DETECTION_ERROR_LN,
+    MCXC_FLUX_ERROR_LN,
+    MCXC_L0,
+    MCXC_ONE_MINUS_B_FIT,
+    MCXC_RASS_NORTH_LIMIT,
+    MCXC_RASS_SOUTH_LIMIT,
+)
 from ..photometry import DEPTH_95, PSF_FWHM
-from ..selection import FLUX_LIMIT_CGS
 
 # --- the parameters -------------------------------------------------------------------------------------------
 
@@ -112,13 +121,15 @@ class BCGPhysics(_Params):
     """The central galaxy at fixed halo mass: m_i = m_ref(z) + dmag_dlog10M (log10 M500 - m_40(z)) - sigma eps_B.
 
     m_ref(z) is the real redMaPPer central galaxies' mean i magnitude at lambda = 40 (:data:`BCG_FIT`) and m_40(z)
-    the mean log mass of lambda = 40 clusters (:func:`survey_mass.mock.halos.bcg_mean_mag`). The slope
-    -0.88 mag/dex (L_BCG ∝ M^0.35, near Hansen et al. 2009's M^0.3) makes the mock's centrals at fixed richness
-    follow the real catalogue's slope, -0.41 mag per ln lambda; sigma makes their spread there the real 0.47 mag
-    (:func:`~survey_mass.mock.halos.bcg_sigma_mag`), with a floor.
+    the mean log mass of lambda = 40 clusters (:func:`survey_mass.mock.halos.bcg_mean_mag`); sigma makes their
+    spread at fixed richness the real 0.47 mag (:func:`~survey_mass.mock.halos.bcg_sigma_mag`), with a floor.
+    The slope -0.6 mag/dex (L_BCG ∝ M^0.24, Lin & Mohr 2004's M^0.26), with ``HaloScatter.rho_bcg_lambda`` =
+    -0.15, gives the real MCXC labels' BCG coefficient at fixed lambda and z (-0.063 +- 0.022 dex/mag;
+    :mod:`survey_mass.mock.label_fit`). The earlier -0.88 mag/dex and -0.3 made the central galaxy say twice
+    what the real one says about mass (-0.14 dex/mag on the mock's MCXC-like labels)
     """
 
-    dmag_dlog10M: float = -0.88
+    dmag_dlog10M: float = -0.6
     #: floor of the scatter of the BCG magnitude at fixed mass (mag)
     min_scatter_mag: float = Field(0.05, gt=0)
     #: r_e = re_kpc (L / L_ref)^re_slope, L_ref = astro.BCG_LUMINOSITY_LSTAR L*
@@ -134,16 +145,17 @@ class HaloScatter(_Params):
     exp(sigma_int eps_lambda), as one halo occupation sets both). eps_B is the central galaxy's luminosity excess
     and eps_L the X-ray luminosity's (ln L_X = <ln L_X | M> + sigma_ln_l eps_L).
 
-    * rho_bcg_lambda = -0.3: at fixed mass, haloes that formed early have brighter centrals and fewer
+    * rho_bcg_lambda = -0.15: at fixed mass, haloes that formed early have brighter centrals and fewer
       satellites (magnitude gap; Bradshaw et al. 2020, Farahi et al. 2020 find anti-correlations of -0.2 to
-      -0.5 between central and satellite stellar mass).
+      -0.5 between central and satellite *stellar mass*; lambda counts satellites above 0.2 L*, which dilutes
+      it). Set with the BCG slope by the real MCXC labels' BCG coefficient.
     * rho_lx_lambda = -0.3 and rho_lx_bcg = -0.2: hot gas and stars anti-correlate at fixed halo mass
       (Farahi et al. 2019: r = -0.52 between gas mass and stellar mass), diluted here because lambda counts
       only satellites and L_X is not gas mass.
     """
 
     faint_members_share: bool = True
-    rho_bcg_lambda: float = Field(-0.3, ge=-0.95, le=0.95)
+    rho_bcg_lambda: float = Field(-0.15, ge=-0.95, le=0.95)
     rho_lx_lambda: float = Field(-0.3, ge=-0.95, le=0.95)
     rho_lx_bcg: float = Field(-0.2, ge=-0.95, le=0.95)
 
@@ -209,15 +221,28 @@ class LabelSurvey(_Params):
     flux_limit_cgs: float = Field(gt=0)
     dec_range: tuple[float, float] = (-90.0, 90.0)
     sky_fraction: float = Field(1.0, gt=0, le=1)
+    #: the fraction of clusters above its limit that the survey catalogued (NORAS is not flux-complete)
+    completeness: float = Field(1.0, gt=0, le=1)
 
 
-#: MCXC's mix (Piffaretti et al. 2011), roughly: RASS bright surveys in the north (NORAS/BCS, ~2e-12) and the
-#: south (REFLEX, 3e-12), and deep serendipitous ROSAT fields (400SD: ~400 deg^2 at 1.4e-13, Burenin et al.
-#: 2007; here 2% of the sky). Fluxes in the 0.1-2.4 keV band, erg/s/cm^2.
+#: MCXC's mix (Piffaretti et al. 2011): RASS surveys in the north (NORAS/BCS) and the south (REFLEX), and deep
+#: serendipitous ROSAT fields (400SD, 160SD, EMSS, WARPS, SHARC). Fluxes in the 0.1-2.4 keV band, erg/s/cm^2, in
+#: the labels' own flux system (L500 / 4 pi D_L^2). Fitted to the real MCXC labels of redMaPPer clusters with
+#: the rest of the label physics (:mod:`survey_mass.mock.label_fit`): the RASS limits come out near their nominal
+#: 3e-12 (2.2e-12 north, 2.53e-12 south; soft: ``Labels.detection_error_ln``), and the deep fields cover 1.2%
+#: of the sky at 400SD's 1.65e-13 (their 115 real labels).
 MCXC_LIKE_SURVEYS = (
-    LabelSurvey(name="RASS-north (NORAS/BCS-like)", flux_limit_cgs=FLUX_LIMIT_CGS, dec_range=(2.5, 90.0)),
-    LabelSurvey(name="RASS-south (REFLEX-like)", flux_limit_cgs=3.0e-12, dec_range=(-90.0, 2.5)),
-    LabelSurvey(name="serendipitous (400SD-like)", flux_limit_cgs=1.4e-13, sky_fraction=0.02),
+    LabelSurvey(
+        name="RASS-north (NORAS/BCS-like)", flux_limit_cgs=MCXC_RASS_NORTH_LIMIT, dec_range=(2.5, 90.0)
+    ),
+    LabelSurvey(
+        name="RASS-south (REFLEX-like)", flux_limit_cgs=MCXC_RASS_SOUTH_LIMIT, dec_range=(-90.0, 2.5)
+    ),
+    LabelSurvey(
+        name="serendipitous (400SD/160SD/EMSS-like)",
+        flux_limit_cgs=MCXC_DEEP_LIMIT,
+        sky_fraction=MCXC_DEEP_SKY_FRACTION,
+    ),
 )
 
 
@@ -229,11 +254,23 @@ class Labels(_Params):
     :class:`HaloScatter`), and the flux is measured with ``flux_error_ln`` more. A cluster is labelled when its
     observed flux passes the limit of the survey covering its position (``surveys``; the deepest one wins).
     So the label error *is* the selection variable: labels near a flux limit scatter high (Malmquist bias).
+
+    The defaults are fitted to the 365 real MCXC labels of redMaPPer clusters (:mod:`survey_mass.mock.label_fit`:
+    their count by survey, the label-level fit's lambda slope and BCG coefficient, its cross-validated MAE and
+    the labels' mean offset from E[M | lambda, z]): ``l0`` is MCXC's own L-M normalisation
+    (:data:`survey_mass.labels.MCXC_L0`); 1 - b = 0.60 is what the real labels ask once their selection is
+    modelled (prior 0.80 +- 0.10 from the lensing calibrations; Planck's SZ counts ask 0.58 +- 0.04).
     """
 
     surveys: tuple[LabelSurvey, ...] = MCXC_LIKE_SURVEYS
-    flux_error_ln: float = Field(0.1, ge=0)
-    l0: float = Field(astro.LX_L0, gt=0)
+    flux_error_ln: float = Field(MCXC_FLUX_ERROR_LN, ge=0)
+    #: labels on the hydrostatic scale, as MCXC's: L_X follows the L-M relation in M_HSE = (1 - b) M, and the
+    #: label is the M_HSE that the relation gives for the observed L_X (1: labels on the true scale)
+    hydrostatic_one_minus_b: float = Field(MCXC_ONE_MINUS_B_FIT, gt=0, le=1.5)
+    #: the scatter (ln) between the flux a survey detects a cluster by and the label's L500 flux (MCXC recomputes
+    #: L500 in R500 from the surveys' fluxes): a soft flux limit; 0: the label's flux is the detection's
+    detection_error_ln: float = Field(MCXC_DETECTION_ERROR_LN, ge=0)
+    l0: float = Field(MCXC_L0, gt=0)
     m0: float = Field(astro.LX_M0, gt=0)
     slope: float = astro.LX_SLOPE
     ez_power: float = astro.LX_EZ_POWER

@@ -665,4 +665,4 @@ def extrapolation(
         return np.zeros_like(mu)
     sel = selection_from_dict(spec)
     m_lim = sel.m_lim(np.nan_to_num(z), flux_limit)
-    return extrapolation_sigma(tau, detection_probability(mu, sigma, m_lim, sel.s))
+    return extrapolation_sigma(tau, detection_probability(mu, sigma, m_lim, sel.width))

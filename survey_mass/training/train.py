@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -618,7 +618,7 @@ def fit_tau(rows: CalibrationRows | None, selection) -> float:
         return 0.0
     # P_det at each position's flux limit, as the catalogue computes it
     m_lim = selection.m_lim(rows.z[ok], rows.flux_limit[ok])
-    p_det = detection_probability(rows.mu[ok], rows.sigma[ok], m_lim, selection.s)
+    p_det = detection_probability(rows.mu[ok], rows.sigma[ok], m_lim, selection.width)
     return fit_extrapolation_tau(rows.mu[ok] - rows.truth[ok], rows.sigma[ok], p_det)
 
 
@@ -671,7 +671,7 @@ def fit_mass_factors(rows: CalibrationRows | None, tau: float, selection) -> tup
         return (), ()
     mu, sig, truth = rows.mu[ok], rows.sigma[ok], rows.truth[ok]
     m_lim = selection.m_lim(rows.z[ok], rows.flux_limit[ok])
-    err = np.hypot(sig, extrapolation_sigma(tau, detection_probability(mu, sig, m_lim, selection.s)))
+    err = np.hypot(sig, extrapolation_sigma(tau, detection_probability(mu, sig, m_lim, selection.width)))
     edges = np.quantile(mu, [0, 1 / 3, 2 / 3, 1])
     nodes, factors = [], []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -723,7 +723,7 @@ def final_errors(data: Stage2Data, fr: FoldResult, cal: dict[str, EstimatorCalib
         s = scale * sig
         extra = np.zeros_like(s)
         if selection is not None:
-            extra = extrapolation_sigma(tau, detection_probability(mu, s, data.m_lim, selection.s))
+            extra = extrapolation_sigma(tau, detection_probability(mu, s, data.m_lim, selection.width))
         factor = np.ones_like(s)
         for nm in (name, "pixels"):
             c = cal[nm]
@@ -859,8 +859,6 @@ def _check_resume(ckpt_dir: Path, cfg: TrainConfig, store) -> None:
 def with_user_labels(table: StoreTable, cfg: TrainConfig) -> StoreTable:
     """The table with a user's labels (``cfg.labels``) in place of the store's: matched by id or position, and
     each row's limit from the declared selection (its label survey's; the default for unlabelled rows)."""
-    from dataclasses import replace
-
     from ..labels import LabelSelection, match_labels, read_labels
 
     labels = read_labels(cfg.labels)
@@ -996,6 +994,8 @@ def train(
     if cfg.labels:
         table = with_user_labels(table, cfg)
     selection, pool = _labelled_pool(store, store_path, table, cfg)
+    if selection is not None and selection.label_offset_dex:  # hydrostatic labels onto the true mass scale
+        table = replace(table, label=selection.to_true(table.label))
 
     s1 = train_stage1(store, table, cfg, ckpt_dir, device, progress)
     data, pairs, rich, feat_time = build_stage2(

@@ -178,7 +178,15 @@ def test_overrides_reach_the_store_and_its_provenance(tmp_path, capsys):
     assert MockPhysics.model_validate(prov["physics"]).sky_noise_scale == 2.0  # the provenance round-trips
     # the labels' selection model follows the store's recorded label physics
     # (labels derived from L_X: the selection variable is the label; the shallowest survey's limit is the default)
-    mcxc = {"flux_limit_cgs": 3e-12, "labels_from_lx": True, "flux_error_ln": 0.1}
+    lab = MockPhysics().labels
+    mcxc = {
+        "flux_limit_cgs": max(s.flux_limit_cgs for s in lab.surveys),
+        "labels_from_lx": True,
+        "flux_error_ln": lab.flux_error_ln,
+        "detection_error_ln": lab.detection_error_ln,
+        "label_offset_dex": float(np.log10(lab.hydrostatic_one_minus_b)),
+        "l0": lab.l0,
+    }
     assert selection_for_store(s2) == XraySelection(**mcxc, sigma_ln_l=0.5)
     assert selection_for_store(sp) == XraySelection(**mcxc)
     capsys.readouterr()

