@@ -227,6 +227,15 @@ def _add_train(sub) -> None:
         help=SELECTION_HELP + " (default none: a plain fit; with a selection the fit models it and the "
         "unlabelled clusters count as non-detections)",
     )
+    t.add_argument(
+        "--label-scale",
+        choices=["true", "hydrostatic"],
+        help="the labels' mass scale (default true); hydrostatic labels (X-ray, as MCXC's) are divided by 1 - b "
+        "onto the true scale the catalogue reports",
+    )
+    t.add_argument(
+        "--one-minus-b", metavar="V[+-SD]", help="1 - b for hydrostatic labels (default 0.80+-0.10)"
+    )
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: a GPU if there is one")
     t.add_argument("--no-progress", action="store_true")
 
@@ -548,6 +557,7 @@ def cmd_ingest(args) -> int:
 
 def cmd_train(args) -> int:
     from .errors import SurveyMassError
+    from .labels import parse_one_minus_b
     from .paths import REPORT_MD
     from .pipelines import TrainingSection, load_pipeline
     from .training.train import train
@@ -565,9 +575,13 @@ def cmd_train(args) -> int:
         calibration_stores=tuple(args.calibration_store) if args.calibration_store else None,
         labels=args.labels,
         label_selection=args.label_selection,
+        label_scale=args.label_scale,
+        one_minus_b=parse_one_minus_b(args.one_minus_b) if args.one_minus_b else None,
     )
-    if args.label_selection and not args.labels:
-        raise SurveyMassError("--label-selection declares how --labels were selected; give --labels too")
+    if (args.label_selection or args.label_scale or args.one_minus_b) and not args.labels:
+        raise SurveyMassError(
+            "--label-selection, --label-scale and --one-minus-b describe --labels; give --labels too"
+        )
     r = train(args.store, args.out, cfg, progress=not args.no_progress)
     s = r.summary
     acc = ", ".join(f"{b} {v:.2f}" for b, v in r.band_accuracy.items())
@@ -707,6 +721,13 @@ def cmd_bench(args) -> int:
 def cmd_validate(args) -> int:
     if args.real:
         return _validate_real(args)
+    real_only = [
+        f for f in ("catalog", "labels", "label_selection", "label_scale", "one_minus_b") if getattr(args, f)
+    ]
+    if real_only:
+        from .errors import SurveyMassError
+
+        raise SurveyMassError(f"validate: --{real_only[0].replace('_', '-')} needs --real")
     args.out = args.out or "validation"
     from .resources import model_dir
     from .validate import REPORT_JSON, REPORT_MD, format_table, load_suite, validate
@@ -734,13 +755,20 @@ def _validate_real(args) -> int:
     if not args.catalog:
         raise SurveyMassError("validate --real needs --catalog (a survey-mass catalogue)")
     out = Path(args.out or "real_validation")
+    if out.exists() and not out.is_dir():
+        raise SurveyMassError(f"validate --real: --out {str(out)!r} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SurveyMassError(f"validate --real: cannot create --out {str(out)!r} ({exc.strerror})") from None
     labels = read_labels(args.labels) if args.labels else None
-    default_sel = "none" if args.labels else "mcxc"
+    # no selection given: a user's labels are unselected; MCXC's is the mock's label fit (validate_real's default)
+    selection = LabelSelection.parse(args.label_selection) if args.label_selection else None
     report = validate_real(
         args.catalog,
         labels,
         labels_name=str(args.labels) if args.labels else "MCXC x redMaPPer DR8 (package data)",
-        selection=LabelSelection.parse(args.label_selection or default_sel),
+        selection=selection,
         scale=args.label_scale or ("true" if args.labels else "hydrostatic"),
         one_minus_b=parse_one_minus_b(args.one_minus_b) if args.one_minus_b else None,
     )

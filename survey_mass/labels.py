@@ -157,6 +157,8 @@ MCXC_DEEP_SKY_FRACTION = 0.012
 MCXC_DETECTION_ERROR_LN = 0.4
 MCXC_FLUX_ERROR_LN = 0.33
 MCXC_ONE_MINUS_B_FIT = 0.60
+#: its statistical error: the spread of the fit over bootstrap resamples of the real labels (benchmarks/label_fit.py)
+MCXC_ONE_MINUS_B_SD = 0.03
 #: MCXC's sub-catalogues of deep serendipitous (pointed ROSAT) fields, and of the RASS south
 MCXC_DEEP_SURVEYS = frozenset(
     {"160SD", "400SD_SER", "400SD_NONSER", "EMSS_1994", "EMSS_2004", "WARPS", "WARPSII", "SHARC_BRIGHT",
@@ -169,8 +171,8 @@ def mcxc_fitted_limits() -> dict[str, float]:
     """Per MCXC sub-catalogue, the limit of the fitted selection: deep, RASS south or RASS north."""
     out = {}
     for k in MCXC_FLUX_LIMITS:
-        if k in MCXC_DEEP_SURVEYS:
-            out[k] = MCXC_DEEP_LIMIT
+        if k in MCXC_DEEP_SURVEYS:  # the mock's one deep survey, or deeper where MCXC's own clusters reach
+            out[k] = min(MCXC_DEEP_LIMIT, MCXC_FLUX_LIMITS[k])
         elif k in MCXC_SOUTH_SURVEYS:
             out[k] = MCXC_RASS_SOUTH_LIMIT
         else:
@@ -206,8 +208,8 @@ def parse_one_minus_b(text: str) -> tuple[float, float]:
         out = float(v), float(sd) if sd else 0.0
     except ValueError:
         raise CatalogInputError(f"--one-minus-b {text!r}: use VALUE or VALUE+-SD, e.g. 0.8+-0.1") from None
-    if not (0 < out[0] <= 1.5 and 0 <= out[1] < 1 and np.isfinite(out).all()):
-        raise CatalogInputError(f"--one-minus-b {text!r}: 1 - b must be in (0, 1.5] and its sd in [0, 1)")
+    if not (np.isfinite(out).all() and 0.3 <= out[0] <= 1.2 and 0 <= out[1] <= 0.5):
+        raise CatalogInputError(f"--one-minus-b {text!r}: 1 - b must be in [0.3, 1.2] and its sd in [0, 0.5]")
     return out
 
 
@@ -255,16 +257,22 @@ class LabelSelection(BaseModel):
             if t == "mcxc-hard":
                 return cls(kind="xray", flux_limits_cgs=MCXC_FLUX_LIMITS, l0=MCXC_L0)
             if kind == "sz":
-                return cls(kind="sz", snr_limit=float(rest))
+                snr = float(rest)
+                if not 3.0 <= snr <= 100.0:
+                    raise ValueError(f"signal-to-noise limit {rest.strip()!r} must be in [3, 100]")
+                return cls(kind="sz", snr_limit=snr)
             if kind == "xray" and rest:
                 if "=" not in rest:
-                    return cls(kind="xray", flux_limits_cgs={"*": _positive(rest)})
+                    return cls(kind="xray", flux_limits_cgs={"*": _flux_limit(rest)})
                 limits = {}
                 for item in rest.split(","):
                     name, _, value = item.partition("=")
-                    if not re.fullmatch(r"[A-Za-z0-9_.+*-]+", name.strip()):
-                        raise ValueError(f"survey name {name.strip()!r}")
-                    limits[name.strip()] = _positive(value)
+                    name = name.strip()
+                    if not re.fullmatch(r"[A-Za-z0-9_.+*-]+", name):
+                        raise ValueError(f"survey name {name!r}")
+                    if name in limits:
+                        raise ValueError(f"survey {name!r} is given twice")
+                    limits[name] = _flux_limit(value)
                 return cls(kind="xray", flux_limits_cgs=limits)
         except ValueError as exc:
             raise CatalogInputError(f"label selection {text!r}: {str(exc).splitlines()[0]}") from None
@@ -280,8 +288,11 @@ class LabelSelection(BaseModel):
         lim = self.flux_limits_cgs
         return float(lim.get("*", max(lim.values())))
 
-    def selection(self):
-        """The selection model for the likelihoods (None for ``none``)."""
+    def selection(self, label_offset_dex: float = 0.0):
+        """The selection model for the likelihoods (None for ``none``); ``label_offset_dex`` is the labels' scale
+        minus the true one (log10(1 - b) for hydrostatic labels), so that its limits are on the true scale. A
+        limit is never harder than :data:`MIN_DETECTION_ERROR_LN` (a survey's detection flux is never exactly
+        the label's: MCXC's L500 is recomputed)."""
         from .selection import SZSelection, XraySelection
 
         if self.kind == "xray":
@@ -290,11 +301,12 @@ class LabelSelection(BaseModel):
                 flux_limit_cgs=self.default_limit,
                 labels_from_lx=True,
                 flux_error_ln=self.flux_error_ln,
-                detection_error_ln=self.detection_error_ln,
+                detection_error_ln=max(self.detection_error_ln, MIN_DETECTION_ERROR_LN),
+                label_offset_dex=label_offset_dex,
                 **extra,
             )
         if self.kind == "sz":
-            return SZSelection(snr_limit=float(self.snr_limit))
+            return SZSelection(snr_limit=float(self.snr_limit), label_offset_dex=label_offset_dex)
         return None
 
     def row_limits(self, survey: np.ndarray) -> np.ndarray:
@@ -308,10 +320,14 @@ class LabelSelection(BaseModel):
         return np.array([self.flux_limits_cgs.get(str(s), d) for s in survey], dtype=float)
 
 
-def _positive(text: str) -> float:
+#: the softest a declared X-ray limit is (ln of flux; 0.03 dex in mass)
+MIN_DETECTION_ERROR_LN = 0.1
+
+
+def _flux_limit(text: str) -> float:
     v = float(text)
-    if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"limit {text.strip()!r} must be a positive number")
+    if not (np.isfinite(v) and 1e-16 <= v <= 1e-9):
+        raise ValueError(f"flux limit {text.strip()!r} must be in [1e-16, 1e-9] erg/s/cm^2 (0.1-2.4 keV)")
     return v
 
 
@@ -354,15 +370,17 @@ def read_labels(path: str | Path) -> pd.DataFrame:
         if col in out:
             out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     bad = ~np.isfinite(out["log10_m500"]) | (out["log10_m500"] < 12) | (out["log10_m500"] > 16.5)
-    if "log10_m500_err" in out:
-        bad |= ~(out["log10_m500_err"] >= 0)  # NaN fails too
+    if "log10_m500_err" in out:  # NaN: no error given for that row; otherwise finite, in [0, 2] dex
+        e = out["log10_m500_err"]
+        bad |= e.notna() & ~((e >= 0) & (e <= 2))
     if {"ra", "dec"} <= set(out):
         bad |= ~np.isfinite(out["ra"]) | (np.abs(out["dec"]) > 90) | ~np.isfinite(out["dec"])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         shown = {k: float(out[k].iloc[i]) for k in out.columns if k not in ("survey", "id")}
         raise CatalogInputError(
-            f"labels {name!r}: row {i}: needs log10_m500 in [12, 16.5], an error >= 0 and a position on the sky "
+            f"labels {name!r}: row {i}: needs log10_m500 in [12, 16.5], an error in [0, 2] dex (or none) and a "
+            "position on the sky "
             f"(got {shown})"
         )
     if "log10_m500_err" not in out:

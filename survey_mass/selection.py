@@ -159,7 +159,8 @@ class SZSelection:
             xi = np.where(np.isfinite(v) & (v > 0), v, xi)
         zeta = np.sqrt(np.maximum(xi**2 - 3.0, 1e-6))
         ratio = astro.efunc(z) / astro.efunc(np.array(0.6))
-        return np.log10(self.m0) + (np.log10(zeta / self.a_sz) - self.c_sz * np.log10(ratio)) / self.b_sz
+        m_label = np.log10(self.m0) + (np.log10(zeta / self.a_sz) - self.c_sz * np.log10(ratio)) / self.b_sz
+        return m_label - self.label_offset_dex
 
     @property
     def s(self) -> float:

@@ -128,6 +128,11 @@ def test_declared_selections_parse(text, kind, default):
         "lensing",
         "xray:../../etc=1e-12",
         "xray:A;DROP TABLE=1e-12",
+        "xray:1e300",
+        "xray:1e-30",
+        "sz:2",
+        "sz:1e300",
+        "xray:A=1e-12,A=2e-12",
     ],
 )
 def test_bad_declared_selections_are_refused_in_one_line(text):
@@ -173,9 +178,17 @@ def test_user_labels_are_read_checked_and_matched(tmp_path):
     ic, il = match_labels(read_labels(g), cands["id"], cands["ra"], cands["dec"], cands["z"])
     assert ic.tolist() == [0] and il.tolist() == [0]
     # a bad row is named; a file without masses or positions is refused
+    # a missing error is no error given (NaN), as the shipped MCXC table written out has it
+    h = tmp_path / "nan_err.csv"
+    pd.DataFrame({"id": [1, 2], "log10_m500": [14.0, 14.1], "log10_m500_err": [np.nan, 0.1]}).to_csv(
+        h, index=False
+    )
+    assert np.isnan(read_labels(h)["log10_m500_err"].iloc[0])
     for frame, words in (
         ({"id": [1, 2], "log10_m500": [14.0, 19.0]}, "row 1"),
         ({"id": [1, 2], "log10_m500": [14.0, 14.1], "log10_m500_err": [0.1, -0.1]}, "row 1"),
+        ({"id": [1, 2], "log10_m500": [14.0, 14.1], "log10_m500_err": [np.inf, 0.1]}, "row 0"),
+        ({"id": [1, 2], "log10_m500": [14.0, 14.1], "log10_m500_err": [0.1, 5.0]}, "row 1"),
         ({"id": [1, 1], "log10_m500": [14.0, 14.1]}, "labelled twice"),
         ({"id": [1]}, "no log10_m500"),
         ({"log10_m500": [14.0]}, "id column or ra and dec"),
@@ -195,3 +208,22 @@ def test_the_mcxc_survey_limits_are_the_rule_applied_to_cds_file(mcxc):
     assert set(again) == set(MCXC_FLUX_LIMITS) - {"*"}
     for k, v in again.items():
         assert MCXC_FLUX_LIMITS[k] == pytest.approx(v, rel=0.01), k
+
+
+@pytest.mark.parametrize("text", ["2", "0.1", "0.8+-0.9", "nan", "inf", "0.8+-x", "-0.8"])
+def test_bad_hydrostatic_bias_is_refused_in_one_line(text):
+    from survey_mass.errors import CatalogInputError
+    from survey_mass.labels import parse_one_minus_b
+
+    with pytest.raises(CatalogInputError, match="one-minus-b") as e:
+        parse_one_minus_b(text)
+    assert "\n" not in str(e.value)
+
+
+def test_the_fitted_mcxc_selection_puts_each_deep_survey_no_shallower_than_its_own_clusters():
+    from survey_mass.labels import MCXC_DEEP_LIMIT, MCXC_DEEP_SURVEYS, MCXC_FLUX_LIMITS, mcxc_fitted_limits
+
+    lim = mcxc_fitted_limits()
+    for k in MCXC_DEEP_SURVEYS & set(lim):
+        assert lim[k] <= min(MCXC_DEEP_LIMIT, MCXC_FLUX_LIMITS[k])
+    assert lim["160SD"] < 3e-14 and lim["NORAS"] > 1e-12

@@ -129,7 +129,7 @@ def real_and_mock(ph: MockPhysics = DEFAULT_PHYSICS, footprint: str = "dr12", se
 #: scatter between the label's flux and the detection's (ln)
 LABEL_PARAMETERS = {
     "deep_sky_fraction": (0.01, (0.002, 0.05)),
-    "rass_completeness": (0.6, (0.2, 1.0)),
+    "rass_completeness": (1.0, (0.2, 1.0)),
     "hydrostatic_one_minus_b": (0.8, (0.5, 1.1)),
     "flux_error_ln": (0.2, (0.02, 0.6)),
     "rass_limit_scale": (1.0, (0.3, 3.0)),
@@ -148,6 +148,21 @@ class LabelFitData:
     haloes: object
     limit_rass: np.ndarray
     in_deep_cell: np.ndarray
+    #: the real label of each candidate (NaN: none) and whether a deep survey gave it
+    real_label: np.ndarray
+    real_deep: np.ndarray
+
+    def resampled(self, rng: np.random.Generator) -> LabelFitData:
+        """The same data with the real labels resampled with replacement (a bootstrap of the real sample)."""
+        from dataclasses import replace
+
+        lab = np.flatnonzero(np.isfinite(self.real_label))
+        pick = lab[rng.integers(0, lab.size, lab.size)]
+        c = self.cand.iloc[pick]
+        real = label_stats(
+            c["richness"], c["z"], c["bcg_mag_i"], self.real_label[pick], self.mean_relation[pick]
+        )
+        return replace(self, real=real, n_real_deep=int(self.real_deep[pick].sum()))
 
 
 #: the label surveys' flux limits the fit starts from: RASS north and south (scaled together by the fit), and
@@ -230,6 +245,8 @@ def fit_data(ph: MockPhysics, footprint: str = "dr12", seed: int = 2022) -> Labe
         h,
         np.where(dec >= 2.5, *RASS_LIMITS),
         u,
+        real,
+        deep,
     )
 
 
@@ -309,6 +326,27 @@ def fit_labels(
         for k, (_, (lo, hi)) in LABEL_PARAMETERS.items():
             p[k] = float(np.clip(p[k], lo, hi))
     return p
+
+
+def binned_offsets(lam, z, label, mean_rel, lam_edges, z_edge: float) -> list[list[dict]]:
+    """Mean label - E[M | lambda, z] (and its error and count) in len(lam_edges) - 1 lambda bins x 2 z bins."""
+    lam, z, label, mean_rel = (np.asarray(a, float) for a in (lam, z, label, mean_rel))
+    ok = np.isfinite(label)
+    out = []
+    for i in range(len(lam_edges) - 1):
+        row = []
+        for lo_z, hi_z in ((0.0, z_edge), (z_edge, 9.0)):
+            k = ok & (lam >= lam_edges[i]) & (lam < lam_edges[i + 1]) & (z >= lo_z) & (z < hi_z)
+            d = label[k] - mean_rel[k]
+            row.append(
+                {
+                    "n": int(k.sum()),
+                    "offset": float(d.mean()) if k.any() else None,
+                    "error": float(d.std(ddof=1) / np.sqrt(k.sum())) if k.sum() > 1 else None,
+                }
+            )
+        out.append(row)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

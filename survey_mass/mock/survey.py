@@ -88,11 +88,12 @@ def _halo_columns(out: pd.DataFrame, h, z: np.ndarray, cfg: MockConfig, rng) -> 
     out["log10_m500_oracle"] = h.oracle
     out["eps_lambda"] = h.eps_lambda
     out["bcg_i_model"] = h.bcg_mag_i
-    limit = halos.label_flux_limit(out["ra"].to_numpy(float), out["dec"].to_numpy(float), ph)
+    limit, completeness = halos.label_coverage(out["ra"].to_numpy(float), out["dec"].to_numpy(float), ph)
     if cfg.label_flux_limit is not None:
         limit = np.full(len(out), float(cfg.label_flux_limit))
     out["label_flux_limit"] = limit
-    _, label = halos.draw_labels(h.log10_m500, z, h.eps_lx, limit, rng, ph)
+    complete = None if np.all(completeness == 1) else completeness  # the same draws as before when complete
+    _, label = halos.draw_labels(h.log10_m500, z, h.eps_lx, limit, rng, ph, complete)
     if "log10_m500_label" in out and out["log10_m500_label"].notna().any():
         out["log10_m500_label"] = out["log10_m500_label"].astype(float)
     else:

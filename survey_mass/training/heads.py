@@ -119,6 +119,12 @@ def _laplace_factor(
     # C = V diag(1 / e) V^T, L = V diag(e^-1/2): with few labels (a user's own) the Hessian can be singular or
     # indefinite along a weight the data do not constrain; that direction gets a large (floored) variance
     e, v = torch.linalg.eigh(hess)
+    if float(e.min()) < -1e-3 * float(e.max()):  # not a minimum: the fit did not converge
+        from ..errors import SurveyMassError
+
+        raise SurveyMassError(
+            f"train: a head's fit ended off a minimum (Hessian eigenvalue {float(e.min()):.3g}); give more labels"
+        )
     e = torch.clamp(e, min=max(float(e.max()), 1.0) * 1e-8)
     chol = v * e.rsqrt()
     n_in = proj.shape[0]

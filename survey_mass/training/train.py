@@ -73,6 +73,10 @@ class TrainConfig:
     #: they were selected
     labels: str | None = None
     label_selection: str = "none"
+    #: the user's labels' mass scale; hydrostatic labels are divided by 1 - b (``one_minus_b``: value, sd) onto
+    #: the true scale the catalogue reports, and the sd is recorded (it is a systematic of every mass)
+    label_scale: str = "true"
+    one_minus_b: tuple[float, float] = (0.80, 0.10)
     #: aleatoric sigma log-linear in the predicted mass (else one sigma per head)
     heteroscedastic: bool = True
     threads: int | None = None
@@ -856,6 +860,13 @@ def _check_resume(ckpt_dir: Path, cfg: TrainConfig, store) -> None:
         f.write_text(json.dumps(key))
 
 
+def user_label_offset(cfg: TrainConfig) -> float:
+    """The user's labels' scale minus the true one (dex): log10(1 - b) for hydrostatic labels, else 0."""
+    from ..labels import scale_offset_dex
+
+    return scale_offset_dex(cfg.label_scale, cfg.one_minus_b)[0]  # type: ignore[arg-type]
+
+
 def with_user_labels(table: StoreTable, cfg: TrainConfig) -> StoreTable:
     """The table with a user's labels (``cfg.labels``) in place of the store's: matched by id or position, and
     each row's limit from the declared selection (its label survey's; the default for unlabelled rows)."""
@@ -865,7 +876,7 @@ def with_user_labels(table: StoreTable, cfg: TrainConfig) -> StoreTable:
     declared = LabelSelection.parse(cfg.label_selection)
     rows, lab = match_labels(labels, table.id, table.ra, table.dec, table.z)
     y = np.full(table.id.size, np.nan)
-    y[rows] = labels["log10_m500"].to_numpy(float)[lab]
+    y[rows] = labels["log10_m500"].to_numpy(float)[lab] - user_label_offset(cfg)  # onto the true scale
     survey = np.full(table.id.size, "*", dtype=object)
     survey[rows] = labels["survey"].to_numpy()[lab]
     return replace(table, label=y, flux_limit=declared.row_limits(survey))
@@ -886,7 +897,8 @@ def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig):
             "heads have unpenalised terms in z, richness and sigma that fewer labels fit exactly)"
         )
     if cfg.labels:
-        selection = LabelSelection.parse(cfg.label_selection).selection() if cfg.selection_aware else None
+        declared = LabelSelection.parse(cfg.label_selection)
+        selection = declared.selection(user_label_offset(cfg)) if cfg.selection_aware else None
     else:
         selection = selection_for_store(store) if cfg.selection_aware else None
     pool = np.arange(table.id.size) if selection is not None else labelled
@@ -994,7 +1006,8 @@ def train(
     if cfg.labels:
         table = with_user_labels(table, cfg)
     selection, pool = _labelled_pool(store, store_path, table, cfg)
-    if selection is not None and selection.label_offset_dex:  # hydrostatic labels onto the true mass scale
+    if selection is not None and selection.label_offset_dex and not cfg.labels:
+        # a mock store's hydrostatic labels onto the true mass scale (a user's are converted as they are read)
         table = replace(table, label=selection.to_true(table.label))
 
     s1 = train_stage1(store, table, cfg, ckpt_dir, device, progress)

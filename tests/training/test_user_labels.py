@@ -55,7 +55,8 @@ def test_frames_ingest_train_with_user_labels_and_run(user_frames, capsys):
     cands = pd.read_parquet(root / "frames" / FRAMES_CANDIDATES).set_index("id")
     truth = cands["log10_m500_true"].reindex(table.id.astype(np.int64)).to_numpy(float)
     assert np.isfinite(truth).all() and not np.isfinite(table.truth).any()
-    user = truth + 0.5 + 0.05 * rng.standard_normal(30)
+    # ... declared hydrostatic with 1 - b = 0.5, so they arrive log10(0.5) below that scale
+    user = truth + 0.5 + np.log10(0.5) + 0.05 * rng.standard_normal(30)
     labels = pd.DataFrame(
         {
             "RA": np.r_[table.ra + 0.5 / 3600, 10.0, 11.0],
@@ -81,6 +82,10 @@ def test_frames_ingest_train_with_user_labels_and_run(user_frames, capsys):
             root / "labels.csv",
             "--label-selection",
             "none",
+            "--label-scale",
+            "hydrostatic",
+            "--one-minus-b",
+            "0.5",
             "--pipeline",
             root / "tiny.toml",
             "--no-progress",
@@ -90,7 +95,7 @@ def test_frames_ingest_train_with_user_labels_and_run(user_frames, capsys):
     assert code == 0, err
     report = json.loads((root / "model" / "report.json").read_text())
     assert report["n_labelled"] == 30  # the user's labels replaced the store's (the mock's own X-ray subset)
-    np.testing.assert_allclose(sorted(report["oof"]["label"]), sorted(user), atol=1e-9)
+    np.testing.assert_allclose(sorted(report["oof"]["label"]), sorted(user - np.log10(0.5)), atol=1e-6)
     assert report["config"]["labels"] == str(root / "labels.csv") and report["label_selection"] is None
     code, out, err = cli(
         [
