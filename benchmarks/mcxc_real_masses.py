@@ -38,16 +38,6 @@ def _boot(values: np.ndarray, stat, rng, n_boot: int) -> list[float]:
     return [float(np.quantile(s, 0.025)), float(np.quantile(s, 0.975))]
 
 
-def out_of_fold(X: np.ndarray, y: np.ndarray, *, folds: int = 10, seed: int = 29) -> np.ndarray:
-    """Least-squares predictions of ``y`` from ``X``, each row's from a fit on the other folds only."""
-    k = np.random.default_rng(seed).permutation(len(y)) % folds
-    pred = np.full(len(y), np.nan)
-    for f in range(folds):
-        coef, *_ = np.linalg.lstsq(X[k != f], y[k != f], rcond=None)
-        pred[k == f] = X[k == f] @ coef
-    return pred
-
-
 def _tertiles(v: np.ndarray) -> tuple[np.ndarray, list[float]]:
     edges = np.nanquantile(v, [1 / 3, 2 / 3])
     return np.digitize(v, edges), edges.tolist()
@@ -62,6 +52,7 @@ def score(catalog: str | Path, *, n_boot: int = 2000, seed: int = 29) -> dict:
     from survey_mass.candidates import load_redmapper
     from survey_mass.labels import load_mcxc_labels
     from survey_mass.testing import read_catalog
+    from survey_mass.validate_real import out_of_fold
 
     labels = load_mcxc_labels().set_index("id")
     errs = [f"{e}_err" for e in ESTIMATORS]

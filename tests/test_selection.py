@@ -104,7 +104,7 @@ def test_extrapolation_term_calibrates_the_undetected_population_and_spares_the_
     assert fit_extrapolation_tau(0.2 * rng.standard_normal(20000), np.full(20000, 0.21), np.zeros(20000)) == 0
 
 
-def test_a_default_mock_store_declares_hydrostatic_labels_with_a_soft_limit(small_store):
+def test_a_default_mock_store_declares_hydrostatic_labels_with_a_soft_limit(labelled_store):
     """The mock's labels are on MCXC's hydrostatic scale (1 - b = 0.60) and detected with a flux that scatters
     0.4 in ln about the label's: training reads both from the store and works on the true scale."""
     from survey_mass.labels import MCXC_DETECTION_ERROR_LN, MCXC_ONE_MINUS_B_FIT
@@ -112,10 +112,11 @@ def test_a_default_mock_store_declares_hydrostatic_labels_with_a_soft_limit(smal
     from survey_mass.store import open_store
     from survey_mass.training.train import read_table
 
-    sel = selection_for_store(open_store(small_store))
+    sel = selection_for_store(open_store(labelled_store))
     assert sel.label_offset_dex == pytest.approx(np.log10(MCXC_ONE_MINUS_B_FIT))
     assert sel.detection_error_ln == MCXC_DETECTION_ERROR_LN and sel.s_detection > 0
-    t = read_table(open_store(small_store))
+    t = read_table(open_store(labelled_store))
+    assert np.isfinite(t.label).sum() > 100  # the store lowers the flux limit: many labels
     lab = np.isfinite(t.label)
     # on the true scale the labels scatter about the truth; on their own they sit 1 - b below it
     assert (

@@ -92,7 +92,8 @@ def test_masses_errors_and_passthrough(small_catalog, small_store):
     np.testing.assert_array_equal(df["log10_m500_true"].to_numpy(), truth["t"].to_numpy())
     # clusters the X-ray survey detected also get the mass given that detection: higher, and no wider
     det = df["log10_m500_label"].notna()
-    assert det.sum() >= 3 and df.loc[~det, "log10_m500_given_detection"].isna().all()
+    # (the MCXC-like mock labels 1.4% of clusters: one or two of this small store's)
+    assert det.sum() >= 1 and df.loc[~det, "log10_m500_given_detection"].isna().all()
     g, h = df.loc[det, "log10_m500_given_detection"], df.loc[det, "log10_m500"]
     assert g.notna().all() and (g >= h - 1e-9).all()
     assert (df.loc[det, "log10_m500_given_detection_err"] <= df.loc[det, "log10_m500_err"] + 1e-9).all()

@@ -10,7 +10,7 @@ def test_shipped_model_loads_and_matches_the_mock_geometry(small_store):
     b = load_bundle(model_dir())
     card = b.card
     assert card.bands == ["u", "g", "r", "i", "z"] and card.folds == len(b.heads) == 5
-    assert card.training_data.n_labelled > 500
+    assert card.training_data.n_labelled > 300  # the MCXC-like mock labels 1.5% of the training store
     # four estimators; the headline reads the catalogue richness, the pixels model is the second head set
     assert card.richness_input and card.pixels is not None and len(b.pixels.heads) == 5
     assert len(b.relation.folds) == 5 and b.relation.calibration["scale"] > 0

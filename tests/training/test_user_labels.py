@@ -14,8 +14,9 @@ from survey_mass.testing import cli, read_catalog
 
 @pytest.fixture(scope="module")
 def user_frames(tmp_path_factory):
-    """30 real redMaPPer clusters (the fewest a training takes) on a 6 x 5 grid 2.4' apart, as plain .fits frames without field galaxies or
-    stars (about 10 fields; what is tested is the labels' path, not the scenes), ingested with their candidate list."""
+    """30 real redMaPPer clusters (the fewest a training takes) on a 6 x 5 grid 1.2' apart (their cutouts
+    overlap; a few fields hold them all), as plain .fits frames without field galaxies or
+    stars (what is tested is the labels' path, not the scenes), ingested with their candidate list."""
     from survey_mass.candidates import load_redmapper
     from survey_mass.footprint import parse_footprint
     from survey_mass.mock.frames import build_mock_frames
@@ -27,8 +28,8 @@ def user_frames(tmp_path_factory):
     cat = load_redmapper()
     c = cat[(cat.richness > 20) & (cat.z > 0.08) & (cat.z < 0.3)].sample(30, random_state=4).copy()
     g = np.arange(30)
-    c["ra"] = 180.1 + 0.04 * (g % 6)
-    c["dec"] = 20.1 + 0.04 * (g // 6)
+    c["ra"] = 180.3 + 0.02 * (g % 6)
+    c["dec"] = 20.3 + 0.02 * (g // 6)
     root = tmp_path_factory.mktemp("user_labels")
     frames = root / "frames"
     fp = parse_footprint("box:180,181,20,21")
