@@ -146,8 +146,6 @@ class LabelFitData:
     n_real_deep: int
     mean_relation: np.ndarray
     haloes: object
-    limit_rass: np.ndarray
-    in_deep_cell: np.ndarray
     #: the real label of each candidate (NaN: none) and whether a deep survey gave it
     real_label: np.ndarray
     real_deep: np.ndarray
@@ -171,43 +169,23 @@ RASS_LIMITS = (2e-12, 2.3e-12)  # the fit scales both (``rass_limit_scale``)
 DEEP_LIMIT = 1.65e-13
 
 
-def physics_with(ph: MockPhysics, p: dict[str, float], rass_limits=RASS_LIMITS, deep_limit=DEEP_LIMIT):
+def physics_with(ph: MockPhysics, p: dict[str, float]) -> MockPhysics:
     """``ph`` with the label parameters ``p`` (:data:`LABEL_PARAMETERS`) in its label surveys."""
     from .physics import LabelSurvey
 
+    north, south = (x * p["rass_limit_scale"] for x in RASS_LIMITS)
     c = p["rass_completeness"]
     surveys = (
-        LabelSurvey(
-            name="RASS-north (NORAS/BCS-like)",
-            flux_limit_cgs=rass_limits[0],
-            dec_range=(2.5, 90.0),
-            completeness=c,
-        ),
-        LabelSurvey(
-            name="RASS-south (REFLEX-like)",
-            flux_limit_cgs=rass_limits[1],
-            dec_range=(-90.0, 2.5),
-            completeness=c,
-        ),
-        LabelSurvey(
-            name="serendipitous (400SD/160SD/EMSS-like)",
-            flux_limit_cgs=deep_limit,
-            sky_fraction=p["deep_sky_fraction"],
-        ),
+        LabelSurvey(name="RASS-north", flux_limit_cgs=north, dec_range=(2.5, 90.0), completeness=c),
+        LabelSurvey(name="RASS-south", flux_limit_cgs=south, dec_range=(-90.0, 2.5), completeness=c),
+        LabelSurvey(name="serendipitous", flux_limit_cgs=DEEP_LIMIT, sky_fraction=p["deep_sky_fraction"]),
     )
-    labels = ph.labels.model_copy(
-        update={
-            "surveys": tuple(
-                s.model_copy(update={"flux_limit_cgs": s.flux_limit_cgs * p["rass_limit_scale"]})
-                if s.sky_fraction == 1
-                else s
-                for s in surveys
-            ),
-            "hydrostatic_one_minus_b": p["hydrostatic_one_minus_b"],
-            "flux_error_ln": p["flux_error_ln"],
-        }
-    )
-    return ph.model_copy(update={"labels": labels})
+    update = {
+        "surveys": surveys,
+        "hydrostatic_one_minus_b": p["hydrostatic_one_minus_b"],
+        "flux_error_ln": p["flux_error_ln"],
+    }
+    return ph.model_copy(update={"labels": ph.labels.model_copy(update=update)})
 
 
 def fit_data(ph: MockPhysics, footprint: str = "dr12", seed: int = 2022) -> LabelFitData:
@@ -232,19 +210,12 @@ def fit_data(ph: MockPhysics, footprint: str = "dr12", seed: int = 2022) -> Labe
         np.random.default_rng(seed),
         ph,
     )
-    import healpy as hp
-
-    cell = hp.ang2pix(2**6, cand["ra"].to_numpy(float), cand["dec"].to_numpy(float), nest=True, lonlat=True)
-    u = np.random.default_rng([2, 977]).random(12 * 4**6)[cell]  # the deep fields: cells below the fraction
-    dec = cand["dec"].to_numpy(float)
     return LabelFitData(
         cand,
         label_stats(cand["richness"], cand["z"], cand["bcg_mag_i"], real, e),
         int(deep.sum()),
         e,
         h,
-        np.where(dec >= 2.5, *RASS_LIMITS),
-        u,
         real,
         deep,
     )
@@ -257,9 +228,8 @@ def mock_stats(
     from . import halos
 
     php = physics_with(ph, p)
-    deep = d.in_deep_cell < p["deep_sky_fraction"]
-    limit = np.where(deep, DEEP_LIMIT, d.limit_rass * p["rass_limit_scale"])
-    comp = np.where(deep, 1.0, p["rass_completeness"])
+    limit, comp = halos.label_coverage(d.cand["ra"].to_numpy(float), d.cand["dec"].to_numpy(float), php)
+    deep = limit == DEEP_LIMIT
     z = d.cand["z"].to_numpy(float)
     _, lab = halos.draw_labels(
         d.haloes.log10_m500, z, d.haloes.eps_lx, limit, np.random.default_rng(seed), php, comp

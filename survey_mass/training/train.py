@@ -867,13 +867,12 @@ def user_label_offset(cfg: TrainConfig) -> float:
     return scale_offset_dex(cfg.label_scale, cfg.one_minus_b)[0]  # type: ignore[arg-type]
 
 
-def with_user_labels(table: StoreTable, cfg: TrainConfig) -> StoreTable:
-    """The table with a user's labels (``cfg.labels``) in place of the store's: matched by id or position, and
-    each row's limit from the declared selection (its label survey's; the default for unlabelled rows)."""
-    from ..labels import LabelSelection, match_labels, read_labels
+def with_user_labels(table: StoreTable, labels, declared, cfg: TrainConfig) -> StoreTable:
+    """The table with a user's labels (:func:`~survey_mass.labels.read_labels` of ``cfg.labels``) in place of
+    the store's: matched by id or position, and each row's limit from the ``declared`` selection (its label
+    survey's; the default for unlabelled rows)."""
+    from ..labels import match_labels
 
-    labels = read_labels(cfg.labels)
-    declared = LabelSelection.parse(cfg.label_selection)
     rows, lab = match_labels(labels, table.id, table.ra, table.dec, table.z)
     y = np.full(table.id.size, np.nan)
     y[rows] = labels["log10_m500"].to_numpy(float)[lab] - user_label_offset(cfg)  # onto the true scale
@@ -992,11 +991,11 @@ def train(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     store = open_store(store_path)
-    if cfg.labels:  # refuse bad labels or a bad selection before anything is written
+    if cfg.labels:  # read (and refuse bad labels or a bad selection) before anything is written
         from ..labels import LabelSelection, read_labels
 
-        LabelSelection.parse(cfg.label_selection)
-        read_labels(cfg.labels)
+        declared = LabelSelection.parse(cfg.label_selection)
+        labels = read_labels(cfg.labels)
     _check_calibration_stores(cfg, store_path)
     out = Path(out_dir)
     ckpt_dir = out / paths.CHECKPOINTS
@@ -1004,7 +1003,7 @@ def train(
     _check_resume(ckpt_dir, cfg, store)
     table = read_table(store)
     if cfg.labels:
-        table = with_user_labels(table, cfg)
+        table = with_user_labels(table, labels, declared, cfg)
     selection, pool = _labelled_pool(store, store_path, table, cfg)
     if selection is not None and selection.label_offset_dex and not cfg.labels:
         # a mock store's hydrostatic labels onto the true mass scale (a user's are converted as they are read)
