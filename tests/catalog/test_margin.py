@@ -39,6 +39,7 @@ def redmapper_collections(tmp_path_factory):
     return rows, base / "with", _write_collection(base / "with", rows, 60.0)
 
 
+@pytest.mark.slow
 def test_offset_crossmatch_loses_no_pair(redmapper_collections):
     """Every cluster re-observed 40" away in a random direction: the README recipe finds each one again."""
     rows, with_margin, written = redmapper_collections

@@ -18,7 +18,8 @@ import pytest
 
 from survey_mass.testing import assert_one_line_error, catalog_files, cli
 
-FOOTPRINT = "box:150,160,0,12"
+#: the small store's southern half: 93 clusters in 3 partitions (1, 40, 52), enough to interrupt between them
+FOOTPRINT = "box:150,160,0,6"
 KEY_COLUMNS = [
     "id",
     "log10_m500",
@@ -42,9 +43,16 @@ def slow_pipeline(tmp_path_factory) -> Path:
     text = re.sub(
         r"ig_steps = \d+",
         "ig_steps = 8\nig_baselines = 1\nig_tolerance_dex = 0.1",
-        text.replace('mode = "sample"', 'mode = "all"'),
+        text.replace('mode = "sample"', 'mode = "all"').replace(
+            'spec = "box:150,160,0,12"', f'spec = "{FOOTPRINT}"'
+        ),
     )
-    assert 'mode = "all"' in text and "ig_steps = 8" in text and "workers = 1" in text
+    assert (
+        f'spec = "{FOOTPRINT}"' in text
+        and 'mode = "all"' in text
+        and "ig_steps = 8" in text
+        and "workers = 1" in text
+    )
     p = tmp_path_factory.mktemp("pipe") / "slow.toml"
     p.write_text(text)
     return p
@@ -107,6 +115,7 @@ def _wait_for(cond, timeout=240.0, what="condition"):
 
 
 # SIGTERM here; SIGINT's exit and message are checked by the refused-second-run test below (#29: suite time)
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM], ids=["SIGTERM"])
 def test_interrupted_run_resumes_with_no_duplicate_and_no_lost_row(
     sig, small_store, slow_pipeline, clean_catalog, tmp_path, capsys
@@ -134,6 +143,7 @@ def test_interrupted_run_resumes_with_no_duplicate_and_no_lost_row(
     _assert_same_catalog(_read(out), clean_catalog)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_completes_with_the_same_catalog(small_store, clean_catalog, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -207,7 +217,7 @@ def test_failed_write_gives_a_clear_message_and_no_partial_file(tiny_store, tmp_
             "--store",
             tiny_store,
             "--footprint",
-            FOOTPRINT.replace("150,160,0,12", "140,170,-5,20"),
+            "box:140,170,-5,20",
             "--out",
             out,
             "--workers",

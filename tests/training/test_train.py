@@ -107,6 +107,7 @@ def test_missing_file_is_named(smoke_model, tmp_path):
         load_bundle(bad)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes(labelled_store, tmp_path):
     from survey_mass.training.train import TrainConfig, train
 

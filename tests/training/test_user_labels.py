@@ -40,6 +40,7 @@ def user_frames(tmp_path_factory):
     return root, c
 
 
+@pytest.mark.slow
 def test_frames_ingest_train_with_user_labels_and_run(user_frames, capsys):
     from survey_mass.store import open_store
     from survey_mass.training.train import read_table
