@@ -74,6 +74,9 @@ CATALOGS = "catalogs"
 #: variables whose tertiles break the coverage down: report key -> catalog column (None: the estimator's mass)
 TERTILE_VARIABLES: dict[str, str | None] = {"richness": "richness_catalog", "z": "z", "mass": None}
 TRUE_MASS = "log10_m500_true"
+#: bootstrap resamples of the clusters for the intervals, and their seed (fixed: a rerun reports the same)
+BOOTSTRAP = 1000
+BOOTSTRAP_SEED = 29
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
@@ -164,10 +167,11 @@ class TertileBin(_Model):
     hi: float = Field(description="highest value in the bin")
     n: int = Field(ge=0, description="scored clusters in the bin")
     coverage: float | None = Field(description="68% coverage in the bin (None without an error column)")
+    bias: float | None = Field(None, description="mean (predicted - true) in the bin (dex)")
 
 
 class CoverageTertiles(_Model):
-    """68% coverage in tertiles (low, middle, high) of three variables; [] when fewer than 3 clusters."""
+    """68% coverage and bias in tertiles (low, middle, high) of three variables; [] when fewer than 3 clusters."""
 
     richness: list[TertileBin] = Field(description="tertiles of the candidate catalogue's richness")
     z: list[TertileBin] = Field(description="tertiles of the redshift")
@@ -183,6 +187,18 @@ class ValidationRow(_Model):
     n: int = Field(ge=0, description="clusters with a finite predicted and true mass")
     mae: float = Field(description="mean |predicted - true| (dex)")
     bias: float = Field(description="mean (predicted - true) (dex)")
+    mae_95: tuple[float, float] | None = Field(
+        None, description="95% bootstrap interval of the MAE (resampling the clusters; BOOTSTRAP resamples)"
+    )
+    bias_95: tuple[float, float] | None = Field(None, description="95% bootstrap interval of the bias")
+    mae_over_lambda: float | None = Field(
+        None,
+        description="MAE / the catalogue-lambda estimator's MAE on the same clusters (None for lambda itself or "
+        "without it)",
+    )
+    mae_over_lambda_95: tuple[float, float] | None = Field(
+        None, description="95% interval of mae_over_lambda (the same resamples for both estimators: paired)"
+    )
     coverage: float | None = Field(
         description="fraction with |predicted - true| < the column's _err (None without an _err column)"
     )
@@ -266,6 +282,7 @@ def tertile_coverage(
                 hi=_f(v[m].max()) if m.any() else _f(e2),
                 n=int(m.sum()),
                 coverage=_covered(pred[m], true[m], err[m] if err is not None else None) if m.any() else None,
+                bias=_f(np.mean(pred[m] - true[m])) if m.any() else None,
             )
         )
     return bins
@@ -276,6 +293,16 @@ def _detected_coverage(catalog, ok, pred, true, err) -> float | None:
         return None
     det = np.isfinite(catalog["log10_m500_label"].to_numpy(float))[ok]
     return _covered(pred[det], true[det], err[det]) if det.sum() >= 10 else None
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.quantile(samples, [0.025, 0.975])
+    return (_f(lo), _f(hi))
+
+
+def bootstrap_index(n: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(BOOTSTRAP, n) row indices: the same resamples for every estimator of one perturbation (paired)."""
+    return np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
 
 
 def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[ValidationRow], list[str]]:
@@ -292,12 +319,20 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
     skipped = [n for n in estimators if n not in present]
     # every estimator on the same rows: those where all of them give a mass (no-mass quality bits excluded)
     common = np.logical_and.reduce([np.isfinite(catalog[c].to_numpy(float)) for c in present.values()])
+    common &= np.isfinite(true_all)
+    idx = bootstrap_index(int(common.sum()))
+    lam_col = present.get("lambda")
+    lam_abs = np.abs(catalog[lam_col].to_numpy(float) - true_all)[common] if lam_col else None
     for name, col in present.items():
         pred_all = np.where(common, catalog[col].to_numpy(float), np.nan)
         ok = np.isfinite(pred_all) & np.isfinite(true_all)
         pred, true = pred_all[ok], true_all[ok]
         err = catalog[f"{col}_err"].to_numpy(float)[ok] if f"{col}_err" in catalog else None
         d = pred - true
+        ratio = ratio_95 = None
+        if lam_abs is not None and col != lam_col and d.size:
+            ratio = _f(np.mean(np.abs(d)) / np.mean(lam_abs))
+            ratio_95 = _interval(np.abs(d)[idx].mean(axis=1) / lam_abs[idx].mean(axis=1))
         tert = {}
         for key, var in TERTILE_VARIABLES.items():
             values = pred if var is None else (catalog[var].to_numpy(float)[ok] if var in catalog else None)
@@ -310,6 +345,10 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
                 n=int(ok.sum()),
                 mae=_f(np.mean(np.abs(d))),
                 bias=_f(np.mean(d)),
+                mae_95=_interval(np.abs(d)[idx].mean(axis=1)) if d.size else None,
+                bias_95=_interval(d[idx].mean(axis=1)) if d.size else None,
+                mae_over_lambda=ratio,
+                mae_over_lambda_95=ratio_95,
                 coverage=_covered(pred, true, err),
                 tertiles=CoverageTertiles(**tert),
                 coverage_detected=_detected_coverage(catalog, ok, pred, true, err),
@@ -472,7 +511,31 @@ def _tertiles(bins: list[TertileBin]) -> str:
     return "/".join(_fmt(b.coverage) for b in bins)
 
 
-HEADER = ("perturbation", "estimator", "n", "MAE", "bias", "cov68", "cov λ⅓", "cov z⅓", "cov M⅓", "cov det")
+def _biases(bins: list[TertileBin]) -> str:
+    """``+0.05/+0.01/-0.02`` (low/middle/high); ``-`` without bins."""
+    if not bins or all(b.bias is None for b in bins):
+        return "-"
+    return "/".join(_fmt(b.bias, "+.3f") for b in bins)
+
+
+def _range(v: tuple[float, float] | None, spec: str) -> str:
+    return "" if v is None else f" ({_fmt(v[0], spec)}, {_fmt(v[1], spec)})"
+
+
+HEADER = (
+    "perturbation",
+    "estimator",
+    "n",
+    "MAE",
+    "bias (95%)",
+    "bias λ⅓",
+    "MAE/λ (95%)",
+    "cov68",
+    "cov λ⅓",
+    "cov z⅓",
+    "cov M⅓",
+    "cov det",
+)
 
 
 def table_rows(report: ValidationReport) -> list[tuple[str, ...]]:
@@ -483,7 +546,11 @@ def table_rows(report: ValidationReport) -> list[tuple[str, ...]]:
             r.estimator,
             str(r.n),
             _fmt(r.mae, ".3f"),
-            _fmt(r.bias, "+.3f"),
+            _fmt(r.bias, "+.3f") + _range(r.bias_95, "+.3f"),
+            _biases(r.tertiles.richness),
+            "-"
+            if r.mae_over_lambda is None
+            else _fmt(r.mae_over_lambda, ".3f") + _range(r.mae_over_lambda_95, ".3f"),
             _fmt(r.coverage),
             _tertiles(r.tertiles.richness),
             _tertiles(r.tertiles.z),
@@ -497,8 +564,10 @@ def table_rows(report: ValidationReport) -> list[tuple[str, ...]]:
 def format_table(report: ValidationReport, *, markdown: bool = False) -> str:
     """The table for the terminal (aligned columns), or as a markdown table.
 
-    MAE and bias in dex against the true masses; cov68: fraction with |pred - true| < err; the ``⅓`` columns
-    the coverage in the low/middle/high tertiles of catalogue richness, z and predicted mass ("-": no _err).
+    MAE and bias in dex against the true masses, the bias with its 95% bootstrap interval and by tertile of
+    catalogue richness; MAE/λ: the MAE over the catalogue-λ estimator's on the same clusters (paired bootstrap
+    interval); cov68: fraction with |pred - true| < err; the ``cov ⅓`` columns the coverage in the low/middle/high
+    tertiles of catalogue richness, z and predicted mass ("-": no _err).
     """
     cells = table_rows(report)
     if markdown:
@@ -506,7 +575,7 @@ def format_table(report: ValidationReport, *, markdown: bool = False) -> str:
         lines += ["| " + " | ".join(c) + " |" for c in cells]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(HEADER)]
-    right = {2, 3, 4, 5, 9}
+    right = {2, 3, 4, 7, 11}
 
     def line(c):
         return "  ".join(
@@ -533,10 +602,12 @@ def markdown(report: ValidationReport) -> str:
     skipped = sorted({e for p in report.perturbations for e in p.skipped_estimators})
     lines += [
         "",
-        "MAE and bias (predicted - true) in dex against the mock's true log10 M500c; cov68: fraction with "
-        "|predicted - true| < the estimator's 68% error; cov λ⅓, z⅓, M⅓: the coverage in the low/middle/high "
-        "tertiles of the candidate catalogue's richness, the redshift and the predicted mass. '-': the estimator "
-        "has no error column.",
+        "MAE and bias (predicted - true) in dex against the mock's true log10 M500c, the bias with its 95% "
+        f"bootstrap interval ({BOOTSTRAP} resamples of the clusters) and by tertile of the catalogue's richness; "
+        "MAE/λ: the MAE over the catalogue-λ estimator's on the same clusters, with its paired bootstrap interval; "
+        "cov68: fraction with |predicted - true| < the estimator's 68% error; cov λ⅓, z⅓, M⅓: the coverage in the "
+        "low/middle/high tertiles of the candidate catalogue's richness, the redshift and the predicted mass. "
+        "'-': the estimator has no error column (or, for MAE/λ, is λ).",
     ]
     if skipped:
         lines.append(f"Not in the catalogs (skipped): {', '.join(skipped)}.")

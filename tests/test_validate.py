@@ -39,6 +39,8 @@ SUITE = ValidationSuite(
     ],
 )
 NAMES = [p.name for p in SUITE.perturbations]
+#: the module trains the smoke model and renders two mock surveys (~30 s on 2 cores)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,18 @@ def test_scores_match_the_catalogs_and_only_the_physics_differs(validated):
     assert row.bias == pytest.approx(d.mean(), abs=1e-4)
     assert row.coverage == pytest.approx((np.abs(d) < nominal["log10_m500_err"]).mean(), abs=1e-4)
     assert report.row("sky-noise-2", "headline").mae != row.mae
+    # the bias by tertile of the catalogue's richness, and the intervals
+    lam = nominal["richness_catalog"].to_numpy()
+    e1, e2 = np.quantile(lam, [1 / 3, 2 / 3])
+    for b, m in zip(row.tertiles.richness, (lam <= e1, (lam > e1) & (lam <= e2), lam > e2), strict=True):
+        assert b.bias == pytest.approx(d[m].mean(), abs=1e-4)
+    assert row.bias_95[0] < row.bias < row.bias_95[1] and row.mae_95[0] < row.mae < row.mae_95[1]
+    half = (row.bias_95[1] - row.bias_95[0]) / 2  # about 1.96 standard errors of the mean
+    assert half == pytest.approx(1.96 * d.std() / np.sqrt(d.size), rel=0.3)
+    d_lam = nominal["log10_m500_lambda"] - nominal["log10_m500_true"]
+    assert row.mae_over_lambda == pytest.approx(np.abs(d).mean() / np.abs(d_lam).mean(), abs=1e-4)
+    assert row.mae_over_lambda_95[0] < row.mae_over_lambda < row.mae_over_lambda_95[1]
+    assert report.row("nominal", "lambda").mae_over_lambda is None
 
 
 def test_report_files(validated):
