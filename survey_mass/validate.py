@@ -311,6 +311,8 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
         raise SurveyMassError(
             f"perturbation {perturbation!r}: the catalog has no true masses ({TRUE_MASS}); is the store a mock?"
         )
+    if "id" in catalog:  # one order whatever the files' listing order: the bootstrap resamples are then fixed
+        catalog = catalog.sort_values("id", ignore_index=True)
     true_all = catalog[TRUE_MASS].to_numpy(float)
     rows, skipped = [], []
     present = {

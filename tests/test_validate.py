@@ -22,6 +22,7 @@ from survey_mass.validate import (
     Perturbation,
     ValidationReport,
     ValidationSuite,
+    bootstrap_index,
     format_table,
     load_suite,
     validate,
@@ -126,6 +127,13 @@ def test_scores_match_the_catalogs_and_only_the_physics_differs(validated):
     d_lam = nominal["log10_m500_lambda"] - nominal["log10_m500_true"]
     assert row.mae_over_lambda == pytest.approx(np.abs(d).mean() / np.abs(d_lam).mean(), abs=1e-4)
     assert row.mae_over_lambda_95[0] < row.mae_over_lambda < row.mae_over_lambda_95[1]
+    # the interval is the paired one: both estimators' MAE on the same resamples of the clusters
+    idx = bootstrap_index(d.size)
+    a, b = np.abs(d.to_numpy())[idx].mean(axis=1), np.abs(d_lam.to_numpy())[idx].mean(axis=1)
+    assert row.mae_over_lambda_95 == pytest.approx(tuple(np.quantile(a / b, [0.025, 0.975])), abs=2e-5)
+    assert row.bias_95 == pytest.approx(
+        tuple(np.quantile(d.to_numpy()[idx].mean(axis=1), [0.025, 0.975])), abs=2e-5
+    )
     assert report.row("nominal", "lambda").mae_over_lambda is None
 
 
