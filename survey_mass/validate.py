@@ -300,9 +300,19 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return (_f(lo), _f(hi))
 
 
-def bootstrap_index(n: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """(BOOTSTRAP, n) row indices: the same resamples for every estimator of one perturbation (paired)."""
-    return np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
+def bootstrap_means(values: dict[str, np.ndarray], seed: int = BOOTSTRAP_SEED, chunk: int = 50) -> dict:
+    """Each array's mean over the same :data:`BOOTSTRAP` resamples of its rows (paired; all arrays the same
+    length), drawn ``chunk`` resamples at a time so that memory stays at chunk x rows."""
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(values.values()))) if values else 0
+    out = {k: np.empty(BOOTSTRAP) for k in values}
+    if n == 0:
+        return {k: np.full(BOOTSTRAP, np.nan) for k in values}
+    for start in range(0, BOOTSTRAP, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, BOOTSTRAP - start), n))
+        for k, v in values.items():
+            out[k][start : start + len(idx)] = v[idx].mean(axis=1)
+    return out
 
 
 def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[ValidationRow], list[str]]:
@@ -322,9 +332,11 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
     # every estimator on the same rows: those where all of them give a mass (no-mass quality bits excluded)
     common = np.logical_and.reduce([np.isfinite(catalog[c].to_numpy(float)) for c in present.values()])
     common &= np.isfinite(true_all)
-    idx = bootstrap_index(int(common.sum()))
     lam_col = present.get("lambda")
-    lam_abs = np.abs(catalog[lam_col].to_numpy(float) - true_all)[common] if lam_col else None
+    resid = {n: (catalog[c].to_numpy(float) - true_all)[common] for n, c in present.items()}
+    boot = bootstrap_means(
+        {**{f"d.{n}": d for n, d in resid.items()}, **{f"a.{n}": np.abs(d) for n, d in resid.items()}}
+    )
     for name, col in present.items():
         pred_all = np.where(common, catalog[col].to_numpy(float), np.nan)
         ok = np.isfinite(pred_all) & np.isfinite(true_all)
@@ -332,9 +344,9 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
         err = catalog[f"{col}_err"].to_numpy(float)[ok] if f"{col}_err" in catalog else None
         d = pred - true
         ratio = ratio_95 = None
-        if lam_abs is not None and col != lam_col and d.size:
-            ratio = _f(np.mean(np.abs(d)) / np.mean(lam_abs))
-            ratio_95 = _interval(np.abs(d)[idx].mean(axis=1) / lam_abs[idx].mean(axis=1))
+        if lam_col is not None and col != lam_col and d.size:
+            ratio = _f(np.mean(np.abs(d)) / np.mean(np.abs(resid["lambda"])))
+            ratio_95 = _interval(boot[f"a.{name}"] / boot["a.lambda"])
         tert = {}
         for key, var in TERTILE_VARIABLES.items():
             values = pred if var is None else (catalog[var].to_numpy(float)[ok] if var in catalog else None)
@@ -347,8 +359,8 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
                 n=int(ok.sum()),
                 mae=_f(np.mean(np.abs(d))),
                 bias=_f(np.mean(d)),
-                mae_95=_interval(np.abs(d)[idx].mean(axis=1)) if d.size else None,
-                bias_95=_interval(d[idx].mean(axis=1)) if d.size else None,
+                mae_95=_interval(boot[f"a.{name}"]) if d.size else None,
+                bias_95=_interval(boot[f"d.{name}"]) if d.size else None,
                 mae_over_lambda=ratio,
                 mae_over_lambda_95=ratio_95,
                 coverage=_covered(pred, true, err),

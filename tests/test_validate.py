@@ -17,12 +17,13 @@ from survey_mass.paths import partition_group_path
 from survey_mass.store import open_store
 from survey_mass.testing import read_catalog
 from survey_mass.validate import (
+    BOOTSTRAP,
+    BOOTSTRAP_SEED,
     REPORT_JSON,
     REPORT_MD,
     Perturbation,
     ValidationReport,
     ValidationSuite,
-    bootstrap_index,
     format_table,
     load_suite,
     validate,
@@ -128,12 +129,18 @@ def test_scores_match_the_catalogs_and_only_the_physics_differs(validated):
     assert row.mae_over_lambda == pytest.approx(np.abs(d).mean() / np.abs(d_lam).mean(), abs=1e-4)
     assert row.mae_over_lambda_95[0] < row.mae_over_lambda < row.mae_over_lambda_95[1]
     # the interval is the paired one: both estimators' MAE on the same resamples of the clusters
-    idx = bootstrap_index(d.size)
+    idx = np.random.default_rng(BOOTSTRAP_SEED).integers(0, d.size, size=(BOOTSTRAP, d.size))
     a, b = np.abs(d.to_numpy())[idx].mean(axis=1), np.abs(d_lam.to_numpy())[idx].mean(axis=1)
     assert row.mae_over_lambda_95 == pytest.approx(tuple(np.quantile(a / b, [0.025, 0.975])), abs=2e-5)
     assert row.bias_95 == pytest.approx(
         tuple(np.quantile(d.to_numpy()[idx].mean(axis=1), [0.025, 0.975])), abs=2e-5
     )
+    # an unpaired interval (lambda on other resamples) is wider: the pairing is what the test sees
+    other = np.abs(d_lam.to_numpy())[np.random.default_rng(1).integers(0, d.size, size=idx.shape)].mean(
+        axis=1
+    )
+    unpaired = np.quantile(a / other, [0.025, 0.975])
+    assert unpaired[1] - unpaired[0] > row.mae_over_lambda_95[1] - row.mae_over_lambda_95[0]
     assert report.row("nominal", "lambda").mae_over_lambda is None
 
 
