@@ -25,7 +25,7 @@ def test_bench_json(small_store, tmp_path, capsys):
     from survey_mass.store import open_store
     from survey_mass.testing import biggest_partition, make_tiny_store
 
-    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 60)
+    store = make_tiny_store(tmp_path / "tiny.zarr", biggest_partition(small_store), 30)
     n = open_store(store).n_total
     code = main(
         [
