@@ -336,16 +336,20 @@ def test_output_that_is_not_a_catalog_is_refused(small_store, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_device_plan_on_a_cpu_gives_the_plain_runs_catalog(small_catalog, small_store, tmp_path):
+def test_the_device_plan_on_a_cpu_gives_the_plain_runs_catalog(small_store, tmp_path):
     """Issue 17's task split: read and CPU work, device, write as three tasks per partition, the device stage
-    only on the worker tagged "GPU", the others on a "CPU" worker; every column as the plain in-process run's.
-    (Dask workers without the split are held to the in-process catalogue by the worker-killed test in
-    tests/reliability/test_faults.py and the S3 test in tests/test_object_storage.py.)"""
-    cat, summary = small_catalog
-    s = run_small(small_store, tmp_path / "split", workers=2, split=True)
+    only on the worker tagged "GPU", the others on a "CPU" worker; every column as the plain in-process run's,
+    on 48 cutouts of the small store, a seeded 5% of them attributed. (Dask workers without the split are held
+    to the in-process catalogue by the worker-killed test in tests/reliability/test_faults.py and the S3 test
+    in tests/test_object_storage.py.)"""
+    from survey_mass.testing import biggest_partition, make_tiny_store
+
+    store = make_tiny_store(tmp_path / "part.zarr", biggest_partition(small_store), 48)
+    plain = run_small(store, tmp_path / "plain", sample_fraction=0.05)
+    s = run_small(store, tmp_path / "split", workers=2, split=True, sample_fraction=0.05)
     assert s.cluster == "LocalCluster (1 GPU-tagged worker + 1 CPU workers, 1 thread each)"
-    assert s.attributed == summary.attributed > 0
-    a, b = _read(cat), _read(tmp_path / "split")
+    assert s.attributed == plain.attributed > 0 and s.rows == plain.rows == 48
+    a, b = _read(tmp_path / "plain"), _read(tmp_path / "split")
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
     for c in a.columns:
         if pd.api.types.is_numeric_dtype(a[c]) and not pd.api.types.is_bool_dtype(a[c]):
