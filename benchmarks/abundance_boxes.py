@@ -13,8 +13,6 @@ masked area (10,400 deg^2), so ratios near 1.1 are partly area.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 Z_RANGES = ((0.1, 0.33), (0.33, 0.55))
 BOXES = [f"box:{a},{a + 40},{d},{d + 25}" for a in (110, 150, 190, 230) for d in (-5, 20, 45)] + [
@@ -69,14 +67,13 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> int:
+    from _results import report
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = measure()
-    print(markdown(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-        Path(args.json).with_suffix(".md").write_text(markdown(rows))
+    report(rows, markdown(rows), args.json)
     return 0
 
 

@@ -17,8 +17,6 @@ parameters with bootstrap errors, and its residuals in 4 lambda x 2 z bins.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -151,15 +149,14 @@ def markdown(res: dict) -> str:
 
 
 def main() -> int:
+    from _results import report
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boot", type=int, default=20)
     ap.add_argument("--json", help="write the figures here, and a .md beside it")
     args = ap.parse_args()
     res = {"comparison": comparison(), "parameters": parameter_errors(args.boot), "residuals": residuals()}
-    print(markdown(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
-        Path(args.json).with_suffix(".md").write_text(markdown(res))
+    report(res, markdown(res), args.json)
     return 0
 
 

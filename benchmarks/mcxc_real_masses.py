@@ -18,7 +18,6 @@ baseline `validate --real` is to improve on, not a verdict.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -140,15 +139,14 @@ def markdown(r: dict) -> str:
 
 
 def main() -> int:
+    from _results import report
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", required=True, help="a survey-mass catalogue (the default dr12 run's)")
     ap.add_argument("--json", help="write the figures here, and a .md beside it")
     args = ap.parse_args()
     r = score(args.catalog)
-    print(markdown(r))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
-        Path(args.json).with_suffix(".md").write_text(markdown(r))
+    report(r, markdown(r), args.json)
     return 0
 
 

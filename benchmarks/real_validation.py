@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -163,6 +161,8 @@ def markdown(res: dict) -> str:
 
 
 def main() -> int:
+    from _results import report
+
     from survey_mass.validate_real import validate_real
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -175,10 +175,7 @@ def main() -> int:
         "goodness_of_fit": validate_real(args.catalog).model_dump(mode="json"),
         "independent_scale": validate_real(args.catalog, one_minus_b=(0.80, 0.10)).model_dump(mode="json"),
     }
-    print(markdown(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
-        Path(args.json).with_suffix(".md").write_text(markdown(res))
+    report(res, markdown(res), args.json)
     return 0
 
 

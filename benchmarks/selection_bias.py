@@ -26,8 +26,6 @@ shape. Nothing here is fitted on the rows it scores except the relation itself o
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -80,6 +78,7 @@ def by_tertile(r: np.ndarray, k: np.ndarray) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from _results import report
     from scipy.stats import skew
 
     from survey_mass.candidates import load_redmapper
@@ -221,10 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "shape_by_lambda_tertile": shape,
         "fits": summary,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    Path(args.json).with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    report(result, markdown(result), args.json)
     return 0
 
 
