@@ -881,10 +881,10 @@ def with_user_labels(table: StoreTable, labels, declared, cfg: TrainConfig) -> S
     return replace(table, label=y, flux_limit=declared.row_limits(survey))
 
 
-def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig):
-    """The labels' selection and the stage-2 pool: every cluster with a known selection, else the labelled."""
+def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig, declared=None):
+    """The labels' selection and the stage-2 pool: every cluster with a known selection, else the labelled.
+    ``declared``: the user's declared :class:`~survey_mass.labels.LabelSelection` (with ``cfg.labels``)."""
     from ..errors import SurveyMassError
-    from ..labels import LabelSelection
     from ..selection import selection_for_store
 
     labelled = np.flatnonzero(np.isfinite(table.label))
@@ -896,7 +896,6 @@ def _labelled_pool(store, store_path, table: StoreTable, cfg: TrainConfig):
             "heads have unpenalised terms in z, richness and sigma that fewer labels fit exactly)"
         )
     if cfg.labels:
-        declared = LabelSelection.parse(cfg.label_selection)
         selection = declared.selection(user_label_offset(cfg)) if cfg.selection_aware else None
     else:
         selection = selection_for_store(store) if cfg.selection_aware else None
@@ -991,6 +990,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     store = open_store(store_path)
+    declared = None
     if cfg.labels:  # read (and refuse bad labels or a bad selection) before anything is written
         from ..labels import LabelSelection, read_labels
 
@@ -1004,7 +1004,7 @@ def train(
     table = read_table(store)
     if cfg.labels:
         table = with_user_labels(table, labels, declared, cfg)
-    selection, pool = _labelled_pool(store, store_path, table, cfg)
+    selection, pool = _labelled_pool(store, store_path, table, cfg, declared)
     if selection is not None and selection.label_offset_dex and not cfg.labels:
         # a mock store's hydrostatic labels onto the true mass scale (a user's are converted as they are read)
         table = replace(table, label=selection.to_true(table.label))
