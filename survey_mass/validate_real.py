@@ -232,12 +232,9 @@ class LabelPredictive:
     soft: float
 
     def mean(self) -> np.ndarray:
-        from scipy.special import log_ndtr
-        from scipy.stats import norm
+        from .selection import selected_moments  # the same truncated-normal mean the training scores with
 
-        w = np.sqrt(self.width**2 + self.soft**2)
-        k = (self.centre - self.m_lim) / w
-        return self.centre + self.width**2 / w * np.exp(norm.logpdf(k) - log_ndtr(k))
+        return selected_moments(self.centre, self.width, self.m_lim, self.soft, 0.0)[0]
 
     def pit(self, y) -> np.ndarray:
         """P(label <= y) for each row: with a soft limit, P(T <= y, D >= m_lim) / P(D >= m_lim) for the label T
