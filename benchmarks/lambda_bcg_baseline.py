@@ -33,7 +33,7 @@ def design(lam, z, b):
 
 
 X = design(t.richness[ok], t.z[ok], bcg[ok])
-y = t.label[ok]
+y = sel.to_true(t.label[ok])  # hydrostatic mock labels onto the true scale, as training takes them
 lab = np.isfinite(y)
 m_lim = sel.m_lim(t.z[ok], t.flux_limit[ok])
 
@@ -66,11 +66,23 @@ T = df["log10_m500_true"].to_numpy(float)
 common = df[["log10_m500", "log10_m500_lambda", "log10_m500_pixels", "log10_m500_richness"]].notna().all(
     axis=1
 ).to_numpy() & np.isfinite(mu)
-for name, pred in (
-    ("lambda+BCG (catalogue)", mu),
-    ("headline", df["log10_m500"].to_numpy()),
-    ("lambda", df["log10_m500_lambda"].to_numpy()),
-    ("oracle", df["log10_m500_oracle"].to_numpy()),
-):
+lam = df["richness_catalog"].to_numpy(float)[common]
+k = np.digitize(lam, np.quantile(lam, [1 / 3, 2 / 3]))
+preds = {
+    "lambda+BCG (catalogue)": mu,
+    "headline": df["log10_m500"].to_numpy(),
+    "lambda": df["log10_m500_lambda"].to_numpy(),
+    "oracle": df["log10_m500_oracle"].to_numpy(),
+}
+absd = {n: np.abs(p[common] - T[common]) for n, p in preds.items()}
+idx = np.random.default_rng(29).integers(0, common.sum(), size=(1000, common.sum()))
+base = absd["lambda+BCG (catalogue)"][idx].mean(axis=1)
+for name, pred in preds.items():
     d = pred[common] - T[common]
-    print(f"{name:24s} n={common.sum()} MAE {np.mean(np.abs(d)):.4f} bias {np.mean(d):+.4f}")
+    lo, hi = np.quantile(absd[name][idx].mean(axis=1) / base, [0.025, 0.975])
+    ratio = np.mean(np.abs(d)) / np.mean(absd["lambda+BCG (catalogue)"])
+    tert = " / ".join(f"{d[k == i].mean():+.3f}" for i in range(3))
+    print(
+        f"{name:24s} n={common.sum()} MAE {np.mean(np.abs(d)):.4f} bias {np.mean(d):+.4f} by lambda tertile {tert}"
+        f"  MAE / lambda+BCG's {ratio:.3f} ({lo:.3f}-{hi:.3f})"
+    )
