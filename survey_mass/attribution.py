@@ -49,7 +49,7 @@ DEFAULT_RICHNESS = 20.0
 
 #: the catalogue's boolean column: was this row's map computed (its map summaries are null otherwise)
 ATTRIBUTED = "attributed"
-CONTRIBUTION_GROUPS = (*BANDS, "sky", "redshift", "richness")
+CONTRIBUTION_GROUPS = (*BANDS, "sky", "redshift", "richness", "bcg")
 CONTRIBUTION_COLUMNS = ("log10_m500_reference", *(f"contrib_{g}" for g in CONTRIBUTION_GROUPS))
 SUMMARY_COLUMNS = (
     "attr_delta_dex",
@@ -66,7 +66,7 @@ SUMMARY_COLUMNS = (
 
 def contributions(model, raw: np.ndarray) -> dict[str, np.ndarray]:
     """Catalogue columns :data:`CONTRIBUTION_COLUMNS` of rows' raw inputs under ``model`` (a model without a
-    richness input gives ``contrib_richness`` = 0)."""
+    richness or central-galaxy input gives ``contrib_richness`` or ``contrib_bcg`` = 0)."""
     parts = model.contributions_raw(raw)
     n = len(parts["reference"])
     out = {"log10_m500_reference": parts["reference"]}
@@ -169,9 +169,16 @@ def integrated_gradients(
 # --- the function each row is explained by --------------------------------------------------------------------
 
 
-def row_function(bundle, z: np.ndarray, log_sigma: torch.Tensor, richness: np.ndarray | None):
+def row_function(
+    bundle,
+    z: np.ndarray,
+    log_sigma: torch.Tensor,
+    richness: np.ndarray | None,
+    bcg_mag_i: np.ndarray | None = None,
+):
     """A function (points, rows) -> catalogued mass: the headline model (pixels with the row's catalogue
-    richness held) for rows with a richness, the pixels model otherwise."""
+    richness, and central galaxy where the model takes one, held) for rows with a richness, the pixels model
+    otherwise."""
     lam = None if richness is None else np.asarray(richness, np.float32)
     has = np.zeros(len(z), bool) if lam is None else np.isfinite(lam) & (lam > 0)
     head = bundle.model.eval() if bundle.model.richness_input else None
@@ -180,6 +187,10 @@ def row_function(bundle, z: np.ndarray, log_sigma: torch.Tensor, richness: np.nd
     zz = torch.from_numpy(np.asarray(z, np.float32)).to(dev)
     lam_t = torch.from_numpy(np.where(has, lam if lam is not None else 1.0, 1.0).astype(np.float32)).to(dev)
     has_t = torch.from_numpy(has).to(dev)
+    bcg_t = None
+    if head is not None and head.bcg_input:
+        lam_np = np.where(has, lam if lam is not None else 1.0, 1.0)
+        bcg_t = torch.from_numpy(head.bcg_feature(lam_np, z, bcg_mag_i).astype(np.float32)).to(dev)
     log_sigma = log_sigma.to(dev)
 
     def fn(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -190,7 +201,8 @@ def row_function(bundle, z: np.ndarray, log_sigma: torch.Tensor, richness: np.nd
         h = has_t[rows] if head is not None else torch.zeros(len(rows), dtype=torch.bool, device=dev)
         if h.any():
             r = rows[h]
-            out = out.masked_scatter(h, head(points[h], zz[r], log_sigma[r], lam_t[r]))
+            bcg_r = None if bcg_t is None else bcg_t[r]
+            out = out.masked_scatter(h, head(points[h], zz[r], log_sigma[r], lam_t[r], bcg_r))
         if (~h).any():
             r = rows[~h]
             out = out.masked_scatter(~h, pix(points[~h], zz[r], log_sigma[r]))
@@ -255,6 +267,7 @@ def attribution_maps(
     *,
     ids=None,
     richness: np.ndarray | None = None,
+    bcg_mag_i: np.ndarray | None = None,
     baselines: int = 2,
     steps: int = 32,
     tolerance: float = 0.005,
@@ -270,7 +283,7 @@ def attribution_maps(
     n = images.shape[0]
     ids = np.arange(n) if ids is None else np.asarray(ids)
     x, log_sigma, _ = prepare_images(images)
-    fn = row_function(bundle, np.asarray(z), log_sigma, richness)
+    fn = row_function(bundle, np.asarray(z), log_sigma, richness, bcg_mag_i)
     bases = sky_baselines(tuple(x.shape), ids, baselines=baselines, seed=seed)
     # a masked (NaN) pixel is normalised to the sky level and stays there along the path: it gets no attribution
     masked = torch.from_numpy(~np.isfinite(images))
@@ -311,6 +324,7 @@ def attribute(
     *,
     ids=None,
     richness: np.ndarray | None = None,
+    bcg_mag_i: np.ndarray | None = None,
     pixel_scale: float = 6.336,
     baselines: int = 2,
     steps: int = 32,
@@ -330,6 +344,7 @@ def attribute(
         z,
         ids=ids,
         richness=richness,
+        bcg_mag_i=bcg_mag_i,
         baselines=baselines,
         steps=steps,
         tolerance=tolerance,

@@ -59,7 +59,9 @@ def _curve(
         return fn(torch.stack(pts), torch.full((len(pts),), row)).double().numpy()
 
 
-def deletion_insertion(bundle, a: dict, *, ids, richness, z, seed: int = 0) -> dict[str, np.ndarray]:
+def deletion_insertion(
+    bundle, a: dict, *, ids, richness, z, bcg_mag_i=None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """AOPC of deletion and insertion curves for the rows of ``a`` (:func:`~survey_mass.attribution.attribute`
     with ``return_maps``), per row (dex): the map's order (``aopc``, ``insertion``), the mean of
     :data:`RANDOM_ORDERS` random orders (``_random``), and two orders that need no map, which any map that
@@ -69,7 +71,7 @@ def deletion_insertion(bundle, a: dict, *, ids, richness, z, seed: int = 0) -> d
 
     x = torch.from_numpy(a["x"])
     n = x.shape[0]
-    fn = row_function(bundle, np.asarray(z), torch.from_numpy(a["log_sigma"]), richness)
+    fn = row_function(bundle, np.asarray(z), torch.from_numpy(a["log_sigma"]), richness, bcg_mag_i)
     fill = sky_baselines(tuple(x.shape), np.asarray(ids), baselines=1, seed=seed + 7919)[0]
     units = _units(tuple(x.shape[1:]))
     nu = int(units.max()) + 1

@@ -49,12 +49,13 @@ REPORT_PNG = "real_validation.png"
 ESTIMATOR_COLUMNS = {
     "headline": "log10_m500",
     "lambda": "log10_m500_lambda",
+    "lambda_bcg": "log10_m500_lambda_bcg",
     "pixels": "log10_m500_pixels",
     "richness": "log10_m500_richness",
     "given_detection": "log10_m500_given_detection",
 }
 #: the population estimators that the selection folds into (the given-detection mass is already conditioned)
-SELECTABLE = ("headline", "lambda", "pixels", "richness")
+SELECTABLE = ("headline", "lambda", "lambda_bcg", "pixels", "richness")
 PIT_BINS = 10
 
 

@@ -116,6 +116,8 @@ def explain_cluster(
     z = np.array([float(record["z"])])
     lam = record.get("richness")
     lam = None if lam is None else np.array([float(lam)])
+    bcg = record.get("bcg_mag_i")
+    bcg = None if bcg is None else np.array([float(bcg)])
     run = _run_settings(catalog, baselines)
     ids = np.array([int(cluster_id)])
     a = attribute(
@@ -124,11 +126,12 @@ def explain_cluster(
         z,
         ids=ids,
         richness=lam,
+        bcg_mag_i=bcg,
         pixel_scale=st.pixel_scale,
         **run,
         return_maps=True,
     )
-    aopc = deletion_insertion(bundle, a, ids=ids, richness=lam, z=z, seed=run["seed"])
+    aopc = deletion_insertion(bundle, a, ids=ids, richness=lam, bcg_mag_i=bcg, z=z, seed=run["seed"])
     if png is not None:
         explain_figure(image, a, row, png, pixel_scale=st.pixel_scale)
     out = {

@@ -1,9 +1,10 @@
 """Prediction for one partition: a pure function of (model bundle, partition arrays). No Dask here.
 
-For every cutout, four mass estimators (:data:`ESTIMATORS`), each with its own calibrated 68% error:
+For every cutout, five mass estimators (:data:`ESTIMATORS`), each with its own calibrated 68% error:
 
 * **Headline** ``log10_m500``: the fold-ensemble of the mass model that reads the pixels *and* the candidate
-  catalogue's richness (pixels alone where the candidate has none). Each of the k fold regressors gives
+  catalogue's richness and, for a model trained with one, its central-galaxy magnitude (pixels alone where the
+  candidate has no richness; the central galaxy's expectation given lambda and z where it has none). Each of the k fold regressors gives
   (mu_k, sigma_k) from the frozen stage-1 features, z, the sky depth and ln lambda; ``log10_m500`` = mean_k mu_k;
   ``log10_m500_err_aleatoric`` = s sqrt(mean_k sigma_k^2) (sigma_k heteroscedastic in mu_k);
   ``log10_m500_err_fold`` = s sqrt(var_k mu_k + mean_k e_k^2), the folds' spread and each head's Laplace
@@ -16,6 +17,9 @@ For every cutout, four mass estimators (:data:`ESTIMATORS`), each with its own c
 * **Catalogue lambda** ``log10_m500_lambda`` and ``_err``: the mass-richness relation on the candidate's own
   richness and z (:class:`~survey_mass.models.catalogue.CatalogueRelation`): what a user of the catalogue
   already has.
+* **Catalogue lambda + central galaxy** ``log10_m500_lambda_bcg`` and ``_err``: the same relation with the
+  candidate's central-galaxy i magnitude as well (``bcg_mag_i``, as an absolute magnitude): the strongest
+  baseline a redMaPPer user has; NaN without a central galaxy or for a model trained without one.
 * **lambda-hat** ``richness`` (sep red-sequence count) and ``log10_m500_richness`` and ``_err``.
 * **Given detection** ``log10_m500_given_detection`` and ``_err``, for rows the store marks as detected by the
   labels' X-ray survey (a finite ``log10_m500_label``): the headline conditioned on that detection
@@ -46,6 +50,7 @@ ESTIMATORS = {
     "headline": "log10_m500",
     "pixels": "log10_m500_pixels",
     "lambda": "log10_m500_lambda",
+    "lambda_bcg": "log10_m500_lambda_bcg",
     "richness": "log10_m500_richness",
 }
 
@@ -62,6 +67,8 @@ OUTPUT_COLUMNS = (
     "log10_m500_pixels_err",
     "log10_m500_lambda",
     "log10_m500_lambda_err",
+    "log10_m500_lambda_bcg",
+    "log10_m500_lambda_bcg_err",
     "richness",
     "log10_m500_richness",
     "log10_m500_richness_err",
@@ -79,6 +86,7 @@ def cnn_masses(
     z: np.ndarray,
     richness: np.ndarray | None = None,
     *,
+    bcg_mag_i: np.ndarray | None = None,
     flux_limit: np.ndarray | None = None,
     batch_size: int = 64,
     device="cpu",
@@ -98,7 +106,7 @@ def cnn_masses(
     x, log_sigma, sky = prepare_images(images) if prepared is None else prepared
     raw = pix.raw_inputs_prepared(x, log_sigma, z, batch_size=batch_size, device=device)
     if pix.backbone_autocast is not None:
-        near = near_ood_threshold(bundle, raw, richness)
+        near = near_ood_threshold(bundle, raw, richness, bcg_mag_i)
         if near.size:  # the verdict is fp32's: these rows' inputs are recomputed exactly
             import torch
 
@@ -114,7 +122,7 @@ def cnn_masses(
         has = np.isfinite(lam) & (lam > 0)
         if has.any():
             fl = None if flux_limit is None else np.asarray(flux_limit, float)[has]
-            raw_h = head.extend_raw(raw[has], lam[has])
+            raw_h = head.extend_raw(raw[has], lam[has], _rows(bcg_mag_i, has))
             h = head.predict_raw(raw_h, np.asarray(z)[has], flux_limit=fl, device=device)
             h.update(contributions(head, raw_h))
             for key, v in h.items():
@@ -131,7 +139,13 @@ def cnn_masses(
 OOD_GUARD = 0.1
 
 
-def near_ood_threshold(bundle, raw: np.ndarray, richness: np.ndarray | None) -> np.ndarray:
+def _rows(a: np.ndarray | None, rows) -> np.ndarray | None:
+    return None if a is None else np.asarray(a, float)[rows]
+
+
+def near_ood_threshold(
+    bundle, raw: np.ndarray, richness: np.ndarray | None, bcg_mag_i: np.ndarray | None = None
+) -> np.ndarray:
     """Rows (indices) whose out-of-distribution verdict, in the pixels or the headline model, a reduced-precision
     backbone could flip: the largest |standardised input| within :data:`OOD_GUARD` of the flag."""
     pix, head = bundle.pixels, bundle.model
@@ -140,7 +154,7 @@ def near_ood_threshold(bundle, raw: np.ndarray, richness: np.ndarray | None) -> 
         lam = np.asarray(richness, float)
         has = np.flatnonzero(np.isfinite(lam) & (lam > 0))
         if has.size:
-            score = head.ood_score(head.extend_raw(raw[has], lam[has]))
+            score = head.ood_score(head.extend_raw(raw[has], lam[has], _rows(bcg_mag_i, has)))
             near[has] |= np.abs(score - head.ood_flag) < OOD_GUARD * head.ood_flag
     return np.flatnonzero(near)
 
@@ -164,13 +178,22 @@ def given_detection(bundle, mu, err, z, flux_limit) -> tuple[np.ndarray, np.ndar
 
 
 def lambda_masses(
-    bundle, richness: np.ndarray | None, z: np.ndarray, flux_limit=None
+    bundle, richness: np.ndarray | None, z: np.ndarray, flux_limit=None, bcg_mag_i: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """The catalogue relation's mass and error (NaN without a richness)."""
+    """The catalogue relations' masses and errors: on lambda and z (NaN without a richness), and on lambda, z and
+    the central galaxy (NaN without one, or for a model without that relation)."""
+    from ..models.catalogue import central_galaxy_feature
+
     n = np.size(z)
     lam = np.full(n, np.nan) if richness is None else np.asarray(richness, float)
     out = bundle.relation.predict(lam, z, flux_limit)
-    return {"log10_m500_lambda": out["log10_m500"], "log10_m500_lambda_err": out["log10_m500_err"]}
+    res = {"log10_m500_lambda": out["log10_m500"], "log10_m500_lambda_err": out["log10_m500_err"]}
+    nan = np.full(n, np.nan)
+    res["log10_m500_lambda_bcg"], res["log10_m500_lambda_bcg_err"] = nan, nan.copy()
+    if bundle.relation_bcg is not None and bcg_mag_i is not None:
+        b = bundle.relation_bcg.predict(lam, z, flux_limit, bcg=central_galaxy_feature(bcg_mag_i, z))
+        res["log10_m500_lambda_bcg"], res["log10_m500_lambda_bcg_err"] = b["log10_m500"], b["log10_m500_err"]
+    return res
 
 
 def richness_masses(
@@ -228,6 +251,8 @@ class PreparedPartition:
     clean: np.ndarray
     prepared: tuple | None
     lam_cat: np.ndarray | None
+    #: the candidates' central-galaxy apparent i magnitudes, where the store has them
+    bcg_mag_i: np.ndarray | None
     flux_limit: np.ndarray | None
     label: np.ndarray | None
     #: the lambda-hat baseline of the ok rows (:func:`richness_masses`), when the CPU half ran it (on a device the
@@ -261,6 +286,7 @@ def prepare_partition(
         clean=clean,
         prepared=prepare_images(clean) if ok.any() and sky else None,
         lam_cat=np.asarray(columns["richness"], float) if "richness" in columns else None,
+        bcg_mag_i=np.asarray(columns["bcg_mag_i"], float) if "bcg_mag_i" in columns else None,
         flux_limit=None if fl is None else np.asarray(fl, float),
         label=None if label is None else np.asarray(label, float),
         baseline=richness_masses(bundle, np.nan_to_num(clean), z[ok]) if detect and ok.any() else None,
@@ -275,7 +301,7 @@ def predict_prepared(
     device="cpu",
     richness: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Masses of all four estimators, their errors, the lambda-hat baseline and quality from a prepared
+    """Masses of all five estimators, their errors, the lambda-hat baseline and quality from a prepared
     partition: the device half. Where the CPU half did not run the baseline's detection, it runs here, batched
     on ``device``; where it did not measure the sky, that too."""
     from ..models.mass_model import prepare_images_on_device
@@ -287,6 +313,7 @@ def predict_prepared(
             prep.prepared if prep.prepared is not None else prepare_images_on_device(prep.clean, device)
         )
         lam_ok = None if prep.lam_cat is None else prep.lam_cat[ok]
+        bcg_ok = _rows(prep.bcg_mag_i, ok)
         fl_ok = None if prep.flux_limit is None else prep.flux_limit[ok]
 
         masses = cnn_masses(
@@ -294,6 +321,7 @@ def predict_prepared(
             None,
             z[ok],
             lam_ok,
+            bcg_mag_i=bcg_ok,
             flux_limit=fl_ok,
             batch_size=batch_size,
             device=device,
@@ -304,7 +332,7 @@ def predict_prepared(
             rm if rm is not None else richness_masses(bundle, np.nan_to_num(prep.clean), z[ok], device=device)
         )
         ood = masses.pop("out_of_distribution")
-        for key, v in {**masses, **lambda_masses(bundle, lam_ok, z[ok], fl_ok)}.items():
+        for key, v in {**masses, **lambda_masses(bundle, lam_ok, z[ok], fl_ok, bcg_ok)}.items():
             out[key][ok] = v
         det = np.zeros(n, bool) if prep.label is None else ok & np.isfinite(prep.label)
         if det.any():  # clusters the store marks as detected by the labels' X-ray survey
@@ -335,7 +363,7 @@ def predict_partition(
     device="cpu",
     richness: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Masses of all four estimators, their errors, the lambda-hat baseline and quality for one partition:
+    """Masses of all five estimators, their errors, the lambda-hat baseline and quality for one partition:
     :func:`prepare_partition` then :func:`predict_prepared`, in this process. The baseline's detection runs on
     ``device``, batched (on the CPU in the first half, elsewhere in the second)."""
     prep = prepare_partition(bundle, images, columns, detect=str(device) == "cpu")

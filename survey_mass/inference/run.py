@@ -267,6 +267,7 @@ def device_stage(job: PartitionJob) -> PartitionJob:
             np.asarray(cols["z"], float)[idx],
             ids=np.asarray(cols["id"])[idx],
             richness=None if "richness" not in cols else np.asarray(cols["richness"], float)[idx],
+            bcg_mag_i=None if "bcg_mag_i" not in cols else np.asarray(cols["bcg_mag_i"], float)[idx],
             **opts.attribution_kwargs(),
         )
         maps.append((idx, {k: ig[k] for k in ("attr", "delta", "completeness", "steps")}))

@@ -392,6 +392,12 @@ def make_partition(cfg: MockConfig, pixel: int, clusters: pd.DataFrame) -> tuple
         "z": clusters["z"].to_numpy(np.float32),
         "quality": np.zeros(n, np.int32),
         "richness": clusters["richness"].to_numpy(np.float32),
+        # the candidate catalogue's own central galaxy, as a user would have it (NaN where it gives none)
+        "bcg_mag_i": (
+            clusters["bcg_mag_i"].to_numpy(np.float32)
+            if "bcg_mag_i" in clusters
+            else np.full(n, np.nan, np.float32)
+        ),
         "log10_m500_label": clusters["log10_m500_label"].to_numpy(np.float32),
         "log10_m500_true": clusters["log10_m500_true"].to_numpy(np.float32),
         "log10_m500_oracle": clusters["log10_m500_oracle"].to_numpy(np.float32),

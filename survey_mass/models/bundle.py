@@ -70,6 +70,9 @@ class FeatureContract(_Strict):
     ood_flag: float = OOD_FLAG
     sky: str = "sep Background, 32-pixel meshes (sigma-clipped), per band"
     invariance: dict[str, Any] = {}
+    #: with a central-galaxy input: [a, b, c] of its expectation given ln(lambda / 40) and z - 0.3, which
+    #: stands in where a candidate has no central galaxy (:meth:`MassModel.bcg_feature`)
+    bcg_fill: list[float] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureContract:
@@ -139,6 +142,8 @@ class ModelCard(_Strict):
     config: dict[str, Any]
     #: the headline model takes ln of the candidate catalogue's richness as an input
     richness_input: bool = False
+    #: ... and the catalogue's central-galaxy magnitude (its absolute i magnitude)
+    bcg_input: bool = False
     #: the headline model's inputs and calibration
     features: FeatureContract
     calibration: Calibration
@@ -146,6 +151,8 @@ class ModelCard(_Strict):
     pixels: HeadSet | None = None
     #: the catalogue mass-richness relation (:class:`~survey_mass.models.catalogue.CatalogueRelation`)
     lambda_relation: dict[str, Any] = {}
+    #: the same relation with the catalogue's central-galaxy magnitude as well (empty for older models)
+    lambda_bcg_relation: dict[str, Any] = {}
     richness_baseline: dict[str, Any]
     metrics: CardMetrics
     timing_s: dict[str, float]
@@ -189,6 +196,9 @@ def save_bundle(
 #: card fields that do not change what the model computes (what it is called, how it scored, how long it took,
 #: where its training data lay); every other field is part of the model's id
 _ID_EXEMPT = ("model_id", "code_version", "metrics", "timing_s", "training_data", "config", "seed", "method")
+#: card fields added after models were shipped: left out of the id at their defaults, so that older models keep
+#: their ids
+_ID_NEW_AT_DEFAULT = {"bcg_input": False, "lambda_bcg_relation": {}}
 
 
 def model_id(path: Path, card: ModelCard) -> str:
@@ -200,6 +210,12 @@ def model_id(path: Path, card: ModelCard) -> str:
     for f in (BACKBONE, HEADS):
         digest.update((Path(path) / f).read_bytes())
     fields = card.model_dump(mode="json", exclude=set(_ID_EXEMPT))
+    for k, default in _ID_NEW_AT_DEFAULT.items():
+        if fields.get(k) == default:
+            del fields[k]
+    for contract in (fields["features"], (fields.get("pixels") or {}).get("features", {})):
+        if contract.get("bcg_fill") == []:
+            del contract["bcg_fill"]
     fields["z_range"] = list(card.training_data.z_range)  # masses are given only inside it
     digest.update(json.dumps(fields, sort_keys=True).encode())
     return f"survey-mass-{card.variant}-{digest.hexdigest()[:12]}"
@@ -215,6 +231,7 @@ def feature_contract(model: MassModel, s: Standardisation, invariance: dict | No
         std=[float(v) for v in s.std],
         dropped=[n for i, n in enumerate(names) if i not in kept],
         invariance=invariance or {},
+        bcg_fill=[float(v) for v in model.bcg_fill.cpu().numpy()] if model.bcg_input else [],
     )
 
 
@@ -230,6 +247,8 @@ class ModelBundle:
     baseline: RichnessBaseline
     pixels: MassModel
     relation: CatalogueRelation
+    #: the relation with the catalogue's central galaxy as well (None for models trained without one)
+    relation_bcg: CatalogueRelation | None = None
 
     @property
     def z_range(self) -> tuple[float, float]:
@@ -363,7 +382,9 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise ModelError(
             f"model {str(path / BACKBONE)!r}: weights do not fit the network ({str(exc).splitlines()[0]})"
         ) from None
-    model = _mass_model(path, card, backbone, card.features, card.calibration, card.richness_input)
+    model = _mass_model(
+        path, card, backbone, card.features, card.calibration, card.richness_input, card.bcg_input
+    )
     _load_heads(path, model, head_state, "", int(card.folds))
     pixels = model
     if card.pixels is not None:
@@ -377,11 +398,20 @@ def load_bundle(path: str | Path) -> ModelBundle:
         baseline=RichnessBaseline.from_dict(card.richness_baseline),
         pixels=pixels,
         relation=CatalogueRelation.from_dict(card.lambda_relation),
+        relation_bcg=CatalogueRelation.from_dict(card.lambda_bcg_relation)
+        if card.lambda_bcg_relation
+        else None,
     )
 
 
 def _mass_model(
-    path: Path, card: ModelCard, backbone, f: FeatureContract, cal: Calibration, richness: bool
+    path: Path,
+    card: ModelCard,
+    backbone,
+    f: FeatureContract,
+    cal: Calibration,
+    richness: bool,
+    bcg: bool = False,
 ) -> MassModel:
     model = MassModel(
         backbone,
@@ -389,6 +419,7 @@ def _mass_model(
         calibration=cal.model_dump(),
         ood_flag=f.ood_flag,
         richness_input=richness,
+        bcg_input=bcg,
         standardisation=Standardisation(
             np.asarray(f.keep, np.int64), np.asarray(f.mean, np.float32), np.asarray(f.std, np.float32)
         ),
@@ -398,6 +429,12 @@ def _mass_model(
             f"model {str(path / CARD)!r}: the card has {f.n_raw} raw inputs, the network makes "
             f"{len(model.input_names())}"
         )
+    if bcg:
+        if len(f.bcg_fill) != 3:
+            raise ModelError(
+                f"model {str(path / CARD)!r}: a central-galaxy input needs its 3 bcg_fill coefficients"
+            )
+        model.bcg_fill = torch.as_tensor(f.bcg_fill, dtype=torch.float64)
     return model
 
 

@@ -310,10 +310,17 @@ class MassModel(nn.Module):
         calibration: dict | None = None,
         ood_flag: float = OOD_FLAG,
         richness_input: bool = False,
+        bcg_input: bool = False,
     ):
         super().__init__()
+        if bcg_input and not richness_input:
+            raise ValueError("the central galaxy is an input only beside the catalogue richness")
         self.ood_flag = float(ood_flag)
         self.richness_input = bool(richness_input)
+        #: the headline also takes the catalogue's central-galaxy magnitude (its absolute i magnitude,
+        #: :func:`~survey_mass.models.catalogue.central_galaxy_feature`); where a candidate has none, its
+        #: expectation given ln lambda and z (:attr:`bcg_fill`, fitted on the training pool) stands in
+        self.bcg_input = bool(bcg_input)
         #: a reduced precision (torch.bfloat16 or torch.float16) for the backbone but its last block
         #: (:meth:`Backbone.forward`), or None (fp32), used only where no gradient is taken (inference; attribution
         #: and training stay fp32). The heads always run in fp32: at log10 M ~ 14 a half-precision mass would be
@@ -326,6 +333,8 @@ class MassModel(nn.Module):
         self.register_buffer("keep", torch.zeros(0, dtype=torch.long))
         self.register_buffer("mean", torch.zeros(0))
         self.register_buffer("std", torch.zeros(0))
+        #: [a, b, c] of E[central-galaxy feature | lambda, z] = a + b ln(lambda / 40) + c (z - 0.3)
+        self.register_buffer("bcg_fill", torch.zeros(3 if bcg_input else 0, dtype=torch.float64))
         if standardisation is not None:
             self.set_standardisation(standardisation)
 
@@ -342,11 +351,18 @@ class MassModel(nn.Module):
 
     def input_names(self) -> list[str]:
         """Name of every raw input, in order: ``{band}.f{k}``, ``z``, ``log10_sky_sigma_{band}``,
-        ``ap{r}_{band}`` (central photometry), ``ln_richness`` (with a richness input)."""
+        ``ap{r}_{band}`` (central photometry), ``ln_richness`` (with a richness input), ``bcg_abs_mag_i``
+        (the catalogue's central galaxy, M_i + 22, with a central-galaxy input)."""
         names = [f"{b}.f{k}" for b in self.bands for k in range(self.feature_dim)]
         names += ["z"] + [f"log10_sky_sigma_{b}" for b in self.bands]
         names += self.photometry_names()
-        return names + (["ln_richness"] if self.richness_input else [])
+        return names + self.catalogue_input_names()
+
+    def catalogue_input_names(self) -> list[str]:
+        """The raw inputs taken from the candidate catalogue, last in the raw vector."""
+        return (["ln_richness"] if self.richness_input else []) + (
+            ["bcg_abs_mag_i"] if self.bcg_input else []
+        )
 
     def photometry_names(self) -> list[str]:
         return [f"ap{r:g}_{b}" for b in self.bands for r in APERTURE_RADII_PIX]
@@ -354,7 +370,15 @@ class MassModel(nn.Module):
     @property
     def richness_raw_index(self) -> int | None:
         """Position of ln richness among the raw inputs (None without a richness input)."""
-        return len(self.input_names()) - 1 if self.richness_input else None
+        return self.input_names().index("ln_richness") if self.richness_input else None
+
+    @property
+    def bcg_raw_index(self) -> int | None:
+        """Position of the central galaxy's feature among the raw inputs (None without it)."""
+        return self.input_names().index("bcg_abs_mag_i") if self.bcg_input else None
+
+    def _catalogue_raw(self) -> tuple[int, ...]:
+        return tuple(i for i in (self.richness_raw_index, self.bcg_raw_index) if i is not None)
 
     @property
     def photometry_raw_indices(self) -> tuple[int, ...]:
@@ -367,8 +391,9 @@ class MassModel(nn.Module):
 
     @property
     def direct_indices(self) -> tuple[int, ...]:
-        """Kept inputs the heads take unpenalised beside the principal components: ln richness."""
-        return self._kept((self.richness_raw_index,) if self.richness_input else ())
+        """Kept inputs the heads take unpenalised beside the principal components: ln richness and the central
+        galaxy's magnitude."""
+        return self._kept(self._catalogue_raw())
 
     @property
     def penalised_direct_indices(self) -> tuple[int, ...]:
@@ -378,9 +403,8 @@ class MassModel(nn.Module):
         return self._kept(self.photometry_raw_indices)
 
     def always_keep(self) -> tuple[int, ...]:
-        """Raw inputs the standardisation must keep whatever their spread: z and ln richness."""
-        keep = (self.z_raw_index,)
-        return keep + ((self.richness_raw_index,) if self.richness_input else ())
+        """Raw inputs the standardisation must keep whatever their spread: z and the catalogue's inputs."""
+        return (self.z_raw_index, *self._catalogue_raw())
 
     @property
     def z_index(self) -> int:
@@ -410,10 +434,12 @@ class MassModel(nn.Module):
         z: torch.Tensor,
         log_sigma: torch.Tensor,
         richness: torch.Tensor | None = None,
+        bcg: torch.Tensor | None = None,
         *,
         inference: bool = False,
     ) -> torch.Tensor:
-        """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas[, ln richness]."""
+        """The raw input vector (:meth:`input_names`): band features, z, log10 sky sigmas[, ln richness[, the
+        central galaxy's feature, as :meth:`bcg_feature` gives it]]."""
         z = torch.nan_to_num(z.to(x).reshape(-1, 1))
         parts = [
             self.band_features(x, inference=inference),
@@ -425,16 +451,55 @@ class MassModel(nn.Module):
             if richness is None:
                 raise ValueError("this mass model takes the catalogue richness as an input")
             parts.append(torch.log(richness.to(x).reshape(-1, 1).clamp_min(1e-3)))
+        if self.bcg_input:
+            if bcg is None:
+                raise ValueError("this mass model takes the central galaxy's feature as an input")
+            parts.append(bcg.to(x).reshape(-1, 1))
         return torch.cat(parts, dim=1)
 
-    def extend_raw(self, raw_pixels: np.ndarray, richness: np.ndarray | None) -> np.ndarray:
-        """Raw inputs of this model from a pixels-only model's raw inputs (same backbone): ln richness appended
-        when the model takes it (training extracts the pixel features once for both models)."""
+    def extend_raw(
+        self, raw_pixels: np.ndarray, richness: np.ndarray | None, bcg_mag_i: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Raw inputs of this model from a pixels-only model's raw inputs (same backbone): ln richness and the
+        central galaxy's feature (:meth:`bcg_feature` of the catalogue's apparent ``bcg_mag_i``) appended when
+        the model takes them (training extracts the pixel features once for all models)."""
         raw_pixels = np.asarray(raw_pixels, np.float32)
         if not self.richness_input:
             return raw_pixels
         lam = np.log(np.clip(np.asarray(richness, np.float64), 1e-3, None)).astype(np.float32)
-        return np.concatenate([raw_pixels, lam[:, None]], axis=1)
+        cols = [raw_pixels, lam[:, None]]
+        if self.bcg_input:
+            z = raw_pixels[:, self.z_raw_index].astype(np.float64)
+            cols.append(
+                self.bcg_feature(np.asarray(richness, np.float64), z, bcg_mag_i)[:, None].astype(np.float32)
+            )
+        return np.concatenate(cols, axis=1)
+
+    def bcg_feature(self, richness, z, bcg_mag_i) -> np.ndarray:
+        """The central galaxy's feature of each row (:func:`~survey_mass.models.catalogue.central_galaxy_feature`),
+        and where a row has none, E[feature | lambda, z] (:attr:`bcg_fill`)."""
+        from .catalogue import PIVOT_LAMBDA, PIVOT_Z, central_galaxy_feature
+
+        lam = np.clip(np.asarray(richness, np.float64), 1e-3, None)
+        z = np.asarray(z, np.float64)
+        f = np.full(lam.shape, np.nan) if bcg_mag_i is None else central_galaxy_feature(bcg_mag_i, z)
+        a, b, c = self.bcg_fill.cpu().numpy() if self.bcg_fill.numel() == 3 else (0.0, 0.0, 0.0)
+        fill = a + b * np.log(lam / PIVOT_LAMBDA) + c * (z - PIVOT_Z)
+        return np.where(np.isfinite(f), f, fill)
+
+    def fit_bcg_fill(self, richness, z, bcg_mag_i) -> None:
+        """Least squares of the central galaxy's feature on [1, ln(lambda / 40), z - 0.3] over the rows that
+        have one: what stands in where a candidate has no central galaxy."""
+        from .catalogue import central_galaxy_feature, design
+
+        f = central_galaxy_feature(bcg_mag_i, z)
+        ok = np.isfinite(f) & np.isfinite(np.asarray(richness, float)) & (np.asarray(richness, float) > 0)
+        if ok.sum() < 3:
+            raise ValueError("too few candidates with a central galaxy to fit its expectation")
+        coef, *_ = np.linalg.lstsq(
+            design(np.asarray(richness, float)[ok], np.asarray(z, float)[ok]), f[ok], rcond=None
+        )
+        self.bcg_fill = torch.as_tensor(coef, dtype=torch.float64)
 
     def standardise_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardised kept inputs, before the soft clip."""
@@ -452,11 +517,16 @@ class MassModel(nn.Module):
         return tuple(torch.stack([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
 
     def forward(
-        self, x: torch.Tensor, z: torch.Tensor, log_sigma: torch.Tensor, richness: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        log_sigma: torch.Tensor,
+        richness: torch.Tensor | None = None,
+        bcg: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The catalogued mass, fold-ensemble mean log10 M500 (N,), of normalised cutouts: what attribution
-        differentiates."""
-        return self.forward_raw(self.raw_inputs(x, z, log_sigma, richness))
+        differentiates (``bcg``: the central galaxy's feature, :meth:`bcg_feature`)."""
+        return self.forward_raw(self.raw_inputs(x, z, log_sigma, richness, bcg))
 
     def forward_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """The ensemble mean from raw input vectors (the tail of :meth:`forward`)."""
@@ -468,18 +538,22 @@ class MassModel(nn.Module):
     def input_groups(self) -> dict[str, np.ndarray]:
         """Kept inputs (positions among the heads' inputs) grouped as the catalogue reports them: one group per
         band (its backbone features and its central photometry), ``sky`` (the five log10 sky sigmas),
-        ``redshift`` and, with a richness input, ``richness``."""
+        ``redshift`` and, with the catalogue's inputs, ``richness`` and ``bcg``."""
         names = self.input_names()
         kept = [names[int(k)] for k in self.keep.cpu().numpy()]
         groups: dict[str, list[int]] = {b: [] for b in self.bands}
         groups.update(sky=[], redshift=[])
         if self.richness_input:
             groups["richness"] = []
+        if self.bcg_input:
+            groups["bcg"] = []
         for pos, name in enumerate(kept):
             if name == "z":
                 groups["redshift"].append(pos)
             elif name == "ln_richness":
                 groups["richness"].append(pos)
+            elif name == "bcg_abs_mag_i":
+                groups["bcg"].append(pos)
             elif name.startswith("log10_sky_sigma_"):
                 groups["sky"].append(pos)
             else:  # "{band}.f{k}" or "ap{r}_{band}"
@@ -521,11 +595,14 @@ class MassModel(nn.Module):
         z: np.ndarray,
         richness: np.ndarray | None = None,
         *,
+        bcg_mag_i: np.ndarray | None = None,
         batch_size: int = 64,
         device="cpu",
     ) -> np.ndarray:
         """Raw input vectors of (N, 5, H, W) cutouts (training's feature extraction)."""
-        return self.raw_inputs_and_sky(images, z, richness, batch_size=batch_size, device=device)[0]
+        return self.raw_inputs_and_sky(
+            images, z, richness, bcg_mag_i=bcg_mag_i, batch_size=batch_size, device=device
+        )[0]
 
     @torch.no_grad()
     def predict(
@@ -534,20 +611,33 @@ class MassModel(nn.Module):
         z: np.ndarray,
         richness: np.ndarray | None = None,
         *,
+        bcg_mag_i: np.ndarray | None = None,
         batch_size: int = 64,
         device="cpu",
     ) -> dict[str, np.ndarray]:
-        """Fold-ensemble masses, their error parts, the sky sigmas and the out-of-distribution flag."""
-        raw, sky = self.raw_inputs_and_sky(images, z, richness, batch_size=batch_size, device=device)
+        """Fold-ensemble masses, their error parts, the sky sigmas and the out-of-distribution flag
+        (``bcg_mag_i``: the catalogue's central-galaxy apparent i magnitudes, for a model that takes them)."""
+        raw, sky = self.raw_inputs_and_sky(
+            images, z, richness, bcg_mag_i=bcg_mag_i, batch_size=batch_size, device=device
+        )
         return {**self.predict_raw(raw, z, device=device), "sky_sigma": sky}
 
     @torch.no_grad()
     def raw_inputs_and_sky(
-        self, images: np.ndarray, z: np.ndarray, richness=None, *, batch_size: int = 64, device="cpu"
+        self,
+        images: np.ndarray,
+        z: np.ndarray,
+        richness=None,
+        *,
+        bcg_mag_i=None,
+        batch_size: int = 64,
+        device="cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw input vectors (N, D) and measured sky sigmas (N, 5) of cutouts."""
         x, log_sigma, sky = prepare_images(images)
-        raw = self.raw_inputs_prepared(x, log_sigma, z, richness, batch_size=batch_size, device=device)
+        raw = self.raw_inputs_prepared(
+            x, log_sigma, z, richness, bcg_mag_i=bcg_mag_i, batch_size=batch_size, device=device
+        )
         return raw, sky
 
     @torch.no_grad()
@@ -558,6 +648,7 @@ class MassModel(nn.Module):
         z: np.ndarray,
         richness=None,
         *,
+        bcg_mag_i=None,
         batch_size: int = 64,
         device="cpu",
         exact: bool = False,
@@ -570,6 +661,7 @@ class MassModel(nn.Module):
         n = x.shape[0]
         raw = np.zeros((n, len(self.input_names())), np.float32)
         cuda = torch.device(device).type == "cuda"
+        bcg = self.bcg_feature(richness, z, bcg_mag_i) if self.bcg_input else None
         on_device = []
         for s in range(0, n, batch_size):
             xb, lb = x[s : s + batch_size], log_sigma[s : s + batch_size]
@@ -582,6 +674,7 @@ class MassModel(nn.Module):
                 zz,
                 lb.to(device, non_blocking=cuda),
                 lam,
+                _richness_tensor(bcg, s, batch_size, device),
                 inference=not exact,
             ).float()
             if cuda:

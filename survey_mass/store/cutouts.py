@@ -75,6 +75,7 @@ REQUIRED_COLUMNS = {
 }
 OPTIONAL_COLUMNS = {
     "richness": np.float32,
+    "bcg_mag_i": np.float32,
     "log10_m500_label": np.float32,
     "log10_m500_true": np.float32,
     "log10_m500_oracle": np.float32,

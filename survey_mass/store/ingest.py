@@ -287,8 +287,9 @@ def _candidate_columns(sub, quality: np.ndarray) -> dict[str, np.ndarray]:
         "z": sub["z"].to_numpy(),
         "quality": quality,
     }
-    if "richness" in sub:
-        cols["richness"] = sub["richness"].to_numpy()
+    for opt in ("richness", "bcg_mag_i"):
+        if opt in sub:
+            cols[opt] = sub[opt].to_numpy()
     cols["log10_m500_label"] = (
         sub["log10_m500_label"].to_numpy(float) if "log10_m500_label" in sub else np.full(len(sub), np.nan)
     )

@@ -171,7 +171,7 @@ def build_report(
     )
 
 
-def build_card(models: dict, relation, baseline, store, report: TrainingReport, cfg):
+def build_card(models: dict, relation, baseline, store, report: TrainingReport, cfg, relation_bcg=None):
     """The model card of a trained model (its id is set when the weights are written)."""
     from ..models.bundle import (
         METHOD,
@@ -226,10 +226,12 @@ def build_card(models: dict, relation, baseline, store, report: TrainingReport, 
         folds=len(headline.heads),
         config=report.config,
         richness_input=headline.richness_input,
+        bcg_input=headline.bcg_input,
         features=features,
         calibration=Calibration(**headline.calibration),
         pixels=pixels,
         lambda_relation=relation.to_dict(),
+        lambda_bcg_relation=relation_bcg.to_dict() if relation_bcg is not None else {},
         richness_baseline=baseline.to_dict(),
         metrics=CardMetrics(
             band_accuracy=report.band_accuracy,
@@ -250,9 +252,10 @@ def _fmt(v) -> str:
 
 
 NAMES = {
-    "headline": "headline (pixels + catalogue lambda)",
+    "headline": "headline (pixels + catalogue lambda and BCG)",
     "pixels": "pixels alone (CNN)",
     "lambda": "catalogue lambda + z",
+    "lambda_bcg": "catalogue lambda + BCG + z",
     "richness": "our sep lambda-hat",
 }
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import paths
-from ..models.catalogue import CatalogueRelation
+from ..models.catalogue import CatalogueRelation, central_galaxy_feature
 from ..models.mass_model import MassModel, Standardisation, measure_sky, prepare_images
 from ..models.networks import VARIANTS, BandClassifier, MassRegressor
 from ..photometry import BANDS, PSF_FWHM
@@ -122,6 +122,8 @@ class StoreTable:
     oracle: np.ndarray
     ra: np.ndarray
     dec: np.ndarray
+    #: the candidate catalogue's central-galaxy apparent i magnitude (NaN where it has none)
+    bcg_mag_i: np.ndarray
 
 
 def read_table(store) -> StoreTable:
@@ -134,6 +136,7 @@ def read_table(store) -> StoreTable:
         "log10_m500_oracle",
         "ra",
         "dec",
+        "bcg_mag_i",
     )
     parts, rows, ids = [], [], []
     cols: dict[str, list] = {k: [] for k in keys}
@@ -436,6 +439,8 @@ class Stage2Data:
     richness: np.ndarray  # the catalogue's
     lam_hat: np.ndarray
     m_lim: np.ndarray | None
+    #: the catalogue's central galaxy as the relation takes it (:func:`central_galaxy_feature`; NaN: none)
+    bcg: np.ndarray
 
     @property
     def is_lab(self) -> np.ndarray:
@@ -446,6 +451,8 @@ class Stage2Data:
 class FoldResult:
     heads: dict[str, list[MassRegressor]]
     relation: CatalogueRelation
+    #: the relation with the central galaxy (None where the candidates carry none)
+    relation_bcg: CatalogueRelation | None
     folds: np.ndarray
     #: out-of-fold (mu, sigma) of every estimator (ESTIMATORS' names), NaN where it cannot predict
     oof: dict[str, tuple[np.ndarray, np.ndarray]]
@@ -501,9 +508,14 @@ def fit_folds(
     folds = split_folds(data, cfg.folds, cfg.seed)
     n = data.ids.size
     oof = {e: (np.full(n, np.nan), np.full(n, np.nan)) for e in ESTIMATORS}
-    res = FoldResult({name: [] for name in data.inputs}, CatalogueRelation(), folds, oof)
-    res.info = {name: [] for name in data.inputs}
     has_lam = np.isfinite(data.richness) & (data.richness > 0)
+    has_bcg = has_lam & np.isfinite(data.bcg)
+    with_bcg = has_bcg.mean() >= 0.5
+    if not with_bcg:
+        del oof["lambda_bcg"]
+    rel_bcg = CatalogueRelation(bcg=True) if with_bcg else None
+    res = FoldResult({name: [] for name in data.inputs}, CatalogueRelation(), rel_bcg, folds, oof)
+    res.info = {name: [] for name in data.inputs}
     bar = _bar(cfg.folds, "stage 2 folds", progress)
     for k in range(cfg.folds):
         test = folds == k
@@ -530,6 +542,10 @@ def fit_folds(
             rows = np.flatnonzero(test & has_lam)
             mus, s2, _ = CatalogueRelation(folds=[coef]).fold_moments(data.richness[rows], data.z[rows])
             oof["lambda"][0][rows], oof["lambda"][1][rows] = mus[0], np.sqrt(s2[0])
+        if rel_bcg is not None:
+            _fit_relation_bcg_fold(
+                data, rel_bcg, train_idx[has_bcg[train_idx]], test & has_bcg, selection, oof
+            )
         coef = baseline.fit_fold(
             data.lam_hat[train_idx], data.z[train_idx], data.y[train_idx], selection=selection, m_lim=m_lim_tr
         )
@@ -546,6 +562,28 @@ def fit_folds(
             oof["headline"][j][miss] = oof["pixels"][j][miss]
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _fit_relation_bcg_fold(
+    data: Stage2Data, rel: CatalogueRelation, tr: np.ndarray, test, selection, oof
+) -> None:
+    """One fold of the relation on lambda, z and the central galaxy: fitted on ``tr``, predicted on ``test``."""
+    if not tr.size or np.isfinite(data.y[tr]).sum() < 5:
+        return
+    coef = rel.fit_fold(
+        data.richness[tr],
+        data.z[tr],
+        data.y[tr],
+        selection=selection,
+        m_lim=None if data.m_lim is None else data.m_lim[tr],
+        bcg=data.bcg[tr],
+    )
+    rel.folds.append(coef)
+    rows = np.flatnonzero(test)
+    mus, s2, _ = CatalogueRelation(folds=[coef], bcg=True).fold_moments(
+        data.richness[rows], data.z[rows], data.bcg[rows]
+    )
+    oof["lambda_bcg"][0][rows], oof["lambda_bcg"][1][rows] = mus[0], np.sqrt(s2[0])
 
 
 # --- calibration ----------------------------------------------------------------------------------------------
@@ -627,7 +665,12 @@ def fit_tau(rows: CalibrationRows | None, selection) -> float:
 
 
 def calibration_rows(
-    stores: list[str], models: dict[str, MassModel], relation: CatalogueRelation, device, progress: bool
+    stores: list[str],
+    models: dict[str, MassModel],
+    relation: CatalogueRelation,
+    device,
+    progress: bool,
+    relation_bcg: CatalogueRelation | None = None,
 ) -> dict[str, CalibrationRows]:
     """Every estimator's prediction, with its label-calibrated scale and no tau, on the calibration mocks."""
     from ..store import open_store
@@ -641,12 +684,14 @@ def calibration_rows(
         for s in range(0, index.size, 512):
             rows = index[s : s + 512]
             imgs = read_cutouts(store, table, rows)
-            z, lam = table.z[rows], table.richness[rows]
+            z, lam, bcg = table.z[rows], table.richness[rows], table.bcg_mag_i[rows]
             preds = {
-                name: m.predict(imgs, z, lam if m.richness_input else None, device=device)
+                name: m.predict(imgs, z, lam if m.richness_input else None, bcg_mag_i=bcg, device=device)
                 for name, m in models.items()
             }
             preds["lambda"] = relation.predict(lam, z)
+            if relation_bcg is not None:
+                preds["lambda_bcg"] = relation_bcg.predict(lam, z, bcg=central_galaxy_feature(bcg, z))
             for name, p in preds.items():
                 sig = np.sqrt(p["log10_m500_err_aleatoric"] ** 2 + p["log10_m500_err_fold"] ** 2)
                 out.setdefault(name, []).append(
@@ -933,16 +978,23 @@ def build_stage2(
     pairs = nuisance_pairs(backbone_model, store, table, pool, cfg, device, progress=progress)
     lam = table.richness[pool]
     has_lam = np.isfinite(lam) & (lam > 0)
+    bcg_mag = table.bcg_mag_i[pool]
+    bcg = central_galaxy_feature(bcg_mag, table.z[pool])
+    # the headline takes the central galaxy where most candidates with a richness give one
+    with_bcg = bool(has_lam.any() and np.isfinite(bcg[has_lam]).mean() >= 0.5)
     inputs = {}
     for name in ("pixels", "headline"):
         with_lam = name == "headline"
         if with_lam and has_lam.mean() < 0.5:  # the candidates carry (almost) no richness: pixels alone
             continue
-        model = MassModel(backbone_model.backbone, richness_input=with_lam)
-        lam_pairs = lam[np.searchsorted(pool, pairs.rows)] if with_lam else None
-        r = model.extend_raw(raw, lam if with_lam else None)
-        clean = model.extend_raw(pairs.clean, lam_pairs)
-        worse = model.extend_raw(pairs.degraded, lam_pairs)
+        model = MassModel(backbone_model.backbone, richness_input=with_lam, bcg_input=with_lam and with_bcg)
+        if model.bcg_input:
+            model.fit_bcg_fill(lam[has_lam], table.z[pool][has_lam], bcg_mag[has_lam])
+        at_pairs = np.searchsorted(pool, pairs.rows)
+        lam_pairs = lam[at_pairs] if with_lam else None
+        r = model.extend_raw(raw, lam if with_lam else None, bcg_mag)
+        clean = model.extend_raw(pairs.clean, lam_pairs, bcg_mag[at_pairs])
+        worse = model.extend_raw(pairs.degraded, lam_pairs, bcg_mag[at_pairs])
         fit_rows = has_lam if with_lam else np.ones(pool.size, bool)
         pair_rows = np.isfinite(worse).all(axis=1)
         model.set_standardisation(
@@ -972,6 +1024,7 @@ def build_stage2(
         richness=lam.astype(np.float64),
         lam_hat=rich.lam_hat,
         m_lim=selection.m_lim(z_pool, table.flux_limit[pool]) if selection is not None else None,
+        bcg=bcg,
     )
     return data, pairs, rich, feat_time
 
@@ -1021,19 +1074,26 @@ def train(
         scale = fit_scale(*fr.oof[name], data, selection, rows=_own_rows(data, name))
         hi.model.calibration = {"scale": scale, "tau": 0.0, "selection": sel_dict}
         models[name] = hi.model
-    fr.relation.calibration = {
-        "scale": fit_scale(*fr.oof["lambda"], data, selection),
-        "tau": 0.0,
-        "selection": sel_dict,
-    }
+    relations = {"lambda": fr.relation, "lambda_bcg": fr.relation_bcg}
+    for name, rel in relations.items():
+        if rel is not None:
+            rel.calibration = {
+                "scale": fit_scale(*fr.oof[name], data, selection),
+                "tau": 0.0,
+                "selection": sel_dict,
+            }
     t_cal = time.perf_counter()
-    cal_rows = calibration_rows(list(cfg.calibration_stores), models, fr.relation, device, progress)
+    cal_rows = calibration_rows(
+        list(cfg.calibration_stores), models, fr.relation, device, progress, fr.relation_bcg
+    )
     if "headline" not in models and "pixels" in cal_rows:
         cal_rows["headline"] = cal_rows["pixels"]
     cal = calibrate(data, fr, selection, cal_rows)
     for name, m in models.items():
         m.calibration.update(_calibration_dict(cal[name]))
-    fr.relation.calibration.update(_calibration_dict(cal["lambda"]))
+    for name, rel in relations.items():
+        if rel is not None:
+            rel.calibration.update(_calibration_dict(cal[name]))
     errs = final_errors(data, fr, cal, selection)
     ev = evaluate(data, fr, errs, selection, cfg)
     timing = {
@@ -1063,7 +1123,7 @@ def train(
         out,
         headline,
         rich.baseline,
-        build_card(models, fr.relation, rich.baseline, store, report, cfg),
+        build_card(models, fr.relation, rich.baseline, store, report, cfg, fr.relation_bcg),
         pixels=models["pixels"] if headline is not models["pixels"] else None,
     )
     report = report.model_copy(update={"model_id": card.model_id})

@@ -27,16 +27,16 @@ def test_smoke_training_learns(smoke_model):
     for curves in r.stage2_curves.values():
         for curve in curves:
             assert curve[-1][0] < curve[0][0]
-    # every cluster's out-of-fold mass is scored against the truth, for all four estimators
+    # every cluster's out-of-fold mass is scored against the truth, for all five estimators
     s = r.summary
     assert s.n_population == r.n_cutouts
-    assert set(s.estimators) == {"headline", "pixels", "lambda", "richness"}
+    assert set(s.estimators) == {"headline", "pixels", "lambda", "lambda_bcg", "richness"}
     for name, sc in s.estimators.items():
         assert sc.vs_truth.mae < 0.4 and sc.vs_label.mae < 0.35, name
         assert 0.4 < sc.coverage_68 < 0.95, name
         assert len(sc.coverage_by["catalogue_richness"]) == 3
     # the labels' calibration moves coverage towards 68% (the selected labels are judged as selected)
-    for name in ("headline", "pixels", "lambda"):
+    for name in ("headline", "pixels", "lambda", "lambda_bcg"):
         c = r.calibration[name]
         assert abs(c.coverage_68_after - 0.6827) <= abs(c.coverage_68_before - 0.6827) + 0.02, name
         assert c.extrapolation_tau == 0 and c.n_calibration_rows == 0  # no independent mock given
@@ -53,6 +53,12 @@ def test_bundle_round_trip_and_card(smoke_model, labelled_store):
     assert card["bands"] == ["u", "g", "r", "i", "z"] and card["folds"] == 3 == len(b.heads)
     assert card["input"]["cutout_size"] == 64 and card["model_id"].startswith("survey-mass-cpu-")
     b.check_store(open_store(labelled_store))
+    # the candidates carry central galaxies: the headline takes them, and the lambda + BCG relation exists,
+    # with the mock's sign (a brighter central galaxy, a higher mass) in every fold
+    assert card["bcg_input"] and b.model.bcg_input and "bcg_abs_mag_i" in b.model.input_names()
+    assert not b.pixels.bcg_input and len(card["features"]["bcg_fill"]) == 3
+    assert b.relation_bcg is not None and len(b.relation_bcg.folds) == 3
+    assert all(len(c) == 6 and c[3] < 0 for c in b.relation_bcg.folds)
 
 
 def test_mismatched_bundle_is_refused(smoke_model, labelled_store, tmp_path):
