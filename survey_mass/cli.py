@@ -653,11 +653,17 @@ def cmd_report(args) -> int:
         + ", ".join(Path(f).name for f in s["files"].values())
     )
     for ref, v in s["reference"].items():
-        c, r = v["cnn"], v["richness"]
+        c = v["headline"]
         if c.get("n"):
+            base = ", ".join(
+                f"{name} MAE {v[k]['mae']:.3f} dex"
+                for k, name in (("lambda", "catalogue λ"), ("lambda_bcg", "λ + BCG"))
+                if v.get(k, {}).get("n")
+            )
             print(
-                f"  vs {ref}: CNN MAE {c['mae']:.3f} dex (68% coverage {c['coverage_68']:.2f}), "
-                f"richness MAE {r['mae']:.3f} dex, n={c['n']:,}"
+                f"  vs {ref}: headline MAE {c['mae']:.3f} dex (68% coverage {c['coverage_68']:.2f})"
+                + (f", {base}" if base else "")
+                + f", n={c['n']:,}"
             )
     return 0
 

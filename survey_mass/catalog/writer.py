@@ -271,7 +271,8 @@ class Written(NamedTuple):
     margin_rows: int
 
 
-#: the columns lsdb and hats show first
+#: the columns lsdb and hats show first: the headline, the catalogue-lambda and given-detection masses with their
+#: errors, the quality bits, names and positions (not lambda-hat, which tracks the catalogue's lambda poorly)
 DEFAULT_COLUMNS = [
     "id",
     "name",
@@ -280,7 +281,10 @@ DEFAULT_COLUMNS = [
     "z",
     "log10_m500",
     "log10_m500_err",
-    "log10_m500_richness",
+    "log10_m500_lambda",
+    "log10_m500_lambda_err",
+    "log10_m500_given_detection",
+    "log10_m500_given_detection_err",
     "quality",
 ]
 

@@ -78,12 +78,21 @@ def test_report_pictures_and_numbers(small_catalog, tmp_path, capsys):
     df = pq.ParquetDataset(catalog_files(catalog)).read().to_pandas()
     ok = np.isfinite(df.log10_m500) & np.isfinite(df.log10_m500_true)
     d = (df.log10_m500 - df.log10_m500_true)[ok]
-    cnn = rep["reference"]["log10_m500_true"]["cnn"]
+    cnn = rep["reference"]["log10_m500_true"]["headline"]
     assert cnn["n"] == ok.sum()
     assert cnn["mae"] == pytest.approx(np.abs(d).mean())
     assert cnn["coverage_68"] == pytest.approx(np.mean(np.abs(d) <= df.log10_m500_err[ok]))
     md = (out / "report.md").read_text()
-    assert "![sky](sky.png)" in md and "| log10_m500_true | cnn |" in md
+    assert "![sky](sky.png)" in md and "| log10_m500_true | headline |" in md
+    # the headline is compared with the catalogue's lambda, not with lambda-hat
+    lam = rep["reference"]["log10_m500_true"]["lambda"]
+    dl = (df.log10_m500_lambda - df.log10_m500_true)[
+        np.isfinite(df.log10_m500_lambda) & np.isfinite(df.log10_m500_true)
+    ]
+    assert (
+        lam["mae"] == pytest.approx(np.abs(dl).mean())
+        and "richness" not in rep["reference"]["log10_m500_true"]
+    )
 
 
 def test_report_refuses_to_write_inside_the_catalog(small_catalog, capsys):
