@@ -199,6 +199,14 @@ class ValidationRow(_Model):
     mae_over_lambda_95: tuple[float, float] | None = Field(
         None, description="95% interval of mae_over_lambda (the same resamples for both estimators: paired)"
     )
+    mae_over_lambda_bcg: float | None = Field(
+        None,
+        description="MAE / the catalogue lambda + central-galaxy estimator's MAE on the same clusters (None for "
+        "it or without it): the strongest baseline a redMaPPer user has",
+    )
+    mae_over_lambda_bcg_95: tuple[float, float] | None = Field(
+        None, description="95% interval of mae_over_lambda_bcg (paired, as mae_over_lambda_95)"
+    )
     coverage: float | None = Field(
         description="fraction with |predicted - true| < the column's _err (None without an _err column)"
     )
@@ -332,7 +340,6 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
     # every estimator on the same rows: those where all of them give a mass (no-mass quality bits excluded)
     common = np.logical_and.reduce([np.isfinite(catalog[c].to_numpy(float)) for c in present.values()])
     common &= np.isfinite(true_all)
-    lam_col = present.get("lambda")
     resid = {n: (catalog[c].to_numpy(float) - true_all)[common] for n, c in present.items()}
     boot = bootstrap_means(
         {**{f"d.{n}": d for n, d in resid.items()}, **{f"a.{n}": np.abs(d) for n, d in resid.items()}}
@@ -343,10 +350,7 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
         pred, true = pred_all[ok], true_all[ok]
         err = catalog[f"{col}_err"].to_numpy(float)[ok] if f"{col}_err" in catalog else None
         d = pred - true
-        ratio = ratio_95 = None
-        if lam_col is not None and col != lam_col and d.size:
-            ratio = _f(np.mean(np.abs(d)) / np.mean(np.abs(resid["lambda"])))
-            ratio_95 = _interval(boot[f"a.{name}"] / boot["a.lambda"])
+        ratios = {base: _ratio(name, base, resid, boot) for base in ("lambda", "lambda_bcg")}
         tert = {}
         for key, var in TERTILE_VARIABLES.items():
             values = pred if var is None else (catalog[var].to_numpy(float)[ok] if var in catalog else None)
@@ -361,14 +365,25 @@ def score(catalog, perturbation: str, estimators: dict[str, str]) -> tuple[list[
                 bias=_f(np.mean(d)),
                 mae_95=_interval(boot[f"a.{name}"]) if d.size else None,
                 bias_95=_interval(boot[f"d.{name}"]) if d.size else None,
-                mae_over_lambda=ratio,
-                mae_over_lambda_95=ratio_95,
+                mae_over_lambda=ratios["lambda"][0],
+                mae_over_lambda_95=ratios["lambda"][1],
+                mae_over_lambda_bcg=ratios["lambda_bcg"][0],
+                mae_over_lambda_bcg_95=ratios["lambda_bcg"][1],
                 coverage=_covered(pred, true, err),
                 tertiles=CoverageTertiles(**tert),
                 coverage_detected=_detected_coverage(catalog, ok, pred, true, err),
             )
         )
     return rows, skipped
+
+
+def _ratio(name: str, base: str, resid: dict, boot: dict):
+    """MAE(name) / MAE(base) on the common rows, and its paired bootstrap interval (None, None for the base
+    itself, or without it)."""
+    if name == base or base not in resid or not resid[name].size:
+        return None, None
+    value = _f(np.mean(np.abs(resid[name])) / np.mean(np.abs(resid[base])))
+    return value, _interval(boot[f"a.{name}"] / boot[f"a.{base}"])
 
 
 # --- the run --------------------------------------------------------------------------------------------------------
@@ -544,6 +559,7 @@ HEADER = (
     "bias (95%)",
     "bias λ⅓",
     "MAE/λ (95%)",
+    "MAE/λ+BCG (95%)",
     "cov68",
     "cov λ⅓",
     "cov z⅓",
@@ -565,6 +581,9 @@ def table_rows(report: ValidationReport) -> list[tuple[str, ...]]:
             "-"
             if r.mae_over_lambda is None
             else _fmt(r.mae_over_lambda, ".3f") + _range(r.mae_over_lambda_95, ".3f"),
+            "-"
+            if r.mae_over_lambda_bcg is None
+            else _fmt(r.mae_over_lambda_bcg, ".3f") + _range(r.mae_over_lambda_bcg_95, ".3f"),
             _fmt(r.coverage),
             _tertiles(r.tertiles.richness),
             _tertiles(r.tertiles.z),
@@ -589,7 +608,7 @@ def format_table(report: ValidationReport, *, markdown: bool = False) -> str:
         lines += ["| " + " | ".join(c) + " |" for c in cells]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(HEADER)]
-    right = {2, 3, 4, 7, 11}
+    right = {2, 3, 4, 8, 12}
 
     def line(c):
         return "  ".join(
@@ -619,9 +638,10 @@ def markdown(report: ValidationReport) -> str:
         "MAE and bias (predicted - true) in dex against the mock's true log10 M500c, the bias with its 95% "
         f"bootstrap interval ({BOOTSTRAP} resamples of the clusters) and by tertile of the catalogue's richness; "
         "MAE/λ: the MAE over the catalogue-λ estimator's on the same clusters, with its paired bootstrap interval; "
+        "MAE/λ+BCG: the same over the catalogue λ + central-galaxy estimator's; "
         "cov68: fraction with |predicted - true| < the estimator's 68% error; cov λ⅓, z⅓, M⅓: the coverage in the "
         "low/middle/high tertiles of the candidate catalogue's richness, the redshift and the predicted mass. "
-        "'-': the estimator has no error column (or, for MAE/λ, is λ).",
+        "'-': the estimator has no error column (or, for a ratio, is its baseline).",
     ]
     if skipped:
         lines.append(f"Not in the catalogs (skipped): {', '.join(skipped)}.")

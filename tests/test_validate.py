@@ -142,6 +142,12 @@ def test_scores_match_the_catalogs_and_only_the_physics_differs(validated):
     unpaired = np.quantile(a / other, [0.025, 0.975])
     assert unpaired[1] - unpaired[0] > row.mae_over_lambda_95[1] - row.mae_over_lambda_95[0]
     assert report.row("nominal", "lambda").mae_over_lambda is None
+    # and against the strongest baseline, lambda + BCG, the same way
+    d_bcg = nominal["log10_m500_lambda_bcg"] - nominal["log10_m500_true"]
+    assert row.mae_over_lambda_bcg == pytest.approx(np.abs(d).mean() / np.abs(d_bcg).mean(), abs=1e-4)
+    c = np.abs(d_bcg.to_numpy())[idx].mean(axis=1)
+    assert row.mae_over_lambda_bcg_95 == pytest.approx(tuple(np.quantile(a / c, [0.025, 0.975])), abs=2e-5)
+    assert report.row("nominal", "lambda_bcg").mae_over_lambda_bcg is None
 
 
 def test_report_files(validated):
