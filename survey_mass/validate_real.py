@@ -90,6 +90,23 @@ class EstimatorResult(_Model):
     as_selected: Score | None = None
 
 
+class Ranking(_Model):
+    """How well one estimator orders and tracks the labels (raw estimates; no scale offset or selection, which
+    shift every row alike): against the catalogue-lambda mass on the same rows, with paired intervals."""
+
+    n: int
+    spearman: float
+    spearman_95: tuple[float, float]
+    #: sd of (estimate - label)
+    scatter: float
+    scatter_95: tuple[float, float]
+    #: spearman - lambda's, and scatter / lambda's, on the same bootstrap resamples
+    spearman_minus_lambda: float | None = None
+    spearman_minus_lambda_95: tuple[float, float] | None = None
+    scatter_over_lambda: float | None = None
+    scatter_over_lambda_95: tuple[float, float] | None = None
+
+
 class RealValidationReport(_Model):
     """``real_validation.json``."""
 
@@ -113,6 +130,8 @@ class RealValidationReport(_Model):
     baselines: dict[str, Score]
     headline_over_lambda_mae: float | None = None
     headline_over_lambda_mae_95: tuple[float, float] | None = None
+    #: per estimator: rank correlation and residual scatter against the labels, and against lambda's
+    ranking: dict[str, Ranking] = {}
     seed: int
 
 
@@ -352,6 +371,52 @@ def _baselines(rows: pd.DataFrame, bins, rng, n_boot, seed: int) -> dict[str, Sc
     return out
 
 
+#: bootstrap resamples for the rank correlations (each resample ranks every row once per estimator)
+RANK_BOOT = 500
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair of (B, n) arrays (ties take their mean rank)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    rx = rx - rx.mean(axis=-1, keepdims=True)
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
+
+
+def rankings(rows: pd.DataFrame, rng, n_boot: int = RANK_BOOT) -> dict[str, Ranking]:
+    """:class:`Ranking` of every estimator present, on the rows where all of them and lambda give a mass."""
+    y = rows["label"].to_numpy(float)
+    cols = {n: c for n, c in ESTIMATOR_COLUMNS.items() if n in SELECTABLE and c in rows}
+    cols = {n: c for n, c in cols.items() if np.isfinite(rows[c].to_numpy(float)).any()}
+    if "lambda" not in cols:
+        return {}
+    ok = np.isfinite(y) & np.logical_and.reduce([np.isfinite(rows[c].to_numpy(float)) for c in cols.values()])
+    if ok.sum() < 10:
+        return {}
+    y = y[ok]
+    idx = _boot_index(y.size, rng, n_boot)
+    est = {n: rows[c].to_numpy(float)[ok] for n, c in cols.items()}
+    rho = {n: _spearman(e[idx], y[idx]) for n, e in est.items()}
+    sd = {n: (e - y)[idx].std(axis=1) for n, e in est.items()}
+    out = {}
+    for n, e in est.items():
+        paired = n != "lambda"
+        out[n] = Ranking(
+            n=int(y.size),
+            spearman=float(_spearman(e, y)),
+            spearman_95=_ci(rho[n]),
+            scatter=float((e - y).std()),
+            scatter_95=_ci(sd[n]),
+            spearman_minus_lambda=float(_spearman(e, y) - _spearman(est["lambda"], y)) if paired else None,
+            spearman_minus_lambda_95=_ci(rho[n] - rho["lambda"]) if paired else None,
+            scatter_over_lambda=float((e - y).std() / (est["lambda"] - y).std()) if paired else None,
+            scatter_over_lambda_95=_ci(sd[n] / sd["lambda"]) if paired else None,
+        )
+    return out
+
+
 def _mae_ratio(rows, rng, n_boot, offset: float):
     a = np.abs(rows.get("log10_m500", np.nan) + offset - rows["label"]).to_numpy(float)
     b = np.abs(rows.get("log10_m500_lambda", np.nan) + offset - rows["label"]).to_numpy(float)
@@ -428,6 +493,7 @@ def validate_real(
         baselines=_baselines(rows, bins, rng, n_boot, seed),
         headline_over_lambda_mae=ratio,
         headline_over_lambda_mae_95=ratio_95,
+        ranking=rankings(rows, rng),
         seed=seed,
     )
 
@@ -496,6 +562,35 @@ def markdown(r: RealValidationReport) -> str:
             "",
             f"Headline MAE / catalogue-λ MAE (raw): {r.headline_over_lambda_mae:.3f} ({lo:.3f}–{hi:.3f}).",
         ]
+    if r.ranking:
+        lines += [
+            "",
+            "Ranking and scatter against the labels (raw estimates, on the rows where every estimator gives a mass; "
+            f"95% intervals from {RANK_BOOT} resamples, paired with λ's):",
+            "",
+            "| estimator | n | Spearman ρ | ρ − λ's | residual scatter (dex) | scatter / λ's |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, k in r.ranking.items():
+            d_rho = (
+                "–"
+                if k.spearman_minus_lambda is None
+                else (
+                    f"{k.spearman_minus_lambda:+.3f} ({k.spearman_minus_lambda_95[0]:+.3f}, "
+                    f"{k.spearman_minus_lambda_95[1]:+.3f})"
+                )
+            )
+            ratio = (
+                "–"
+                if k.scatter_over_lambda is None
+                else (
+                    f"{k.scatter_over_lambda:.3f} ({k.scatter_over_lambda_95[0]:.3f}–{k.scatter_over_lambda_95[1]:.3f})"
+                )
+            )
+            lines.append(
+                f"| `{name}` | {k.n} | {k.spearman:.3f} ({k.spearman_95[0]:.3f}–{k.spearman_95[1]:.3f}) | {d_rho} | "
+                f"{k.scatter:.4f} ({k.scatter_95[0]:.3f}–{k.scatter_95[1]:.3f}) | {ratio} |"
+            )
     return "\n".join(lines) + "\n"
 
 

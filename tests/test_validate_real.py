@@ -182,3 +182,34 @@ def test_validate_real_takes_a_users_labels_and_refuses_bad_input(mcxc_catalog, 
     assert_one_line_error(code, err, "is a file")
     code, _, err = cli(["validate", "--labels", root / "mine.csv"], capsys)
     assert_one_line_error(code, err, "needs --real")
+
+
+def test_rankings_are_spearman_and_scatter_paired_with_lambdas():
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from survey_mass.validate_real import RANK_BOOT, rankings
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(14.3, 0.25, 400)
+    rows = pd.DataFrame(
+        {
+            "label": x + rng.normal(0, 0.05, x.size),
+            "log10_m500_lambda": x + rng.normal(0, 0.10, x.size),
+            "log10_m500": x + rng.normal(0, 0.20, x.size),  # a worse headline
+            "log10_m500_lambda_bcg": x + rng.normal(0, 0.08, x.size),  # a better baseline
+        }
+    )
+    rows.loc[5, "log10_m500"] = np.nan  # every estimator is scored on the same rows
+    r = rankings(rows, np.random.default_rng(1))
+    assert set(r) == {"headline", "lambda", "lambda_bcg"} and r["lambda"].n == 399
+    ok = rows.notna().all(axis=1)
+    for name, col in (("headline", "log10_m500"), ("lambda", "log10_m500_lambda")):
+        want = spearmanr(rows.loc[ok, col], rows.loc[ok, "label"]).statistic
+        assert r[name].spearman == pytest.approx(want, abs=1e-12)
+        assert r[name].scatter == pytest.approx((rows.loc[ok, col] - rows.loc[ok, "label"]).std(ddof=0))
+    h, b = r["headline"], r["lambda_bcg"]
+    assert h.spearman_minus_lambda == pytest.approx(h.spearman - r["lambda"].spearman)
+    assert h.spearman_minus_lambda_95[1] < 0 < b.spearman_minus_lambda_95[1]
+    assert h.scatter_over_lambda_95[0] > 1.5 and b.scatter_over_lambda_95[1] < 1.0
+    assert r["lambda"].spearman_minus_lambda is None and RANK_BOOT >= 200

@@ -50,7 +50,11 @@ def test_catalog_is_a_valid_hats_collection_and_lsdb_reads_it(small_catalog, sma
     # the columns shown first: the headline and the catalogue-lambda mass, never lambda-hat
     default = next(ln for ln in props.splitlines() if ln.startswith("hats_cols_default=")).split("=", 1)[1]
     shown = default.replace(",", " ").split()
-    assert shown[:5] == ["id", "name", "ra", "dec", "z"] and "log10_m500" in shown and "log10_m500_lambda" in shown
+    assert (
+        shown[:5] == ["id", "name", "ra", "dec", "z"]
+        and "log10_m500" in shown
+        and "log10_m500_lambda" in shown
+    )
     assert not any("richness" in c for c in shown)
 
 
