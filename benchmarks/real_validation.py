@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 
 HALVES = {"RA < 180": "dr12-box:180,360,-90,90", "RA >= 180": "dr12-box:0,180,-90,90"}
-ESTIMATORS = ("headline", "lambda", "pixels", "richness")
+ESTIMATORS = ("headline", "lambda", "lambda_bcg", "pixels", "richness")
 
 
 def half_parameters(spec: str) -> dict:
@@ -69,7 +69,7 @@ def cross_fitted(catalog: str, n_boot: int = 2000, seed: int = 29) -> dict:
 
     from survey_mass.footprint import parse_footprint
     from survey_mass.labels import mcxc_label_table, scale_offset_dex
-    from survey_mass.validate_real import matched_rows, score, selected_residuals, tertiles
+    from survey_mass.validate_real import ESTIMATOR_COLUMNS, matched_rows, score, selected_residuals, tertiles
 
     labels = mcxc_label_table()
     parts, params = [], {}
@@ -82,12 +82,8 @@ def cross_fitted(catalog: str, n_boot: int = 2000, seed: int = 29) -> dict:
         sel = selection_of(p).selection()
         m_lim = sel.m_lim(rows["z"].to_numpy(float), selection_of(p).row_limits(rows["survey"].to_numpy()))
         offset = scale_offset_dex("hydrostatic", (p["hydrostatic_one_minus_b"], 0.0))
-        for est, col in (
-            ("headline", "log10_m500"),
-            ("lambda", "log10_m500_lambda"),
-            ("pixels", "log10_m500_pixels"),
-            ("richness", "log10_m500_richness"),
-        ):
+        for est in ESTIMATORS:
+            col = ESTIMATOR_COLUMNS[est]
             d, hit, pit = selected_residuals(rows, col, sel, m_lim, offset)
             rows[f"{est}_d"], rows[f"{est}_hit"], rows[f"{est}_pit"] = d, hit, pit
         params[f"fitted on {name}"] = p

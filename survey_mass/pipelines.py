@@ -149,7 +149,7 @@ class AttributionSection(_Section):
         le=0.1,
         description="|sum of the map - F(x) + F(baseline)| at which a row's map is complete",
     )
-    sample_fraction: float = Field(0.03, ge=0, le=1, description="fraction of rows attributed in mode sample")
+    sample_fraction: float = Field(0.02, ge=0, le=1, description="fraction of rows attributed in mode sample")
 
     @field_validator("ig_baselines")
     @classmethod
