@@ -271,8 +271,8 @@ class Written(NamedTuple):
     margin_rows: int
 
 
-#: the columns lsdb and hats show first: the headline, the catalogue-lambda and given-detection masses with their
-#: errors, the quality bits, names and positions (not lambda-hat, which tracks the catalogue's lambda poorly)
+#: the columns lsdb and hats show first: the headline, the catalogue-lambda, lambda + BCG and given-detection masses
+#: with their errors, the quality bits, names and positions (not lambda-hat, which tracks the catalogue's lambda poorly)
 DEFAULT_COLUMNS = [
     "id",
     "name",
@@ -283,6 +283,8 @@ DEFAULT_COLUMNS = [
     "log10_m500_err",
     "log10_m500_lambda",
     "log10_m500_lambda_err",
+    "log10_m500_lambda_bcg",
+    "log10_m500_lambda_bcg_err",
     "log10_m500_given_detection",
     "log10_m500_given_detection_err",
     "quality",

@@ -698,6 +698,21 @@ class RunLock:
             self.path.unlink(missing_ok=True)
 
 
+def _warn_without_central_galaxies(store, bundle) -> None:
+    """One line on stderr when the model gives lambda + BCG masses but the store carries no central-galaxy
+    magnitudes (a store written before they were stored, or candidates without them): that column is then null."""
+    import sys
+
+    if bundle.relation_bcg is None or not store.partitions:
+        return
+    if "bcg_mag_i" not in store.columns(store.partitions[0]):
+        print(
+            f"warning: store {str(store.path)!r} has no bcg_mag_i column, so log10_m500_lambda_bcg will be null "
+            "(rebuild the store, or ingest candidates with central-galaxy magnitudes)",
+            file=sys.stderr,
+        )
+
+
 def run_catalog(
     *,
     store_path: str,
@@ -746,6 +761,7 @@ def run_catalog(
     bundle = load_bundle(model_path)
     bundle.check_store(store)
     check_margin(margin_arcsec, store.order)
+    _warn_without_central_galaxies(store, bundle)
     opts = replace(opts, store_identity=store.identity, model_id=bundle.model_id)
     parts = [
         p

@@ -452,8 +452,12 @@ class MassModel(nn.Module):
                 raise ValueError("this mass model takes the catalogue richness as an input")
             parts.append(torch.log(richness.to(x).reshape(-1, 1).clamp_min(1e-3)))
         if self.bcg_input:
-            if bcg is None:
-                raise ValueError("this mass model takes the central galaxy's feature as an input")
+            if bcg is None:  # none given: the expectation given lambda and z, as bcg_feature gives it
+                from .catalogue import PIVOT_LAMBDA, PIVOT_Z
+
+                a, b, c = self.bcg_fill.to(x)
+                lnl = torch.log(richness.to(x).reshape(-1, 1).clamp_min(1e-3) / PIVOT_LAMBDA)
+                bcg = a + b * lnl + c * (z - PIVOT_Z)
             parts.append(bcg.to(x).reshape(-1, 1))
         return torch.cat(parts, dim=1)
 

@@ -252,7 +252,7 @@ def _fmt(v) -> str:
 
 
 NAMES = {
-    "headline": "headline (pixels + catalogue lambda and BCG)",
+    "headline": "headline (pixels + catalogue)",
     "pixels": "pixels alone (CNN)",
     "lambda": "catalogue lambda + z",
     "lambda_bcg": "catalogue lambda + BCG + z",

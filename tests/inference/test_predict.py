@@ -30,30 +30,64 @@ def test_lambda_bcg_is_the_relation_on_the_rows_central_galaxy(partition):
     assert np.all(np.isfinite(out["log10_m500_lambda_bcg_err"][ok]))
 
 
-def test_the_headline_reads_the_central_galaxy_and_stands_in_for_a_missing_one(partition):
+def test_a_headline_with_the_central_galaxy_is_one_function_in_every_path(partition):
+    """``TrainConfig.headline_bcg`` (off by default) gives the headline the catalogue's BCG as an input: the
+    catalogue path (pixel inputs extended), the path attribution differentiates (``forward``) and the
+    contributions must agree, and a missing BCG must mean its expectation given lambda and z in each."""
+    import torch
+
+    from survey_mass.models.mass_model import MassModel, Standardisation
+    from survey_mass.models.networks import MassRegressor
+
     bundle, images, cols = partition
-    base = predict_partition(bundle, images, cols, richness=False)
-    ok = np.isfinite(base["log10_m500"])
-    # the contributions still add up to the mass, the central galaxy's among them
-    total = base["log10_m500_reference"] + sum(base[c] for c in base if c.startswith("contrib_"))
-    np.testing.assert_allclose(total[ok], base["log10_m500"][ok], atol=1e-4)
-    assert np.nanstd(base["contrib_bcg"][ok]) > 0.005
-    # a brighter central galaxy raises the headline, as it raises the lambda + BCG mass
-    brighter = dict(cols, bcg_mag_i=np.asarray(cols["bcg_mag_i"], float) - 0.5)
-    up = predict_partition(bundle, images, brighter, richness=False)
-    assert np.nanmean(up["log10_m500"][ok] - base["log10_m500"][ok]) > 0
-    assert np.nanmean(up["log10_m500_lambda_bcg"] - base["log10_m500_lambda_bcg"]) > 0
-    # without a central galaxy: the expectation given lambda and z stands in, and no lambda + BCG mass
-    none = dict(cols, bcg_mag_i=np.full(len(cols["id"]), np.nan))
-    miss = predict_partition(bundle, images, none, richness=False)
-    assert np.isfinite(miss["log10_m500"][ok]).all() and np.isnan(miss["log10_m500_lambda_bcg"]).all()
-    gone = {k: v for k, v in cols.items() if k != "bcg_mag_i"}  # a store without the column: the same
-    np.testing.assert_allclose(
-        predict_partition(bundle, images, gone, richness=False)["log10_m500"], miss["log10_m500"]
+    assert not bundle.model.bcg_input  # the smoke model is trained with the default
+    pix = bundle.pixels
+    model = MassModel(pix.backbone, richness_input=True, bcg_input=True)
+    n_raw = len(model.input_names())
+    assert model.input_names()[-2:] == ["ln_richness", "bcg_abs_mag_i"]
+    model.set_standardisation(Standardisation(np.arange(n_raw), np.zeros(n_raw), np.full(n_raw, 10.0)))
+    model.bcg_fill = torch.tensor([0.3, -0.8, 1.5], dtype=torch.float64)
+    head = MassRegressor(n_raw, model.z_index)
+    w = torch.from_numpy(np.random.default_rng(2).normal(0, 0.05, n_raw + 1)).float()
+    head.set_from_components(w, 14.2, np.log(0.2))
+    model.heads = torch.nn.ModuleList([head])
+    z, lam = np.asarray(cols["z"], float)[:6], np.asarray(cols["richness"], float)[:6]
+    bcg = np.asarray(cols["bcg_mag_i"], float)[:6].copy()
+    bcg[0] = np.nan  # no central galaxy for this one
+    from survey_mass.models.mass_model import prepare_images
+
+    x, log_sigma, _ = prepare_images(images[:6])
+    raw = model.extend_raw(pix.raw_inputs_prepared(x, log_sigma, z), lam, bcg)
+    feat = model.bcg_feature(lam, z, bcg)
+    fill = 0.3 - 0.8 * np.log(lam / 40.0) + 1.5 * (z - 0.3)
+    assert feat[0] == pytest.approx(fill[0]) and np.allclose(feat[1:], central_galaxy_feature(bcg[1:], z[1:]))
+    np.testing.assert_allclose(raw[:, -1], feat, atol=1e-5)
+    with torch.no_grad():
+        zz, lt = torch.from_numpy(z).float(), torch.from_numpy(lam).float()
+        direct = model.forward(x, zz, log_sigma, lt, torch.from_numpy(feat).float()).numpy()
+        imputed = model.forward(x, zz, log_sigma, lt).numpy()  # no BCG given: the expectation everywhere
+    from_raw = model.predict_raw(raw, z)["log10_m500"]
+    np.testing.assert_allclose(direct, from_raw, atol=1e-4)
+    assert imputed[0] == pytest.approx(direct[0], abs=1e-4) and not np.allclose(
+        imputed[1:], direct[1:], atol=1e-4
     )
-    # the stand-in is the mean of the central galaxy at the row's lambda and z: the headline moves less, on
-    # average, than the spread of real central galaxies moves it
-    assert (
-        np.nanmean(np.abs(miss["log10_m500"] - base["log10_m500"])[ok])
-        < np.nanstd(base["contrib_bcg"][ok]) * 1.5
+    parts = model.contributions_raw(raw)
+    np.testing.assert_allclose(sum(parts.values()), from_raw, atol=1e-4)
+    assert np.abs(parts["bcg"]).max() > 0
+
+
+def test_a_store_without_central_galaxies_is_named_before_the_run(partition, capsys):
+    from types import SimpleNamespace
+
+    from survey_mass.inference.run import _warn_without_central_galaxies
+
+    bundle, _, cols = partition
+    old = SimpleNamespace(
+        path="old.zarr", partitions=[7], columns=lambda p: {k: v for k, v in cols.items() if k != "bcg_mag_i"}
     )
+    _warn_without_central_galaxies(old, bundle)
+    err = capsys.readouterr().err
+    assert "old.zarr" in err and "log10_m500_lambda_bcg will be null" in err and err.count("\n") == 1
+    new = SimpleNamespace(path="new.zarr", partitions=[7], columns=lambda p: cols)
+    _warn_without_central_galaxies(new, bundle)
+    assert capsys.readouterr().err == ""

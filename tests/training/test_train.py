@@ -53,10 +53,9 @@ def test_bundle_round_trip_and_card(smoke_model, labelled_store):
     assert card["bands"] == ["u", "g", "r", "i", "z"] and card["folds"] == 3 == len(b.heads)
     assert card["input"]["cutout_size"] == 64 and card["model_id"].startswith("survey-mass-cpu-")
     b.check_store(open_store(labelled_store))
-    # the candidates carry central galaxies: the headline takes them, and the lambda + BCG relation exists,
-    # with the mock's sign (a brighter central galaxy, a higher mass) in every fold
-    assert card["bcg_input"] and b.model.bcg_input and "bcg_abs_mag_i" in b.model.input_names()
-    assert not b.pixels.bcg_input and len(card["features"]["bcg_fill"]) == 3
+    # the candidates carry central galaxies: the lambda + BCG relation exists, with the mock's sign (a brighter
+    # central galaxy, a higher mass) in every fold; the headline takes no BCG unless asked (headline_bcg)
+    assert not card["bcg_input"] and not b.model.bcg_input and "bcg_abs_mag_i" not in b.model.input_names()
     assert b.relation_bcg is not None and len(b.relation_bcg.folds) == 3
     assert all(len(c) == 6 and c[3] < 0 for c in b.relation_bcg.folds)
 
