@@ -705,7 +705,7 @@ def _warn_without_central_galaxies(store, bundle) -> None:
 
     if bundle.relation_bcg is None or not store.partitions:
         return
-    if "bcg_mag_i" not in store.columns(store.partitions[0]):
+    if not store.has_column(store.partitions[0], "bcg_mag_i"):
         print(
             f"warning: store {str(store.path)!r} has no bcg_mag_i column, so log10_m500_lambda_bcg will be null "
             "(rebuild the store, or ingest candidates with central-galaxy magnitudes)",

@@ -505,6 +505,11 @@ class CutoutStore:
         """The attributes of a partition's group (``n_cutouts``, ``healpix_pixel`` and any its builder added)."""
         return dict(self._group(pixel).attrs)
 
+    def has_column(self, pixel: int, name: str) -> bool:
+        """Whether a partition holds the column ``name``: its array's metadata file exists (nothing is read, so a
+        damaged partition is left to the stage that reads it)."""
+        return (self.path / paths.partition_group_path(self.order, pixel) / name / "zarr.json").exists()
+
     def columns(self, pixel: int) -> dict[str, np.ndarray]:
         """All per-cutout columns of a partition (everything but the images)."""
         g = self._group(pixel)

@@ -83,11 +83,17 @@ def test_a_store_without_central_galaxies_is_named_before_the_run(partition, cap
 
     bundle, _, cols = partition
     old = SimpleNamespace(
-        path="old.zarr", partitions=[7], columns=lambda p: {k: v for k, v in cols.items() if k != "bcg_mag_i"}
+        path="old.zarr", partitions=[7], has_column=lambda p, name: name in cols and name != "bcg_mag_i"
     )
     _warn_without_central_galaxies(old, bundle)
     err = capsys.readouterr().err
     assert "old.zarr" in err and "log10_m500_lambda_bcg will be null" in err and err.count("\n") == 1
-    new = SimpleNamespace(path="new.zarr", partitions=[7], columns=lambda p: cols)
+    new = SimpleNamespace(path="new.zarr", partitions=[7], has_column=lambda p, name: name in cols)
     _warn_without_central_galaxies(new, bundle)
     assert capsys.readouterr().err == ""
+
+
+def test_has_column_reads_nothing_and_sees_the_central_galaxies(labelled_store):
+    st = open_store(labelled_store)
+    p = st.partitions[0]
+    assert st.has_column(p, "bcg_mag_i") and st.has_column(p, "z") and not st.has_column(p, "no_such_column")

@@ -11,9 +11,12 @@ def test_shipped_model_loads_and_matches_the_mock_geometry(small_store):
     card = b.card
     assert card.bands == ["u", "g", "r", "i", "z"] and card.folds == len(b.heads) == 5
     assert card.training_data.n_labelled > 300  # the MCXC-like mock labels 1.5% of the training store
-    # four estimators; the headline reads the catalogue richness, the pixels model is the second head set
+    # five estimators; the headline reads the catalogue richness, the pixels model is the second head set, and
+    # the catalogue relations on lambda and on lambda + BCG are fitted on the same five folds
     assert card.richness_input and card.pixels is not None and len(b.pixels.heads) == 5
     assert len(b.relation.folds) == 5 and b.relation.calibration["scale"] > 0
+    assert len(b.relation_bcg.folds) == 5 and b.relation_bcg.bcg and b.relation_bcg.calibration["scale"] > 0
+    assert all(f[3] < 0 for f in b.relation_bcg.folds)  # a brighter central galaxy, a higher mass
     for name, cov in card.metrics.coverage_68_vs_truth.items():
         assert 0.6 < cov < 0.78, name
     # the simulation-calibrated term came from independent mocks, not the training store
