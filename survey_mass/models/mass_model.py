@@ -482,14 +482,13 @@ class MassModel(nn.Module):
     def bcg_feature(self, richness, z, bcg_mag_i) -> np.ndarray:
         """The central galaxy's feature of each row (:func:`~survey_mass.models.catalogue.central_galaxy_feature`),
         and where a row has none, E[feature | lambda, z] (:attr:`bcg_fill`)."""
-        from .catalogue import PIVOT_LAMBDA, PIVOT_Z, central_galaxy_feature
+        from .catalogue import central_galaxy_feature, design
 
         lam = np.clip(np.asarray(richness, np.float64), 1e-3, None)
         z = np.asarray(z, np.float64)
         f = np.full(lam.shape, np.nan) if bcg_mag_i is None else central_galaxy_feature(bcg_mag_i, z)
-        a, b, c = self.bcg_fill.cpu().numpy() if self.bcg_fill.numel() == 3 else (0.0, 0.0, 0.0)
-        fill = a + b * np.log(lam / PIVOT_LAMBDA) + c * (z - PIVOT_Z)
-        return np.where(np.isfinite(f), f, fill)
+        coef = self.bcg_fill.cpu().numpy() if self.bcg_fill.numel() == 3 else np.zeros(3)
+        return np.where(np.isfinite(f), f, design(lam, z) @ coef)
 
     def fit_bcg_fill(self, richness, z, bcg_mag_i) -> None:
         """Least squares of the central galaxy's feature on [1, ln(lambda / 40), z - 0.3] over the rows that

@@ -535,22 +535,12 @@ def fit_folds(
             oof[name][0][rows], oof[name][1][rows] = mu, sig
             res.heads[name].append(head)
             res.info[name].append(info)
-        tr = train_idx[has_lam[train_idx]]
-        if tr.size and np.isfinite(data.y[tr]).sum() >= 5:
-            coef = res.relation.fit_fold(
-                data.richness[tr],
-                data.z[tr],
-                data.y[tr],
-                selection=selection,
-                m_lim=None if data.m_lim is None else data.m_lim[tr],
-            )
-            res.relation.folds.append(coef)
-            rows = np.flatnonzero(test & has_lam)
-            mus, s2, _ = CatalogueRelation(folds=[coef]).fold_moments(data.richness[rows], data.z[rows])
-            oof["lambda"][0][rows], oof["lambda"][1][rows] = mus[0], np.sqrt(s2[0])
+        _fit_relation_fold(
+            data, res.relation, "lambda", train_idx[has_lam[train_idx]], test & has_lam, selection, oof
+        )
         if rel_bcg is not None:
-            _fit_relation_bcg_fold(
-                data, rel_bcg, train_idx[has_bcg[train_idx]], test & has_bcg, selection, oof
+            _fit_relation_fold(
+                data, rel_bcg, "lambda_bcg", train_idx[has_bcg[train_idx]], test & has_bcg, selection, oof
             )
         coef = baseline.fit_fold(
             data.lam_hat[train_idx], data.z[train_idx], data.y[train_idx], selection=selection, m_lim=m_lim_tr
@@ -570,10 +560,11 @@ def fit_folds(
     return res
 
 
-def _fit_relation_bcg_fold(
-    data: Stage2Data, rel: CatalogueRelation, tr: np.ndarray, test, selection, oof
+def _fit_relation_fold(
+    data: Stage2Data, rel: CatalogueRelation, name: str, tr: np.ndarray, test, selection, oof
 ) -> None:
-    """One fold of the relation on lambda, z and the central galaxy: fitted on ``tr``, predicted on ``test``."""
+    """One fold of a catalogue relation (on lambda and z, and the central galaxy for ``rel.bcg``): fitted on the
+    pool rows ``tr``, its out-of-fold prediction written to ``oof[name]`` on the ``test`` rows."""
     if not tr.size or np.isfinite(data.y[tr]).sum() < 5:
         return
     coef = rel.fit_fold(
@@ -582,14 +573,14 @@ def _fit_relation_bcg_fold(
         data.y[tr],
         selection=selection,
         m_lim=None if data.m_lim is None else data.m_lim[tr],
-        bcg=data.bcg[tr],
+        bcg=data.bcg[tr] if rel.bcg else None,
     )
     rel.folds.append(coef)
     rows = np.flatnonzero(test)
-    mus, s2, _ = CatalogueRelation(folds=[coef], bcg=True).fold_moments(
+    mus, s2, _ = CatalogueRelation(folds=[coef], bcg=rel.bcg).fold_moments(
         data.richness[rows], data.z[rows], data.bcg[rows]
     )
-    oof["lambda_bcg"][0][rows], oof["lambda_bcg"][1][rows] = mus[0], np.sqrt(s2[0])
+    oof[name][0][rows], oof[name][1][rows] = mus[0], np.sqrt(s2[0])
 
 
 # --- calibration ----------------------------------------------------------------------------------------------
